@@ -1,0 +1,1 @@
+//! The AeThexCloud GDExtension binding.

@@ -1,0 +1,1 @@
+//! AeThex Cloud client SDK core.

@@ -1,0 +1,91 @@
+//! Sessions: one refresh-token family each. Access tokens are short JWTs naming the session
+//! (`sid`); refresh tokens are opaque, stored only as SHA-256, and single use.
+
+use aethex_protocol::auth::{AccessClaims, AuthResponse, User};
+use base64::Engine;
+use rand::RngCore;
+use sqlx::AnyConnection;
+
+use crate::app::AppState;
+use crate::db::new_id;
+use crate::error::ApiResult;
+use crate::projects::hash_secret;
+
+pub fn new_refresh_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "rt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Stores a refresh token of `session_id` and returns the token itself.
+pub async fn insert_refresh_token(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    session_id: &str,
+    now_ms: i64,
+) -> ApiResult<String> {
+    let token = new_refresh_token();
+    let ttl_ms = state.config.auth.refresh_token_ttl_days as i64 * 24 * 3600 * 1000;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(hash_secret(&token))
+    .bind(session_id)
+    .bind(now_ms)
+    .bind(now_ms + ttl_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(token)
+}
+
+/// Opens a new session for `user_id`; returns (session id, refresh token).
+pub async fn create(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    now_ms: i64,
+) -> ApiResult<(String, String)> {
+    let session_id = new_id();
+    sqlx::query(
+        "INSERT INTO sessions (id, project_id, user_id, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&session_id)
+    .bind(project_id)
+    .bind(user_id)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    let refresh = insert_refresh_token(conn, state, &session_id, now_ms).await?;
+    Ok((session_id, refresh))
+}
+
+/// Signs an access token and assembles the answer of every sign-in endpoint.
+pub fn auth_response(
+    state: &AppState,
+    project_id: &str,
+    user: User,
+    session_id: String,
+    refresh_token: String,
+    now_ms: i64,
+) -> ApiResult<AuthResponse> {
+    let ttl = state.config.auth.access_token_ttl_secs;
+    let iat = now_ms / 1000;
+    let claims = AccessClaims {
+        sub: user.id.clone(),
+        pid: project_id.to_owned(),
+        sid: session_id,
+        iat,
+        exp: iat + ttl as i64,
+        iss: state.tokens.issuer().to_owned(),
+    };
+    Ok(AuthResponse {
+        access_token: state.tokens.sign(&claims)?,
+        refresh_token,
+        expires_in: ttl,
+        user,
+    })
+}

@@ -1,0 +1,292 @@
+//! Server configuration: built-in defaults, then a TOML file, then environment variables and flags.
+//!
+//! Flags and env vars cover what an operator changes most (`--listen`, `--data-dir`,
+//! `--database-url`, `--blob-store`); everything else lives in the TOML file (see docs/server.md).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aethex-server",
+    version,
+    about = "AeThex Cloud reference backend: accounts, cloud saves and every other AeThex API.",
+    long_about = "AeThex Cloud reference backend.\n\nWith no arguments it listens on 127.0.0.1:8080 with embedded storage: SQLite and a blob folder under ./aethex-data. On first start it creates the project `default` and writes its client key to <data-dir>/default-project-key and its server key to <data-dir>/default-server-key.\n\nPrecedence: flags > environment variables > the TOML file given by --config > built-in defaults."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve,
+    /// Manage projects (games).
+    Project {
+        #[command(subcommand)]
+        action: ProjectAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectAction {
+    /// Create a project and print its client key and server key.
+    Create { name: String },
+}
+
+/// Settings that flags and environment variables can override.
+#[derive(Debug, Default, Clone, Args)]
+pub struct Overrides {
+    /// TOML configuration file.
+    #[arg(long, env = "AETHEX_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "AETHEX_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Folder for the embedded database, blobs and generated keys [default: ./aethex-data].
+    #[arg(long, env = "AETHEX_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB` [default: sqlite://<data-dir>/aethex.db].
+    #[arg(long, env = "AETHEX_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// `file://DIR` or `s3://BUCKET` (credentials from the usual AWS_* variables)
+    /// [default: file://<data-dir>/blobs].
+    #[arg(long, env = "AETHEX_BLOB_STORE", global = true)]
+    pub blob_store: Option<String>,
+}
+
+/// The resolved configuration every part of the server reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Empty means the embedded SQLite file under `data_dir`.
+    pub database_url: String,
+    /// Empty means the blob folder under `data_dir`.
+    pub blob_store: String,
+    /// Base URL players reach this server at (used in mails); defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub mail: MailConfig,
+    pub oauth: OAuthConfig,
+    pub saves: SavesConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from("aethex-data"),
+            database_url: String::new(),
+            blob_store: String::new(),
+            public_url: None,
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            mail: MailConfig::default(),
+            oauth: OAuthConfig::default(),
+            saves: SavesConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_days: u64,
+    /// Require a solved proof-of-work captcha on registration.
+    pub captcha_required: bool,
+    /// Leading zero bits the captcha asks for.
+    pub captcha_difficulty: u32,
+    pub min_password_len: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "aethex-cloud".into(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            captcha_required: false,
+            captcha_difficulty: 18,
+            min_password_len: 8,
+        }
+    }
+}
+
+/// Limits on the auth endpoints (token bucket: a burst, refilled at `per_minute`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub auth_per_ip_per_minute: u32,
+    pub auth_per_ip_burst: u32,
+    pub auth_per_account_per_minute: u32,
+    pub auth_per_account_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            auth_per_ip_per_minute: 120,
+            auth_per_ip_burst: 60,
+            auth_per_account_per_minute: 10,
+            auth_per_account_burst: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// `smtp://host:port` (plain) or `smtps://user:pass@host` ; unset keeps mail in the outbox.
+    pub smtp_url: Option<String>,
+    pub from: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "AeThex Cloud <no-reply@localhost>".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub google: Option<OAuthProviderConfig>,
+    pub github: Option<OAuthProviderConfig>,
+    pub discord: Option<OAuthProviderConfig>,
+}
+
+/// One OAuth provider. Endpoint URLs default to the provider's public ones when empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthProviderConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SavesConfig {
+    /// Largest serialized `data` of one slot.
+    pub max_slot_bytes: i64,
+    /// Per-player total of every kept version.
+    pub user_quota_bytes: i64,
+    /// Versions kept per slot (older ones are pruned); at least 1.
+    pub history_versions: i64,
+    /// Base64 of 32 bytes for AES-256-GCM; when unset a key is generated into the data dir.
+    pub encryption_key: Option<String>,
+}
+
+impl Default for SavesConfig {
+    fn default() -> Self {
+        Self {
+            max_slot_bytes: 16 * 1024 * 1024,
+            user_quota_bytes: 1024 * 1024 * 1024,
+            history_versions: 50,
+            encryption_key: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then the overrides.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut config = match &overrides.config {
+            Some(path) => Self::from_toml_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &overrides.database_url {
+            config.database_url = url.clone();
+        }
+        if let Some(url) = &overrides.blob_store {
+            config.blob_store = url.clone();
+        }
+        Ok(config)
+    }
+
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("aethex.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn blob_store_url(&self) -> String {
+        if self.blob_store.is_empty() {
+            format!("file://{}", self.data_dir.join("blobs").display())
+        } else {
+            self.blob_store.clone()
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aethex.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[saves]\nmax_slot_bytes = 1024\n[auth]\ncaptcha_required = true\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(file),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.saves.max_slot_bytes, 1024);
+        assert!(config.auth.captcha_required);
+        assert_eq!(config.database_url(), "sqlite:///tmp/x/aethex.db");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("lisen = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"));
+    }
+}

@@ -1,0 +1,140 @@
+//! SQL storage on SQLite (embedded default) or PostgreSQL, through sqlx's `Any` driver so every
+//! service writes its queries once.
+//!
+//! Portable SQL rules for every service: `$1, $2, ...` placeholders numbered in order of first
+//! appearance, only TEXT / BIGINT / DOUBLE PRECISION / blob columns (`BLOB` on SQLite, `BYTEA` on
+//! Postgres: the two migration folders differ only there and in DDL details), booleans as BIGINT
+//! 0/1, times as BIGINT unix milliseconds, ids as TEXT (UUID v7).
+//!
+//! SQLite allows one writer at a time; `Db::write` is a single-connection pool there so writers
+//! queue in-process instead of failing with SQLITE_BUSY, while readers use the WAL in parallel.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Any, AnyPool, Executor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// Reads (and, on Postgres, writes too).
+    pub read: AnyPool,
+    /// Writes and read-modify-write transactions.
+    pub write: AnyPool,
+    pub backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url).await
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Self::connect_postgres(url).await
+        } else {
+            anyhow::bail!("unsupported database URL {url:?}: expected sqlite://… or postgres://…")
+        }
+    }
+
+    async fn connect_sqlite(url: &str) -> anyhow::Result<Self> {
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        // Create the file and switch it to WAL once; journal mode is persistent.
+        let setup = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        {
+            use sqlx::ConnectOptions;
+            let mut conn = setup.connect().await?;
+            conn.execute("SELECT 1").await?;
+        }
+        let any_url = format!("sqlite://{path}");
+        // WAL + synchronous=NORMAL: a commit survives a process kill (the WAL is written before
+        // the commit returns); only an OS crash can lose the last transactions.
+        let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                       PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                       PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;";
+        let write = sqlite_pool(1, pragmas).connect(&any_url).await?;
+        let readers = std::thread::available_parallelism()
+            .map(|n| n.get() as u32 * 2)
+            .unwrap_or(4)
+            .max(4);
+        let read = sqlite_pool(readers, pragmas).connect(&any_url).await?;
+        let db = Self {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        };
+        SQLITE_MIGRATIONS.run(&db.write).await?;
+        Ok(db)
+    }
+
+    async fn connect_postgres(url: &str) -> anyhow::Result<Self> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(32)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+            backend: Backend::Postgres,
+        })
+    }
+}
+
+fn sqlite_pool(max: u32, pragmas: &'static str) -> PoolOptions<Any> {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(pragmas).await?;
+                Ok(())
+            })
+        })
+}
+
+/// Reads a BIGINT 0/1 flag.
+pub fn get_flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    use sqlx::Row;
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+/// Whether `e` is a unique-constraint violation (both backends).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
+                || db.code().as_deref() == Some("23505")
+                || db.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
+
+/// A fresh time-ordered id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,23 @@
+//! AeThex Cloud reference backend.
+//!
+//! One module per service (`auth`, `saves`, ...); the rest is the shared spine every service uses:
+//! configuration, the error model, storage (SQL + blobs), projects and keys, access tokens, the
+//! caller extractor, metrics and the OpenAPI document.
+
+pub mod app;
+pub mod auth;
+pub mod blobs;
+pub mod caller;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod openapi;
+pub mod projects;
+pub mod saves;
+pub mod tokens;
+
+pub use app::{AppState, Server};
+pub use config::Config;
+pub use error::{ApiError, ApiResult};

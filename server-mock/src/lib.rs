@@ -1,0 +1,1 @@
+//! Scriptable mock of the AeThex Cloud API.
