@@ -705,6 +705,19 @@ async fn blobs_are_encrypted_at_rest_and_verified_on_read() {
             "internal",
         )
         .await;
+        let metrics = s
+            .http
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("aethex_save_corrupt_blobs_total"),
+            "{metrics}"
+        );
         std::fs::write(&files[0], &stored).unwrap();
         let loaded =
             expect_status(get(&s, &p, "/api/v1/saves/me/secret").await, StatusCode::OK).await;

@@ -186,7 +186,10 @@ async fn load_data(state: &AppState, user_id: &str, row: &VersionRow) -> ApiResu
         Ok(plain)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("save blob unreadable: {e:#}")))?;
+    .map_err(|e| {
+        metrics::counter!("aethex_save_corrupt_blobs_total").increment(1);
+        ApiError::internal(format!("save blob unreadable: {e:#}"))
+    })?;
     Ok(Some(Bytes::from(plain)))
 }
 
