@@ -253,7 +253,12 @@ async fn store_version(
             Ok(committed.row)
         }
         Err(e) => {
-            delete_blobs(state, &[blob_key]).await;
+            // Only a definite refusal frees the blob: after a database error the commit may
+            // still have landed (e.g. a connection lost during COMMIT), and deleting the blob
+            // then would leave a visible version without data. An unused blob is harmless.
+            if e.code != ErrorCode::Internal {
+                delete_blobs(state, &[blob_key]).await;
+            }
             Err(e)
         }
     }
