@@ -40,39 +40,47 @@ fn free_port() -> u16 {
 }
 
 async fn start_server(data_dir: &Path, database_url: Option<&str>) -> RunningServer {
-    let port = free_port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data_dir.join("server.log"))
-        .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aethex-server"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--config")
-        .arg(data_dir.join("aethex.toml"))
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true);
-    if let Some(url) = database_url {
-        cmd.arg("--database-url").arg(url);
-    }
-    let child = cmd.spawn().expect("spawn aethex-server");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let http = reqwest::Client::new();
-    loop {
-        if let Ok(resp) = http.get(format!("{base}/readyz")).send().await {
-            if resp.status().is_success() {
+    // The free port can be taken between probing and binding: then the server exits at once and
+    // another port is tried.
+    for _ in 0..5 {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aethex-server"));
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--config")
+            .arg(data_dir.join("aethex.toml"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        if let Some(url) = database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        let mut child = cmd.spawn().expect("spawn aethex-server");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(resp) = http.get(format!("{base}/readyz")).send().await {
+                if resp.status().is_success() {
+                    return RunningServer { child, base };
+                }
+            }
+            if child.try_wait().unwrap().is_some() {
                 break;
             }
+            assert!(Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    RunningServer { child, base }
+    let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+    panic!("aethex-server kept exiting at start; log:\n{log}");
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
