@@ -1,0 +1,107 @@
+//! The request log tests assert on: every API request, what faults hit it and what came of it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    /// 1 for the first request since start (or the last `clear_log`/reset).
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// The status the client received; `None` when the connection was dropped before any.
+    pub status: Option<u16>,
+    /// Whether the API handled the request (its effect, e.g. a new save version, happened).
+    pub handled: bool,
+    /// The faults that fired on this request, e.g. `["delay 200ms", "fail 503 unavailable"]`.
+    pub faults: Vec<String>,
+    /// Request headers as received (before decompression), lowercase names.
+    pub headers: BTreeMap<String, String>,
+    /// Time since the mock started when the request arrived.
+    #[serde(rename = "at_ms", serialize_with = "as_millis")]
+    pub at: Duration,
+    /// Time from arrival to the answer (or the drop).
+    #[serde(rename = "duration_ms", serialize_with = "as_millis")]
+    pub duration: Duration,
+    #[serde(skip)]
+    pub(crate) arrived: Instant,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+impl LogEntry {
+    pub(crate) fn begin(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        started: Instant,
+    ) -> Self {
+        let arrived = Instant::now();
+        LogEntry {
+            seq: 0,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.map(str::to_owned),
+            status: None,
+            handled: false,
+            faults: Vec::new(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            at: arrived.duration_since(started),
+            duration: Duration::ZERO,
+            arrived,
+        }
+    }
+
+    /// A request header, by lowercase name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// `Content-Encoding` of the request body as sent.
+    pub fn content_encoding(&self) -> Option<&str> {
+        self.header("content-encoding")
+    }
+
+    /// Whether the client got no HTTP answer (the socket was closed).
+    pub fn dropped(&self) -> bool {
+        self.status.is_none()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RequestLog {
+    next_seq: u64,
+    entries: Vec<LogEntry>,
+}
+
+impl RequestLog {
+    pub fn push(&mut self, mut entry: LogEntry) {
+        self.next_seq += 1;
+        entry.seq = self.next_seq;
+        entry.duration = entry.arrived.elapsed();
+        self.entries.push(entry);
+    }
+
+    pub fn entries(&self) -> Vec<LogEntry> {
+        self.entries.clone()
+    }
+
+    pub fn clear(&mut self) {
+        *self = RequestLog::default();
+    }
+}
