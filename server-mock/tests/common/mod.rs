@@ -13,11 +13,9 @@ pub struct Player {
     pub refresh_token: String,
 }
 
+/// A pooled client, like the SDK's: faults must also hit reused keep-alive connections.
 pub fn client() -> Client {
-    Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("reqwest client")
+    Client::new()
 }
 
 pub fn req(mock: &MockServer, client: &Client, method: Method, path: &str) -> RequestBuilder {
