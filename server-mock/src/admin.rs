@@ -34,6 +34,7 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         .route("/__mock/log", get(log).delete(clear_log))
         .route("/__mock/reset", post(reset))
         .route("/__mock/users", get(users))
+        .route("/__mock/outbox", get(outbox))
         .route("/__mock/saves/{user_id}/{slot}/versions", get(versions))
 }
 
@@ -134,6 +135,10 @@ async fn reset(State(inner): State<Arc<Inner>>) -> StatusCode {
 
 async fn users(State(inner): State<Arc<Inner>>) -> Json<Value> {
     Json(json!({ "users": lock(&inner.store).users() }))
+}
+
+async fn outbox(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    Json(json!({ "mails": lock(&inner.store).outbox() }))
 }
 
 async fn versions(

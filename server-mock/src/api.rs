@@ -1,24 +1,27 @@
 //! The mocked API (same paths, bodies, statuses and error codes as the real server) and the
 //! front middleware that applies scripted faults and records the request log.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aethex_protocol::auth::{
-    DeviceAuthRequest, LoginRequest, RefreshRequest, RegisterRequest, UpdateProfileRequest,
+    DeviceAuthRequest, ForgotPasswordRequest, LinkEmailRequest, LoginRequest, RefreshRequest,
+    RegisterRequest, ResetPasswordRequest, UpdateProfileRequest, VerifyEmailRequest,
 };
-use aethex_protocol::saves::{RestoreSaveRequest, SaveHistory, WriteSaveRequest};
+use aethex_protocol::saves::{SaveSlotInfo, WriteSaveRequest};
 use aethex_protocol::{ErrorCode, CLIENT_KEY_HEADER};
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, ETAG, IF_NONE_MATCH, TRANSFER_ENCODING};
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, ETAG, IF_MATCH, IF_NONE_MATCH, TRANSFER_ENCODING,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -39,6 +42,11 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/profile", get(profile).put(update_profile))
+        .route("/api/v1/auth/link/device", post(link_device))
+        .route("/api/v1/auth/link/email", post(link_email))
+        .route("/api/v1/auth/email/verify", post(verify_email))
+        .route("/api/v1/auth/password/forgot", post(forgot_password))
+        .route("/api/v1/auth/password/reset", post(reset_password))
         .route("/api/v1/saves/{user_id}", get(list_saves).post(write_save))
         .route("/api/v1/saves/{user_id}/history", get(history))
         .route(
@@ -224,6 +232,12 @@ fn player(inner: &Inner, headers: &HeaderMap) -> MockResult<(String, String)> {
 }
 
 /// `me` or the caller's own id; any other id is 403, as on the real server.
+/// `POST /api/v1/auth/link/device` body (`LinkDeviceRequest` in newer protocol revisions).
+#[derive(Deserialize)]
+struct LinkDeviceRequest {
+    device_id: String,
+}
+
 fn target_user(caller: &str, path_user_id: &str) -> MockResult<String> {
     if path_user_id == "me" || path_user_id == caller {
         Ok(caller.to_owned())
@@ -248,7 +262,7 @@ async fn register(
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> MockResult<Response> {
     let auth = lock(&inner.store).register(&req.email, &req.password, req.username)?;
-    Ok(Json(auth).into_response())
+    Ok((StatusCode::CREATED, Json(auth)).into_response())
 }
 
 async fn login(
@@ -289,6 +303,66 @@ async fn update_profile(
     Ok(Json(user).into_response())
 }
 
+async fn link_device(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LinkDeviceRequest>,
+) -> MockResult<Response> {
+    let (user_id, _) = player(&inner, &headers)?;
+    let user = lock(&inner.store).link_device(&user_id, &req.device_id)?;
+    Ok(Json(user).into_response())
+}
+
+async fn link_email(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LinkEmailRequest>,
+) -> MockResult<Response> {
+    let (user_id, _) = player(&inner, &headers)?;
+    let user = lock(&inner.store).link_email(&user_id, &req.email, &req.password)?;
+    Ok(Json(user).into_response())
+}
+
+async fn verify_email(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(req): ApiJson<VerifyEmailRequest>,
+) -> MockResult<Response> {
+    let user = lock(&inner.store).verify_email(&req.token)?;
+    Ok(Json(user).into_response())
+}
+
+async fn forgot_password(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(req): ApiJson<ForgotPasswordRequest>,
+) -> StatusCode {
+    lock(&inner.store).forgot_password(&req.email);
+    StatusCode::ACCEPTED
+}
+
+async fn reset_password(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(req): ApiJson<ResetPasswordRequest>,
+) -> MockResult<StatusCode> {
+    lock(&inner.store).reset_password(&req.token, &req.new_password)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> MockResult<T> {
+    extracted
+        .map(|Query(value)| value)
+        .map_err(|e| MockError::invalid(e.body_text()))
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
+}
+
+/// A write's or restore's answer: the new version, also as `ETag`.
+fn info_response(info: SaveSlotInfo) -> Response {
+    let etag = etag(info.version);
+    ([(ETAG, etag)], Json(info)).into_response()
+}
+
 async fn list_saves(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
@@ -315,7 +389,7 @@ async fn write_save(
         req.metadata,
         req.base_version,
     )?;
-    Ok(Json(info).into_response())
+    Ok(info_response(info))
 }
 
 fn etag_matches(if_none_match: &str, version: i64) -> bool {
@@ -327,24 +401,49 @@ fn etag_matches(if_none_match: &str, version: i64) -> bool {
     })
 }
 
+/// `If-Match: "<version>"` on delete; `*` or absent = whatever is current.
+fn if_match(headers: &HeaderMap) -> MockResult<Option<i64>> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| MockError::invalid("If-Match is not valid text"))?
+        .trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| MockError::invalid("If-Match must be a version ETag like \"3\""))
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    version: Option<i64>,
+}
+
 async fn load_save(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     Path((path_user, slot)): Path<(String, String)>,
+    read: Result<Query<ReadQuery>, QueryRejection>,
 ) -> MockResult<Response> {
     let (caller, _) = player(&inner, &headers)?;
     let user_id = target_user(&caller, &path_user)?;
-    let save = lock(&inner.store).load_save(&user_id, &slot)?;
-    let etag = HeaderValue::from_str(&format!("\"{}\"", save.info.version))
-        .expect("a number is a valid header");
+    let read = query(read)?;
+    let save = lock(&inner.store).load_save(&user_id, &slot, read.version)?;
     let not_modified = headers
-        .get(IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, save.info.version));
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| etag_matches(v, save.info.version));
     if not_modified {
-        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag(save.info.version))]).into_response());
     }
-    Ok(([(ETAG, etag)], Json(save)).into_response())
+    Ok(([(ETAG, etag(save.info.version))], Json(save)).into_response())
 }
 
 async fn delete_save(
@@ -354,32 +453,48 @@ async fn delete_save(
 ) -> MockResult<StatusCode> {
     let (caller, _) = player(&inner, &headers)?;
     let user_id = target_user(&caller, &path_user)?;
-    lock(&inner.store).delete_save(&user_id, &slot)?;
+    let expected = if_match(&headers)?;
+    lock(&inner.store).delete_save(&user_id, &slot, expected)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    slot: Option<String>,
 }
 
 async fn history(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     Path(path_user): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    history: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> MockResult<Response> {
     let (caller, _) = player(&inner, &headers)?;
     let user_id = target_user(&caller, &path_user)?;
-    let versions = lock(&inner.store).history(&user_id, query.get("slot").map(String::as_str));
-    Ok(Json(SaveHistory { versions }).into_response())
+    let history = query(history)?;
+    let versions = lock(&inner.store).history_json(&user_id, history.slot.as_deref());
+    Ok(Json(versions).into_response())
+}
+
+/// The real server's `RestoreSaveRequest`, which has `base_version` in newer protocol
+/// revisions than this crate may be built against; defined here so the mock always accepts it.
+#[derive(Deserialize)]
+struct RestoreRequest {
+    version: i64,
+    #[serde(default)]
+    base_version: Option<i64>,
 }
 
 async fn restore(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     Path((path_user, slot)): Path<(String, String)>,
-    ApiJson(req): ApiJson<RestoreSaveRequest>,
+    ApiJson(req): ApiJson<RestoreRequest>,
 ) -> MockResult<Response> {
     let (caller, _) = player(&inner, &headers)?;
     let user_id = target_user(&caller, &path_user)?;
-    let info = lock(&inner.store).restore(&user_id, &slot, req.version)?;
-    Ok(Json(info).into_response())
+    let info = lock(&inner.store).restore(&user_id, &slot, req.version, req.base_version)?;
+    Ok(info_response(info))
 }
 
 #[cfg(test)]

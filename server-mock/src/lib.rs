@@ -41,7 +41,7 @@ pub use admin::OFFLINE_GRACE;
 pub use error::MockError;
 pub use faults::{ActiveFault, DropWhen, FaultAction, FaultSpec, Route, Times};
 pub use log::LogEntry;
-pub use store::{size_and_checksum, Limits};
+pub use store::{size_and_checksum, Limits, MockMail};
 
 /// Locks a mutex; a panic in another test thread must not poison the mock for the rest.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,6 +119,12 @@ impl MockBuilder {
     /// Largest serialized save (413 `payload_too_large` above). Default 16 MiB.
     pub fn max_slot_bytes(mut self, bytes: i64) -> Self {
         self.limits.max_slot_bytes = bytes;
+        self
+    }
+
+    /// Versions kept per slot, deletions included (older ones are pruned). Default 50.
+    pub fn history_versions(mut self, versions: usize) -> Self {
+        self.limits.history_versions = versions.max(1);
         self
     }
 
@@ -339,7 +345,13 @@ impl MockServer {
 
     /// The slot's current save, if any.
     pub fn save(&self, user_id: &str, slot: &str) -> Option<SaveData> {
-        lock(&self.inner.store).load_save(user_id, slot).ok()
+        lock(&self.inner.store).load_save(user_id, slot, None).ok()
+    }
+
+    /// Mails the real server would have sent (email verification, password reset), oldest
+    /// first, with their tokens.
+    pub fn outbox(&self) -> Vec<MockMail> {
+        lock(&self.inner.store).outbox()
     }
 
     pub fn users(&self) -> Vec<User> {

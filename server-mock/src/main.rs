@@ -23,6 +23,9 @@ struct Args {
     /// Largest serialized save in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_slot_bytes: i64,
+    /// Versions kept per slot (older ones are pruned).
+    #[arg(long, default_value_t = 50)]
+    history_versions: usize,
     /// Bytes of saves (every kept version) per user.
     #[arg(long, default_value_t = 1024 * 1024 * 1024)]
     user_quota_bytes: i64,
@@ -34,7 +37,8 @@ fn main() -> std::io::Result<()> {
         .listen(args.listen)
         .access_token_ttl(Duration::from_secs(args.access_token_ttl_secs))
         .max_slot_bytes(args.max_slot_bytes)
-        .user_quota_bytes(args.user_quota_bytes);
+        .user_quota_bytes(args.user_quota_bytes)
+        .history_versions(args.history_versions);
     if let Some(key) = args.client_key {
         builder = builder.client_key(key);
     }

@@ -8,6 +8,7 @@ use aethex_protocol::saves::{SaveData, SaveList, SaveSlotInfo, SaveVersionInfo};
 use aethex_protocol::ErrorCode;
 use base64::Engine;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +23,8 @@ pub struct Limits {
     pub max_slot_bytes: i64,
     /// Bytes of every kept version of every slot of one user.
     pub user_quota_bytes: i64,
+    /// Versions kept per slot (deletions included); older ones are pruned.
+    pub history_versions: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
             access_token_ttl: Duration::from_secs(15 * 60),
             max_slot_bytes: 16 * 1024 * 1024,
             user_quota_bytes: 1024 * 1024 * 1024,
+            history_versions: 50,
         }
     }
 }
@@ -37,6 +41,22 @@ impl Default for Limits {
 struct Account {
     user: User,
     password_hash: Option<String>,
+}
+
+/// A mail the real server would send; the mock keeps it for tests to read the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MockMail {
+    pub to: String,
+    /// `verify_email` or `password_reset`.
+    pub kind: String,
+    pub token: String,
+}
+
+struct MailToken {
+    user_id: String,
+    kind: &'static str,
+    email_lower: String,
+    used: bool,
 }
 
 struct AccessToken {
@@ -55,11 +75,66 @@ struct Session {
     revoked: bool,
 }
 
+/// One kept version as the API shows it in history. Local rather than the protocol's
+/// `SaveVersionInfo` so the mock serves `restored_from` whichever protocol revision it is built
+/// against; converted through serde.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VersionRecord {
+    slot: String,
+    version: i64,
+    size: i64,
+    created_at: i64,
+    checksum: String,
+    metadata: Value,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restored_from: Option<i64>,
+}
+
+impl VersionRecord {
+    fn to_protocol(&self) -> SaveVersionInfo {
+        serde_json::to_value(self)
+            .and_then(serde_json::from_value)
+            .expect("VersionRecord has every SaveVersionInfo field")
+    }
+}
+
 #[derive(Clone)]
 struct Version {
-    info: SaveVersionInfo,
-    /// `None` for a delete marker.
+    record: VersionRecord,
+    /// `None` for a delete version.
     data: Option<Value>,
+}
+
+impl Version {
+    fn slot_info(&self) -> SaveSlotInfo {
+        SaveSlotInfo {
+            slot: self.record.slot.clone(),
+            version: self.record.version,
+            size: self.record.size,
+            updated_at: self.record.created_at,
+            checksum: self.record.checksum.clone(),
+            metadata: self.record.metadata.clone(),
+        }
+    }
+}
+
+/// What must hold about a slot's current version for a change to apply (the real server's rules).
+#[derive(Debug, Clone, Copy)]
+enum Precondition {
+    /// Writes: the current version must be this one; `0` = the slot is absent or deleted.
+    Base(i64),
+    /// Deletes: the slot must exist (404 otherwise) and, when given, be at this version.
+    Exists(Option<i64>),
+    /// Restores without a base version, writes from "another device".
+    None,
+}
+
+struct Change {
+    data: Option<Value>,
+    metadata: Value,
+    kind: &'static str,
+    restored_from: Option<i64>,
 }
 
 #[derive(Default)]
@@ -72,6 +147,8 @@ pub struct Store {
     sessions: HashMap<String, Session>,
     access: HashMap<String, AccessToken>,
     refresh: HashMap<String, RefreshToken>,
+    mail_tokens: HashMap<String, MailToken>,
+    outbox: Vec<MockMail>,
     /// (user id, slot) -> every version, oldest first.
     slots: BTreeMap<(String, String), Vec<Version>>,
 }
@@ -132,32 +209,88 @@ fn validate_device_id(device_id: &str) -> MockResult<()> {
     Ok(())
 }
 
-fn validate_email(email: &str) -> MockResult<String> {
-    let email = email.trim().to_lowercase();
+fn validate_email(email: &str) -> MockResult<()> {
     let valid = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty()
+                && local.len() <= 64
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.'));
     if !valid {
         return Err(MockError::invalid("email is not a valid address"));
     }
-    Ok(email)
+    Ok(())
 }
+
+const MIN_PASSWORD_LEN: usize = 8;
+const MAX_PASSWORD_LEN: usize = 1024;
 
 fn validate_password(password: &str) -> MockResult<()> {
-    if !(8..=256).contains(&password.chars().count()) {
-        return Err(MockError::invalid("password must be 8 to 256 characters"));
+    if password.chars().count() < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {
+        return Err(MockError::invalid(format!(
+            "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+        )));
     }
     Ok(())
 }
 
-fn validate_slot(slot: &str) -> MockResult<()> {
-    if slot.is_empty() || slot.len() > 128 || slot.chars().any(|c| c.is_control() || c == '/') {
-        return Err(MockError::invalid(
-            "slot must be 1 to 128 characters without '/' or control characters",
-        ));
+const MAX_PREFERENCES_BYTES: usize = 64 * 1024;
+const MAX_AVATAR_URL_LEN: usize = 2048;
+
+fn validate_avatar_url(url: &str) -> MockResult<()> {
+    let http = url.starts_with("http://") || url.starts_with("https://");
+    if !url.is_empty()
+        && (!http || url.len() > MAX_AVATAR_URL_LEN || url.contains(char::is_whitespace))
+    {
+        return Err(MockError::invalid(format!(
+            "avatar_url must be an http(s) URL of at most {MAX_AVATAR_URL_LEN} characters"
+        )));
     }
     Ok(())
+}
+
+const MAX_SLOT_NAME_LEN: usize = 64;
+const MAX_METADATA_BYTES: usize = 4 * 1024;
+
+/// 1 to 64 of `A-Z a-z 0-9 _ . -`, starting with a letter, digit or `_`; `history` is reserved.
+fn validate_slot(slot: &str) -> MockResult<()> {
+    let valid = !slot.is_empty()
+        && slot.len() <= MAX_SLOT_NAME_LEN
+        && slot
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && slot
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && slot != "history";
+    if valid {
+        Ok(())
+    } else {
+        Err(MockError::invalid(format!(
+            "slot must be 1 to {MAX_SLOT_NAME_LEN} characters of A-Z a-z 0-9 _ . -, start with a \
+             letter, digit or _, and not be `history`"
+        )))
+    }
+}
+
+/// A JSON object of at most 4 KiB; absent or null = `{}`.
+fn validate_metadata(metadata: Option<Value>) -> MockResult<Value> {
+    let metadata = match metadata {
+        None | Some(Value::Null) => return Ok(json!({})),
+        Some(m @ Value::Object(_)) => m,
+        Some(_) => return Err(MockError::invalid("metadata must be a JSON object")),
+    };
+    let len = metadata.to_string().len();
+    if len > MAX_METADATA_BYTES {
+        return Err(MockError::invalid(format!(
+            "metadata is {len} bytes; at most {MAX_METADATA_BYTES} are allowed"
+        )));
+    }
+    Ok(metadata)
 }
 
 impl Store {
@@ -269,15 +402,50 @@ impl Store {
         Ok(self.sign_in(&user_id))
     }
 
+    fn queue_mail(&mut self, user_id: &str, kind: &'static str, to: &str) {
+        let token = random_token("mt_");
+        self.mail_tokens.insert(
+            token.clone(),
+            MailToken {
+                user_id: user_id.to_owned(),
+                kind,
+                email_lower: to.trim().to_lowercase(),
+                used: false,
+            },
+        );
+        self.outbox.push(MockMail {
+            to: to.to_owned(),
+            kind: kind.to_owned(),
+            token,
+        });
+    }
+
+    fn spend_mail_token(&mut self, token: &str, kind: &str) -> MockResult<(String, String)> {
+        let invalid = || MockError::invalid("token is invalid, expired or already used");
+        let record = self.mail_tokens.get_mut(token).ok_or_else(invalid)?;
+        if record.used || record.kind != kind {
+            return Err(invalid());
+        }
+        record.used = true;
+        Ok((record.user_id.clone(), record.email_lower.clone()))
+    }
+
+    pub fn outbox(&self) -> Vec<MockMail> {
+        self.outbox.clone()
+    }
+
     pub fn register(
         &mut self,
         email: &str,
         password: &str,
         username: String,
     ) -> MockResult<AuthResponse> {
-        let email = validate_email(email)?;
+        let email = email.trim();
+        validate_email(email)?;
         validate_password(password)?;
-        if self.by_email.contains_key(&email) {
+        validate_username(&username)?;
+        let email_lower = email.to_lowercase();
+        if self.by_email.contains_key(&email_lower) {
             return Err(MockError::new(
                 ErrorCode::Conflict,
                 "an account with this email already exists",
@@ -285,9 +453,10 @@ impl Store {
         }
         let id = self.new_account(Some(username), "email")?;
         let account = self.accounts.get_mut(&id).expect("just created");
-        account.user.email = Some(email.clone());
+        account.user.email = Some(email.to_owned());
         account.password_hash = Some(hash_password(password));
-        self.by_email.insert(email, id.clone());
+        self.by_email.insert(email_lower, id.clone());
+        self.queue_mail(&id, "verify_email", email);
         Ok(self.sign_in(&id))
     }
 
@@ -303,6 +472,104 @@ impl Store {
             return Err(wrong());
         }
         Ok(self.sign_in(&id))
+    }
+
+    fn add_linked(&mut self, user_id: &str, method: &str) -> MockResult<User> {
+        let account = self
+            .accounts
+            .get_mut(user_id)
+            .ok_or_else(|| MockError::not_found("no such user"))?;
+        if !account.user.linked.iter().any(|m| m == method) {
+            account.user.linked.push(method.to_owned());
+        }
+        Ok(account.user.clone())
+    }
+
+    /// The device id now signs in to this account too.
+    pub fn link_device(&mut self, user_id: &str, device_id: &str) -> MockResult<User> {
+        validate_device_id(device_id)?;
+        match self.by_device.get(device_id) {
+            Some(owner) if owner != user_id => {
+                return Err(MockError::new(
+                    ErrorCode::Conflict,
+                    "this device identity belongs to another account",
+                ))
+            }
+            Some(_) => {}
+            None => {
+                self.by_device
+                    .insert(device_id.to_owned(), user_id.to_owned());
+            }
+        }
+        self.add_linked(user_id, "device")
+    }
+
+    /// Email + password now sign in to this account (e.g. upgrading an anonymous one).
+    pub fn link_email(&mut self, user_id: &str, email: &str, password: &str) -> MockResult<User> {
+        let email = email.trim();
+        validate_email(email)?;
+        validate_password(password)?;
+        let email_lower = email.to_lowercase();
+        let account = self
+            .accounts
+            .get(user_id)
+            .ok_or_else(|| MockError::not_found("no such user"))?;
+        if account.user.email.is_some() {
+            return Err(MockError::new(
+                ErrorCode::Conflict,
+                "this account already has an email address",
+            ));
+        }
+        if self.by_email.contains_key(&email_lower) {
+            return Err(MockError::new(
+                ErrorCode::Conflict,
+                "this email identity belongs to another account",
+            ));
+        }
+        let account = self.accounts.get_mut(user_id).expect("checked above");
+        account.user.email = Some(email.to_owned());
+        account.user.email_verified = false;
+        account.password_hash = Some(hash_password(password));
+        self.by_email.insert(email_lower, user_id.to_owned());
+        self.queue_mail(user_id, "verify_email", email);
+        self.add_linked(user_id, "email")
+    }
+
+    /// Queues a reset mail when an account has this email; silent otherwise (as the server).
+    pub fn forgot_password(&mut self, email: &str) {
+        if let Some(id) = self.by_email.get(&email.trim().to_lowercase()).cloned() {
+            let to = self.accounts[&id].user.email.clone().unwrap_or_default();
+            self.queue_mail(&id, "password_reset", &to);
+        }
+    }
+
+    pub fn reset_password(&mut self, token: &str, new_password: &str) -> MockResult<()> {
+        validate_password(new_password)?;
+        let (user_id, email_lower) = self.spend_mail_token(token, "password_reset")?;
+        let account = self
+            .accounts
+            .get_mut(&user_id)
+            .ok_or_else(|| MockError::not_found("no such user"))?;
+        account.password_hash = Some(hash_password(new_password));
+        if account.user.email.as_deref().map(str::to_lowercase) == Some(email_lower) {
+            account.user.email_verified = true;
+        }
+        Ok(())
+    }
+
+    pub fn verify_email(&mut self, token: &str) -> MockResult<User> {
+        let (user_id, email_lower) = self.spend_mail_token(token, "verify_email")?;
+        let account = self
+            .accounts
+            .get_mut(&user_id)
+            .ok_or_else(|| MockError::not_found("no such user"))?;
+        if account.user.email.as_deref().map(str::to_lowercase) != Some(email_lower) {
+            return Err(MockError::invalid(
+                "the account's email changed since this token was sent",
+            ));
+        }
+        account.user.email_verified = true;
+        Ok(account.user.clone())
     }
 
     /// Rotates a refresh token. Presenting a used one revokes its whole session (reuse detection).
@@ -371,11 +638,15 @@ impl Store {
             if !prefs.is_object() {
                 return Err(MockError::invalid("preferences must be a JSON object"));
             }
+            if prefs.to_string().len() > MAX_PREFERENCES_BYTES {
+                return Err(MockError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("preferences must be at most {MAX_PREFERENCES_BYTES} bytes"),
+                ));
+            }
         }
         if let Some(url) = &req.avatar_url {
-            if url.len() > 2048 {
-                return Err(MockError::invalid("avatar_url is too long"));
-            }
+            validate_avatar_url(url)?;
         }
         if let Some(name) = &req.username {
             validate_username(name)?;
@@ -399,7 +670,8 @@ impl Store {
             account.user.username = name;
         }
         if let Some(url) = req.avatar_url {
-            account.user.avatar_url = Some(url);
+            // "" clears the avatar.
+            account.user.avatar_url = Some(url).filter(|u| !u.is_empty());
         }
         if let Some(prefs) = req.preferences {
             account.user.preferences = prefs;
@@ -419,11 +691,14 @@ impl Store {
 
     // ---- saves ----
 
-    fn current(&self, user_id: &str, slot: &str) -> Option<&Version> {
+    fn latest(&self, user_id: &str, slot: &str) -> Option<&Version> {
         self.slots
             .get(&(user_id.to_owned(), slot.to_owned()))
             .and_then(|versions| versions.last())
-            .filter(|v| v.data.is_some())
+    }
+
+    fn current(&self, user_id: &str, slot: &str) -> Option<&Version> {
+        self.latest(user_id, slot).filter(|v| v.data.is_some())
     }
 
     fn used_bytes(&self, user_id: &str) -> i64 {
@@ -431,30 +706,52 @@ impl Store {
             .iter()
             .filter(|((owner, _), _)| owner == user_id)
             .flat_map(|(_, versions)| versions.iter())
-            .map(|v| v.info.size)
+            .map(|v| v.record.size)
             .sum()
     }
 
-    fn slot_info(version: &Version) -> SaveSlotInfo {
-        SaveSlotInfo {
-            slot: version.info.slot.clone(),
-            version: version.info.version,
-            size: version.info.size,
-            updated_at: version.info.created_at,
-            checksum: version.info.checksum.clone(),
-            metadata: version.info.metadata.clone(),
+    /// 409 `save_conflict` with `details = {current, current_version}` (the real server's
+    /// `SaveConflictDetails`).
+    fn conflict(&self, user_id: &str, slot: &str) -> MockError {
+        let latest = self.latest(user_id, slot);
+        let details = json!({
+            "current": self.current(user_id, slot).map(Version::slot_info),
+            "current_version": latest.map_or(0, |v| v.record.version),
+        });
+        MockError::new(
+            ErrorCode::SaveConflict,
+            "the slot changed since base_version; nothing was overwritten",
+        )
+        .with_details(details)
+    }
+
+    fn check(&self, user_id: &str, slot: &str, precondition: Precondition) -> MockResult<()> {
+        let latest = self.latest(user_id, slot);
+        let current = latest.map_or(0, |v| v.record.version);
+        let deleted = latest.is_none_or(|v| v.data.is_none());
+        match precondition {
+            Precondition::Base(base) if base == current || (base == 0 && deleted) => Ok(()),
+            Precondition::Base(_) => Err(self.conflict(user_id, slot)),
+            Precondition::Exists(_) if deleted => Err(MockError::not_found("no such save slot")),
+            Precondition::Exists(Some(expected)) if expected != current => {
+                Err(self.conflict(user_id, slot))
+            }
+            Precondition::Exists(_) | Precondition::None => Ok(()),
         }
     }
 
+    /// Adds a version after checking the precondition, the size limit and the quota (versions
+    /// the retention limit prunes count as freed), then prunes.
     fn append(
         &mut self,
         user_id: &str,
         slot: &str,
-        data: Option<Value>,
-        metadata: Value,
-        kind: &str,
+        precondition: Precondition,
+        change: Change,
     ) -> MockResult<SaveSlotInfo> {
-        let (size, checksum) = match &data {
+        validate_slot(slot)?;
+        self.check(user_id, slot, precondition)?;
+        let (size, checksum) = match &change.data {
             Some(data) => size_and_checksum(data),
             None => (0, String::new()),
         };
@@ -467,7 +764,17 @@ impl Store {
                 ),
             ));
         }
-        if self.used_bytes(user_id) + size > self.limits.user_quota_bytes {
+        let keep = self.limits.history_versions.max(1);
+        let existing = self
+            .slots
+            .get(&(user_id.to_owned(), slot.to_owned()))
+            .map_or(&[][..], Vec::as_slice);
+        let pruned = (existing.len() + 1).saturating_sub(keep);
+        let freed: i64 = existing[..pruned.min(existing.len())]
+            .iter()
+            .map(|v| v.record.size)
+            .sum();
+        if self.used_bytes(user_id) - freed + size > self.limits.user_quota_bytes {
             return Err(MockError::new(
                 ErrorCode::QuotaExceeded,
                 format!(
@@ -480,27 +787,30 @@ impl Store {
             .slots
             .entry((user_id.to_owned(), slot.to_owned()))
             .or_default();
-        let version = versions.last().map_or(1, |v| v.info.version + 1);
-        let now = now_ms().max(versions.last().map_or(0, |v| v.info.created_at));
-        let entry = Version {
-            info: SaveVersionInfo {
+        let last = versions
+            .last()
+            .map(|v| (v.record.version, v.record.created_at));
+        let version = Version {
+            record: VersionRecord {
                 slot: slot.to_owned(),
-                version,
+                version: last.map_or(1, |(version, _)| version + 1),
                 size,
-                created_at: now,
+                created_at: now_ms().max(last.map_or(0, |(_, at)| at)),
                 checksum,
-                metadata,
-                kind: kind.to_owned(),
+                metadata: change.metadata,
+                kind: change.kind.to_owned(),
+                restored_from: change.restored_from,
             },
-            data,
+            data: change.data,
         };
-        let info = Self::slot_info(&entry);
-        versions.push(entry);
+        let info = version.slot_info();
+        versions.push(version);
+        versions.drain(..pruned.min(versions.len()));
         Ok(info)
     }
 
     /// A player's write with optimistic concurrency: `base_version` must be the current version
-    /// (`None`/`0` = the slot must not exist yet), else 409 `save_conflict` with `details.current`.
+    /// (`None`/`0` = the slot must not exist or be deleted), else 409 `save_conflict`.
     pub fn write_save(
         &mut self,
         user_id: &str,
@@ -509,30 +819,17 @@ impl Store {
         metadata: Option<Value>,
         base_version: Option<i64>,
     ) -> MockResult<SaveSlotInfo> {
-        validate_slot(slot)?;
-        let current = self.current(user_id, slot);
-        let current_version = current.map_or(0, |v| v.info.version);
-        if base_version.unwrap_or(0) != current_version {
-            let details = match current {
-                Some(v) => json!({ "current": Self::slot_info(v) }),
-                None => json!({ "current": Value::Null }),
-            };
-            return Err(MockError::new(
-                ErrorCode::SaveConflict,
-                format!(
-                    "slot {slot:?} is at version {current_version}, the write was based on {}",
-                    base_version.unwrap_or(0)
-                ),
-            )
-            .with_details(details));
+        let base = base_version.unwrap_or(0);
+        if base < 0 {
+            return Err(MockError::invalid("base_version must be 0 or positive"));
         }
-        self.append(
-            user_id,
-            slot,
-            Some(data),
-            metadata.unwrap_or_else(|| json!({})),
-            "write",
-        )
+        let change = Change {
+            data: Some(data),
+            metadata: validate_metadata(metadata)?,
+            kind: "write",
+            restored_from: None,
+        };
+        self.append(user_id, slot, Precondition::Base(base), change)
     }
 
     /// A write from "another device": lands on top of whatever is current.
@@ -543,17 +840,34 @@ impl Store {
         data: Value,
         metadata: Value,
     ) -> MockResult<SaveSlotInfo> {
-        validate_slot(slot)?;
-        self.append(user_id, slot, Some(data), metadata, "write")
+        let change = Change {
+            data: Some(data),
+            metadata: validate_metadata(Some(metadata))?,
+            kind: "write",
+            restored_from: None,
+        };
+        self.append(user_id, slot, Precondition::None, change)
     }
 
-    pub fn load_save(&self, user_id: &str, slot: &str) -> MockResult<SaveData> {
-        let current = self
-            .current(user_id, slot)
-            .ok_or_else(|| MockError::not_found(format!("no save in slot {slot:?}")))?;
+    /// The current save, or a kept older `version` of it.
+    pub fn load_save(
+        &self,
+        user_id: &str,
+        slot: &str,
+        version: Option<i64>,
+    ) -> MockResult<SaveData> {
+        let found = match version {
+            None => self.current(user_id, slot),
+            Some(wanted) => self
+                .slots
+                .get(&(user_id.to_owned(), slot.to_owned()))
+                .and_then(|versions| versions.iter().find(|v| v.record.version == wanted))
+                .filter(|v| v.data.is_some()),
+        };
+        let found = found.ok_or_else(|| MockError::not_found("no such save slot or version"))?;
         Ok(SaveData {
-            info: Self::slot_info(current),
-            data: current.data.clone().unwrap_or(Value::Null),
+            info: found.slot_info(),
+            data: found.data.clone().unwrap_or(Value::Null),
         })
     }
 
@@ -563,7 +877,7 @@ impl Store {
             .iter()
             .filter(|((owner, _), _)| owner == user_id)
             .filter_map(|(_, versions)| versions.last().filter(|v| v.data.is_some()))
-            .map(Self::slot_info)
+            .map(Version::slot_info)
             .collect();
         SaveList {
             slots,
@@ -572,51 +886,86 @@ impl Store {
         }
     }
 
-    /// Deleting keeps history: a `delete` marker becomes the newest version.
-    pub fn delete_save(&mut self, user_id: &str, slot: &str) -> MockResult<()> {
-        if self.current(user_id, slot).is_none() {
-            return Err(MockError::not_found(format!("no save in slot {slot:?}")));
-        }
-        self.append(user_id, slot, None, json!({}), "delete")?;
+    /// Deleting keeps history: a `delete` version becomes the newest. `if_match` = the version
+    /// the client expects to delete (409 otherwise).
+    pub fn delete_save(
+        &mut self,
+        user_id: &str,
+        slot: &str,
+        if_match: Option<i64>,
+    ) -> MockResult<()> {
+        let change = Change {
+            data: None,
+            metadata: json!({}),
+            kind: "delete",
+            restored_from: None,
+        };
+        self.append(user_id, slot, Precondition::Exists(if_match), change)?;
         Ok(())
     }
 
-    /// Every version, newest first; only `slot`'s when given.
-    pub fn history(&self, user_id: &str, slot: Option<&str>) -> Vec<SaveVersionInfo> {
-        let mut versions: Vec<SaveVersionInfo> = self
+    fn records(&self, user_id: &str, slot: Option<&str>) -> Vec<VersionRecord> {
+        let mut records: Vec<VersionRecord> = self
             .slots
             .iter()
             .filter(|((owner, name), _)| owner == user_id && slot.is_none_or(|s| s == name))
-            .flat_map(|(_, versions)| versions.iter().map(|v| v.info.clone()))
+            .flat_map(|(_, versions)| versions.iter().map(|v| v.record.clone()))
             .collect();
-        versions.sort_by(|a, b| {
+        records.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
                 .then_with(|| a.slot.cmp(&b.slot))
                 .then_with(|| b.version.cmp(&a.version))
         });
-        versions
+        records
     }
 
-    /// Every version of one slot, oldest first, delete markers included.
+    /// Every kept version, newest first; only `slot`'s when given. Serialized as the API's
+    /// `SaveHistory`.
+    pub fn history_json(&self, user_id: &str, slot: Option<&str>) -> Value {
+        json!({ "versions": self.records(user_id, slot) })
+    }
+
+    /// Every kept version of one slot, oldest first, deletions included.
     pub fn versions(&self, user_id: &str, slot: &str) -> Vec<SaveVersionInfo> {
-        self.slots
-            .get(&(user_id.to_owned(), slot.to_owned()))
-            .map(|versions| versions.iter().map(|v| v.info.clone()).collect())
-            .unwrap_or_default()
+        let mut records = self.records(user_id, Some(slot));
+        records.reverse();
+        records.iter().map(VersionRecord::to_protocol).collect()
     }
 
-    /// Makes an old version current again as a new `restore` version.
-    pub fn restore(&mut self, user_id: &str, slot: &str, version: i64) -> MockResult<SaveSlotInfo> {
-        let old = self
+    /// Makes a kept version current again as a new `restore` version; works on a deleted slot.
+    pub fn restore(
+        &mut self,
+        user_id: &str,
+        slot: &str,
+        version: i64,
+        base_version: Option<i64>,
+    ) -> MockResult<SaveSlotInfo> {
+        let precondition = match base_version {
+            Some(base) if base < 0 => {
+                return Err(MockError::invalid("base_version must be 0 or positive"))
+            }
+            Some(base) => Precondition::Base(base),
+            None => Precondition::None,
+        };
+        validate_slot(slot)?;
+        let source = self
             .slots
             .get(&(user_id.to_owned(), slot.to_owned()))
-            .and_then(|versions| versions.iter().find(|v| v.info.version == version))
-            .filter(|v| v.data.is_some())
+            .and_then(|versions| versions.iter().find(|v| v.record.version == version))
             .cloned()
-            .ok_or_else(|| {
-                MockError::not_found(format!("slot {slot:?} has no version {version} with data"))
-            })?;
-        self.append(user_id, slot, old.data, old.info.metadata, "restore")
+            .ok_or_else(|| MockError::not_found("no such kept version of this slot"))?;
+        let Some(data) = source.data else {
+            return Err(MockError::invalid(
+                "that version is a deletion; restore a version that holds data",
+            ));
+        };
+        let change = Change {
+            data: Some(data),
+            metadata: source.record.metadata,
+            kind: "restore",
+            restored_from: Some(version),
+        };
+        self.append(user_id, slot, precondition, change)
     }
 }

@@ -29,9 +29,10 @@ async fn register_login_profile_refresh_logout() {
         json!({"email": "Ann@Example.com", "password": "hunter2hunter2", "username": "ann"}),
     )
     .await;
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 201);
     let registered: AuthResponse = resp.json().await.unwrap();
-    assert_eq!(registered.user.email.as_deref(), Some("ann@example.com"));
+    assert_eq!(registered.user.email.as_deref(), Some("Ann@Example.com"));
+    assert!(!registered.user.email_verified);
     assert_eq!(registered.user.linked, vec!["email".to_owned()]);
     assert_eq!(registered.expires_in, 900);
 
@@ -468,5 +469,288 @@ async fn zstd_request_bodies_are_accepted_and_zstd_answers_served() {
         .await
         .unwrap();
     expect_error(broken, 400, "invalid_request").await;
+    mock.stop().await;
+}
+
+#[tokio::test]
+async fn linking_verification_and_password_reset() {
+    let mock = MockServer::start().await;
+    let http = client();
+    let anon = device_player(&mock, &http, "device-link-001").await;
+    let other = device_player(&mock, &http, "device-link-002").await;
+
+    let linked: User = authed(
+        &mock,
+        &http,
+        &anon,
+        Method::POST,
+        "/api/v1/auth/link/device",
+    )
+    .json(&json!({"device_id": "device-link-003"}))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(linked.id, anon.user_id);
+    assert_eq!(
+        device_player(&mock, &http, "device-link-003").await.user_id,
+        anon.user_id
+    );
+    let taken = authed(
+        &mock,
+        &http,
+        &other,
+        Method::POST,
+        "/api/v1/auth/link/device",
+    )
+    .json(&json!({"device_id": "device-link-001"}))
+    .send()
+    .await
+    .unwrap();
+    expect_error(taken, 409, "conflict").await;
+
+    let upgraded: User = authed(&mock, &http, &anon, Method::POST, "/api/v1/auth/link/email")
+        .json(&json!({"email": "cat@example.com", "password": "correct-horse"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        upgraded.linked,
+        vec!["device".to_owned(), "email".to_owned()]
+    );
+    assert!(!upgraded.email_verified);
+    let twice = authed(
+        &mock,
+        &http,
+        &other,
+        Method::POST,
+        "/api/v1/auth/link/email",
+    )
+    .json(&json!({"email": "CAT@example.com", "password": "correct-horse"}))
+    .send()
+    .await
+    .unwrap();
+    expect_error(twice, 409, "conflict").await;
+
+    let verify_token = mock.outbox()[0].token.clone();
+    assert_eq!(mock.outbox()[0].kind, "verify_email");
+    let verified: User = req(&mock, &http, Method::POST, "/api/v1/auth/email/verify")
+        .json(&json!({ "token": verify_token }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(verified.email_verified);
+    let reused = req(&mock, &http, Method::POST, "/api/v1/auth/email/verify")
+        .json(&json!({ "token": verify_token }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(reused, 400, "invalid_request").await;
+
+    for email in ["cat@example.com", "nobody@example.com"] {
+        let resp = req(&mock, &http, Method::POST, "/api/v1/auth/password/forgot")
+            .json(&json!({ "email": email }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let mails = mock.outbox();
+    assert_eq!(mails.len(), 2, "no mail for an unknown address: {mails:?}");
+    assert_eq!(mails[1].kind, "password_reset");
+    let resp = req(&mock, &http, Method::POST, "/api/v1/auth/password/reset")
+        .json(&json!({"token": mails[1].token, "new_password": "battery-staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let login = req(&mock, &http, Method::POST, "/api/v1/auth/login")
+        .json(&json!({"email": "cat@example.com", "password": "battery-staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let old = req(&mock, &http, Method::POST, "/api/v1/auth/login")
+        .json(&json!({"email": "cat@example.com", "password": "correct-horse"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(old, 401, "invalid_credentials").await;
+    mock.stop().await;
+}
+
+#[tokio::test]
+async fn save_preconditions_old_versions_and_validation() {
+    let mock = MockServer::builder()
+        .history_versions(3)
+        .start()
+        .await
+        .unwrap();
+    let http = client();
+    let player = device_player(&mock, &http, "device-precond1").await;
+    for bad in [
+        json!({"slot": "history", "data": 1}),
+        json!({"slot": ".hidden", "data": 1}),
+        json!({"slot": "has space", "data": 1}),
+        json!({"slot": "s", "data": 1, "metadata": [1]}),
+        json!({"slot": "s", "data": 1, "base_version": -1}),
+        json!({"slot": "s", "data": 1, "metadata": {"big": "x".repeat(5000)}}),
+    ] {
+        let resp = authed(&mock, &http, &player, Method::POST, "/api/v1/saves/me")
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 400, "invalid_request").await;
+    }
+    let first = write_save(&mock, &http, &player, "s", json!({"v": 1}), None).await;
+    assert_eq!(first.headers()["etag"], "\"1\"");
+    write_save(&mock, &http, &player, "s", json!({"v": 2}), Some(1)).await;
+
+    let old: SaveData = authed(
+        &mock,
+        &http,
+        &player,
+        Method::GET,
+        "/api/v1/saves/me/s?version=1",
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(old.data, json!({"v": 1}));
+
+    let wrong_if_match = authed(&mock, &http, &player, Method::DELETE, "/api/v1/saves/me/s")
+        .header("If-Match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    expect_error(wrong_if_match, 409, "save_conflict").await;
+    let deleted = authed(&mock, &http, &player, Method::DELETE, "/api/v1/saves/me/s")
+        .header("If-Match", "\"2\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let again = authed(&mock, &http, &player, Method::DELETE, "/api/v1/saves/me/s")
+        .send()
+        .await
+        .unwrap();
+    expect_error(again, 404, "not_found").await;
+
+    // On a deleted slot a stale base conflicts with current = null, current_version = 3.
+    let stale = write_save(&mock, &http, &player, "s", json!({"v": 9}), Some(2)).await;
+    let details = expect_error(stale, 409, "save_conflict")
+        .await
+        .error
+        .details
+        .unwrap();
+    assert_eq!(details, json!({"current": null, "current_version": 3}));
+
+    let from_delete = authed(
+        &mock,
+        &http,
+        &player,
+        Method::POST,
+        "/api/v1/saves/me/s/restore",
+    )
+    .json(&json!({"version": 3}))
+    .send()
+    .await
+    .unwrap();
+    expect_error(from_delete, 400, "invalid_request").await;
+    let conditional = authed(
+        &mock,
+        &http,
+        &player,
+        Method::POST,
+        "/api/v1/saves/me/s/restore",
+    )
+    .json(&json!({"version": 1, "base_version": 2}))
+    .send()
+    .await
+    .unwrap();
+    expect_error(conditional, 409, "save_conflict").await;
+    let restored = authed(
+        &mock,
+        &http,
+        &player,
+        Method::POST,
+        "/api/v1/saves/me/s/restore",
+    )
+    .json(&json!({"version": 1, "base_version": 0}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(restored.headers()["etag"], "\"4\"");
+    let history: Value = authed(
+        &mock,
+        &http,
+        &player,
+        Method::GET,
+        "/api/v1/saves/me/history",
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    // Three kept versions per slot: version 1 was pruned by the restore.
+    let kept: Vec<_> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            (4, "restore".to_owned()),
+            (3, "delete".to_owned()),
+            (2, "write".to_owned())
+        ]
+    );
+    assert_eq!(history["versions"][0]["restored_from"], 1);
+    assert!(history["versions"][1].get("restored_from").is_none());
+    let pruned = authed(
+        &mock,
+        &http,
+        &player,
+        Method::GET,
+        "/api/v1/saves/me/s?version=1",
+    )
+    .send()
+    .await
+    .unwrap();
+    expect_error(pruned, 404, "not_found").await;
+    let list: SaveList = authed(&mock, &http, &player, Method::GET, "/api/v1/saves/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sizes: i64 = mock
+        .versions(&player.user_id, "s")
+        .iter()
+        .map(|v| v.size)
+        .sum();
+    assert_eq!(list.used_bytes, sizes);
     mock.stop().await;
 }
