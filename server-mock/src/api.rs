@@ -70,6 +70,36 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .with_state(inner)
 }
 
+/// A request's log entry, written when the request ends however it ends: answered, dropped by
+/// a fault, or abandoned because the client hung up first (then `client_gone`).
+struct PendingLog {
+    inner: Arc<Inner>,
+    entry: Option<LogEntry>,
+}
+
+impl PendingLog {
+    fn entry(&mut self) -> &mut LogEntry {
+        self.entry.as_mut().expect("entry is taken only on finish")
+    }
+
+    /// `status` = what the client received; `None` when the mock closed the socket instead.
+    fn finish(mut self, status: Option<u16>) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.status = status;
+            lock(&self.inner.log).push(entry);
+        }
+    }
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.client_gone = true;
+            lock(&self.inner.log).push(entry);
+        }
+    }
+}
+
 /// Applies the scripted faults to API requests and logs them. Outermost layer, so the log shows
 /// the request as sent (e.g. its `Content-Encoding`) and a drop happens before any byte is
 /// written.
@@ -77,22 +107,26 @@ async fn front(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Res
     if req.uri().path().starts_with("/__mock/") {
         return next.run(req).await;
     }
-    let mut entry = LogEntry::begin(
+    let entry = LogEntry::begin(
         req.method().as_str(),
         req.uri().path(),
         req.uri().query(),
         req.headers(),
         inner.started,
     );
+    let mut log = PendingLog {
+        inner: inner.clone(),
+        entry: Some(entry),
+    };
     let plan = lock(&inner.faults).take(req.method(), req.uri().path());
-    entry.faults = plan.fired;
+    log.entry().faults = plan.fired;
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
     }
     let control = req.extensions().get::<ConnControl>().cloned();
     let response = match (plan.terminal, control) {
         (None | Some(FaultAction::Delay { .. }), _) => {
-            entry.handled = true;
+            log.entry().handled = true;
             next.run(req).await
         }
         (
@@ -116,21 +150,19 @@ async fn front(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Res
         }
         .into_response(),
         (Some(FaultAction::Drop { when }), Some(control)) => {
-            return drop_connection(&inner, entry, when, control, req, next).await;
+            return drop_connection(log, when, control, req, next).await;
         }
         (Some(FaultAction::Drop { .. }), None) => {
             MockError::new(ErrorCode::Internal, "cannot drop: no connection control")
                 .into_response()
         }
     };
-    entry.status = Some(response.status().as_u16());
-    lock(&inner.log).push(entry);
+    log.finish(Some(response.status().as_u16()));
     response
 }
 
 async fn drop_connection(
-    inner: &Inner,
-    mut entry: LogEntry,
+    mut log: PendingLog,
     when: DropWhen,
     control: ConnControl,
     req: Request,
@@ -138,7 +170,7 @@ async fn drop_connection(
 ) -> Response {
     match when {
         DropWhen::BeforeHandling => {
-            lock(&inner.log).push(entry);
+            log.finish(None);
             control.kill().await
         }
         DropWhen::MidBody => {
@@ -148,29 +180,29 @@ async fn drop_connection(
                 http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
             })
             .await;
-            lock(&inner.log).push(entry);
+            log.finish(None);
             control.kill().await
         }
         DropWhen::AfterHandling => {
-            entry.handled = true;
+            log.entry().handled = true;
             let response = next.run(req).await;
             drop(response);
-            lock(&inner.log).push(entry);
+            log.finish(None);
             control.kill().await
         }
         DropWhen::MidResponse => {
-            entry.handled = true;
+            log.entry().handled = true;
             let (mut parts, body) = next.run(req).await.into_parts();
             let full = axum::body::to_bytes(body, usize::MAX)
                 .await
                 .unwrap_or_default();
             let half = full.slice(..full.len() / 2);
             parts.headers.remove(TRANSFER_ENCODING);
+            // At least one promised byte, so even an empty answer is cut short.
             parts
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(full.len().max(1)));
-            entry.status = Some(parts.status.as_u16());
-            lock(&inner.log).push(entry);
+            log.finish(Some(parts.status.as_u16()));
             Response::from_parts(parts, Body::new(CutBody::new(half)))
         }
     }

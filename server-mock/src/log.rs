@@ -16,7 +16,11 @@ pub struct LogEntry {
     /// The status the client received; `None` when the connection was dropped before any.
     pub status: Option<u16>,
     /// Whether the API handled the request (its effect, e.g. a new save version, happened).
+    /// Also true when the handler started and the client hung up before the answer.
     pub handled: bool,
+    /// The connection closed before the mock answered, not by a drop fault: the client hung up
+    /// (e.g. its request timeout fired during a delay) or the mock went offline.
+    pub client_gone: bool,
     /// The faults that fired on this request, e.g. `["delay 200ms", "fail 503 unavailable"]`.
     pub faults: Vec<String>,
     /// Request headers as received (before decompression), lowercase names.
@@ -51,6 +55,7 @@ impl LogEntry {
             query: query.map(str::to_owned),
             status: None,
             handled: false,
+            client_gone: false,
             faults: Vec::new(),
             headers: headers
                 .iter()
@@ -77,7 +82,7 @@ impl LogEntry {
         self.header("content-encoding")
     }
 
-    /// Whether the client got no HTTP answer (the socket was closed).
+    /// Whether the client got no HTTP answer (the socket was closed, by the mock or the client).
     pub fn dropped(&self) -> bool {
         self.status.is_none()
     }

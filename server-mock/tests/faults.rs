@@ -316,3 +316,27 @@ async fn always_faults_last_until_cleared() {
     assert_eq!(resp.status(), 200);
     mock.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_timing_out_during_a_delay_is_logged_as_gone() {
+    let mock = MockServer::start().await;
+    let http = client();
+    mock.delay("GET /healthz", Duration::from_secs(2), 1);
+    let err = http
+        .get(format!("{}/healthz", mock.url()))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(err.is_timeout(), "{err:?}");
+    let started = Instant::now();
+    let entry = loop {
+        if let Some(entry) = mock.requests_matching("GET /healthz").pop() {
+            break entry;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(entry.client_gone && entry.dropped() && !entry.handled);
+    mock.stop().await;
+}
