@@ -28,6 +28,7 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
             "/__mock/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
+        .route("/__mock/faults/{id}", axum::routing::delete(remove_fault))
         .route("/__mock/expire-tokens", post(expire_tokens))
         .route("/__mock/conflicting-write", post(conflicting_write))
         .route("/__mock/offline", post(offline))
@@ -64,6 +65,19 @@ async fn add_fault(
 async fn clear_faults(State(inner): State<Arc<Inner>>) -> StatusCode {
     lock(&inner.faults).clear();
     StatusCode::NO_CONTENT
+}
+
+async fn remove_fault(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+) -> MockResult<StatusCode> {
+    if lock(&inner.faults).remove(id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(crate::error::MockError::not_found(format!(
+            "no active fault {id}"
+        )))
+    }
 }
 
 async fn expire_tokens(State(inner): State<Arc<Inner>>) -> Json<Value> {

@@ -201,6 +201,13 @@ impl Faults {
         self.active.clear();
     }
 
+    /// Removes one fault; false when it is unknown or already spent.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let before = self.active.len();
+        self.active.retain(|f| f.id != id);
+        self.active.len() != before
+    }
+
     pub fn list(&self) -> Vec<ActiveFault> {
         self.active.clone()
     }

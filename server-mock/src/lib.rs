@@ -40,7 +40,7 @@ use tokio::sync::watch;
 pub use admin::OFFLINE_GRACE;
 pub use error::MockError;
 pub use faults::{ActiveFault, DropWhen, FaultAction, FaultSpec, Route, Times};
-pub use log::LogEntry;
+pub use log::{LogEntry, LOG_CAPACITY};
 pub use store::{size_and_checksum, Limits, MockMail};
 
 /// Locks a mutex; a panic in another test thread must not poison the mock for the rest.
@@ -279,6 +279,11 @@ impl MockServer {
 
     pub fn faults(&self) -> Vec<ActiveFault> {
         lock(&self.inner.faults).list()
+    }
+
+    /// Removes one fault by the id its installer returned; false when unknown or already spent.
+    pub fn remove_fault(&self, id: u64) -> bool {
+        lock(&self.inner.faults).remove(id)
     }
 
     pub fn clear_faults(&self) {

@@ -88,6 +88,9 @@ impl LogEntry {
     }
 }
 
+/// The log keeps this many newest entries, so a long-running binary does not grow without bound.
+pub const LOG_CAPACITY: usize = 100_000;
+
 #[derive(Debug, Default)]
 pub(crate) struct RequestLog {
     next_seq: u64,
@@ -99,6 +102,10 @@ impl RequestLog {
         self.next_seq += 1;
         entry.seq = self.next_seq;
         entry.duration = entry.arrived.elapsed();
+        if self.entries.len() >= LOG_CAPACITY {
+            let excess = self.entries.len() + 1 - LOG_CAPACITY;
+            self.entries.drain(..excess);
+        }
         self.entries.push(entry);
     }
 
@@ -108,5 +115,38 @@ impl RequestLog {
 
     pub fn clear(&mut self) {
         *self = RequestLog::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_keeps_the_newest_entries_and_keeps_counting() {
+        let started = Instant::now();
+        let mut log = RequestLog::default();
+        for _ in 0..LOG_CAPACITY + 5 {
+            log.push(LogEntry::begin(
+                "GET",
+                "/x",
+                None,
+                &HeaderMap::new(),
+                started,
+            ));
+        }
+        let entries = log.entries();
+        assert_eq!(entries.len(), LOG_CAPACITY);
+        assert_eq!(entries[0].seq, 6);
+        assert_eq!(entries.last().unwrap().seq, (LOG_CAPACITY + 5) as u64);
+        log.clear();
+        log.push(LogEntry::begin(
+            "GET",
+            "/x",
+            None,
+            &HeaderMap::new(),
+            started,
+        ));
+        assert_eq!(log.entries()[0].seq, 1);
     }
 }

@@ -50,6 +50,24 @@ async fn faults_log_tokens_conflicts_state_and_reset_over_http() {
     )
     .await;
     assert_eq!(resp.status(), 201);
+    let resp = admin(
+        &http,
+        &base,
+        Method::POST,
+        "faults",
+        Some(json!({"route": "*", "kind": "drop", "when": "before_handling"})),
+    )
+    .await;
+    let id = resp.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
+    let path = format!("faults/{id}");
+    assert_eq!(
+        admin(&http, &base, Method::DELETE, &path, None)
+            .await
+            .status(),
+        204
+    );
+    let gone = admin(&http, &base, Method::DELETE, &path, None).await;
+    expect_error(gone, 404, "not_found").await;
     let bad = admin(
         &http,
         &base,
