@@ -1,6 +1,6 @@
 //! The request log tests assert on: every API request, what faults hit it and what came of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -94,7 +94,7 @@ pub const LOG_CAPACITY: usize = 100_000;
 #[derive(Debug, Default)]
 pub(crate) struct RequestLog {
     next_seq: u64,
-    entries: Vec<LogEntry>,
+    entries: VecDeque<LogEntry>,
 }
 
 impl RequestLog {
@@ -103,14 +103,13 @@ impl RequestLog {
         entry.seq = self.next_seq;
         entry.duration = entry.arrived.elapsed();
         if self.entries.len() >= LOG_CAPACITY {
-            let excess = self.entries.len() + 1 - LOG_CAPACITY;
-            self.entries.drain(..excess);
+            self.entries.pop_front();
         }
-        self.entries.push(entry);
+        self.entries.push_back(entry);
     }
 
     pub fn entries(&self) -> Vec<LogEntry> {
-        self.entries.clone()
+        self.entries.iter().cloned().collect()
     }
 
     pub fn clear(&mut self) {
