@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         )
         .route("/__mock/faults/{id}", axum::routing::delete(remove_fault))
         .route("/__mock/expire-tokens", post(expire_tokens))
+        .route("/__mock/revoke-sessions", post(revoke_sessions))
         .route("/__mock/conflicting-write", post(conflicting_write))
         .route("/__mock/offline", post(offline))
         .route("/__mock/log", get(log).delete(clear_log))
@@ -83,6 +84,11 @@ async fn remove_fault(
 async fn expire_tokens(State(inner): State<Arc<Inner>>) -> Json<Value> {
     let expired = lock(&inner.store).expire_access_tokens();
     Json(json!({ "expired": expired }))
+}
+
+async fn revoke_sessions(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let revoked = lock(&inner.store).revoke_all_sessions();
+    Json(json!({ "revoked": revoked }))
 }
 
 #[derive(Deserialize)]

@@ -182,6 +182,19 @@ async fn faults_log_tokens_conflicts_state_and_reset_over_http() {
         .unwrap();
     expect_error(stale, 401, "token_expired").await;
 
+    let revoked: Value = admin(&http, &base, Method::POST, "revoke-sessions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["revoked"], 1);
+    let refresh = req(&mock, &http, Method::POST, "/api/v1/auth/refresh")
+        .json(&json!({ "refresh_token": player.refresh_token }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(refresh, 401, "unauthorized").await;
+
     let users: Value = admin(&http, &base, Method::GET, "users", None)
         .await
         .json()
