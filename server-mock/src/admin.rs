@@ -57,10 +57,15 @@ async fn list_faults(State(inner): State<Arc<Inner>>) -> Response {
 async fn add_fault(
     State(inner): State<Arc<Inner>>,
     ApiJson(spec): ApiJson<FaultSpec>,
-) -> (StatusCode, Json<Value>) {
+) -> MockResult<(StatusCode, Json<Value>)> {
+    if spec.times == Some(0) {
+        return Err(crate::error::MockError::invalid(
+            "times must be at least 1; leave it out for a fault that lasts until cleared",
+        ));
+    }
     let times = spec.times.map_or(Times::Always, Times::Next);
     let id = lock(&inner.faults).add(spec.route, spec.action, times);
-    (StatusCode::CREATED, Json(json!({ "id": id })))
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
 async fn clear_faults(State(inner): State<Arc<Inner>>) -> StatusCode {

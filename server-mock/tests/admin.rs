@@ -77,6 +77,15 @@ async fn faults_log_tokens_conflicts_state_and_reset_over_http() {
     )
     .await;
     expect_error(bad, 400, "invalid_request").await;
+    let never = admin(
+        &http,
+        &base,
+        Method::POST,
+        "faults",
+        Some(json!({"route": "*", "kind": "delay", "ms": 10, "times": 0})),
+    )
+    .await;
+    expect_error(never, 400, "invalid_request").await;
     let listed: Value = admin(&http, &base, Method::GET, "faults", None)
         .await
         .json()
