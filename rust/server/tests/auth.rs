@@ -1116,5 +1116,9 @@ async fn openapi_documents_every_auth_endpoint() {
             "{method} {path} missing from OpenAPI"
         );
     }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     s.stop().await;
 }

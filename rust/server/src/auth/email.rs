@@ -57,19 +57,19 @@ pub async fn register(
     users::add_identity(&mut tx, &project.id, PROVIDER, &email_lower, &user_id, now).await?;
     let (session_id, refresh) =
         sessions::create(&mut tx, &state, &project.id, &user_id, now).await?;
-    let verify_token = recovery::issue_token(
+    let verification = recovery::queue_verification(
         &mut tx,
         &state,
-        recovery::VERIFY_EMAIL,
         &project.id,
         &user_id,
+        &req.username,
         email,
         now,
     )
     .await?;
     let user = users::load(&mut tx, &user_id).await?;
     tx.commit().await?;
-    recovery::send_verification(&state, &project.id, &user.username, email, &verify_token).await?;
+    state.auth.mailer.deliver(verification, &state.clock);
     let answer = sessions::auth_response(&state, &project.id, user, session_id, refresh, now)?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
