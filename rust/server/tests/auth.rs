@@ -244,6 +244,48 @@ async fn register_login_profile_refresh_logout() {
 }
 
 #[tokio::test]
+async fn sessions_revoked_by_another_node_stop_working() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let player = s.device_player().await;
+        expect_status(profile(&s, &player["access_token"]).await, StatusCode::OK).await;
+        // Another node signs the session out: only the shared database knows.
+        let claims = s
+            .state
+            .tokens
+            .verify(token(&player), s.clock.now_ms())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")
+            .bind(s.clock.now_ms())
+            .bind(&claims.sid)
+            .execute(&s.state.db.write)
+            .await
+            .unwrap();
+        let mut status = StatusCode::OK;
+        for _ in 0..50 {
+            status = profile(&s, &player["access_token"]).await.status();
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "revocation never reached this node"
+        );
+        expect_error(
+            refresh(&s, &player["refresh_token"]).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn garbage_json_is_a_typed_400_everywhere() {
     for backend in backends() {
         let s = TestServer::start(backend).await;
