@@ -619,6 +619,34 @@ async fn verify_email_and_reset_password_through_smtp() {
     }
 }
 
+#[tokio::test]
+async fn mail_to_an_unreachable_smtp_server_stays_in_the_outbox() {
+    for backend in backends() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let smtp_url = format!("smtp://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let s = TestServer::start_with(backend, |c| c.mail.smtp_url = Some(smtp_url)).await;
+        // Registration does not depend on the mail server.
+        register(&s, "lin@example.com", "lin", PASSWORD).await;
+        let mut row = None;
+        for _ in 0..100 {
+            let found = sqlx::query("SELECT sent_at, error FROM mail_outbox WHERE to_addr = $1")
+                .bind("lin@example.com")
+                .fetch_one(&s.state.db.read)
+                .await
+                .unwrap();
+            if found.get::<Option<String>, _>("error").is_some() {
+                row = Some(found);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let row = row.expect("the failed delivery is recorded");
+        assert!(row.get::<Option<i64>, _>("sent_at").is_none());
+        s.stop().await;
+    }
+}
+
 /// A loopback OAuth provider: authorize redirects with a code bound to the PKCE challenge, the
 /// token endpoint checks client secret, redirect URI and code_verifier, userinfo answers in the
 /// provider's own shape. `/{provider}/authorize?...&user=NAME` picks who signs in.
