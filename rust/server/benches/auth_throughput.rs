@@ -1,10 +1,12 @@
-//! Device registrations/s and device re-logins/s through the real HTTP stack on an embedded
-//! SQLite server, next to a bare axum endpoint measured in the same run (the ceiling of the HTTP
-//! stack and load generator on this machine).
+//! Auth throughput over real loopback HTTP: new device registrations/s, returning device
+//! sign-ins/s and email+password logins/s (argon2-bound), each from concurrent clients against an
+//! in-process server on SQLite (rate limits off), next to a bare axum JSON endpoint measured in the
+//! same run with the same load generator (the ceiling of HTTP stack + client on this machine).
+//! Client and server share the machine, so the figures are a lower bound for the server alone.
 //!
-//! `cargo bench -p aethex-server --bench auth_throughput` (env `BENCH_OPS`, `BENCH_CONCURRENCY`).
+//! `cargo bench -p aethex-server --bench auth_throughput` (env `AUTH_BENCH_SECS`, default 5).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,58 +15,47 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+const CLIENTS: usize = 64;
+
+struct Target {
+    base: String,
+    key: String,
+    http: reqwest::Client,
 }
 
-/// Runs `ops` POSTs with `concurrency` in flight; returns ops/s. `body(i)` builds request i.
-async fn drive(
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-    ops: usize,
-    concurrency: usize,
-    body: impl Fn(usize) -> Value + Send + Sync + 'static,
-) -> f64 {
-    let next = Arc::new(AtomicUsize::new(0));
-    let body = Arc::new(body);
+/// Runs `CLIENTS` loops of `request(client index, iteration)` for `secs`; returns successes/s.
+async fn run<F, Fut>(secs: u64, request: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url, key, next, body) = (
-            client.clone(),
-            url.to_owned(),
-            key.to_owned(),
-            next.clone(),
-            body.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= ops {
-                    break;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (request, ok, failed) = (request.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let counter = if request(c, i).await { &ok } else { &failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
                 }
-                let resp = client
-                    .post(&url)
-                    .header("X-AeThex-Key", &key)
-                    .json(&body(i))
-                    .send()
-                    .await
-                    .expect("request");
-                assert!(resp.status().is_success(), "status {}", resp.status());
-                resp.bytes().await.expect("body");
-            }
-        }));
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
     }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    ops as f64 / started.elapsed().as_secs_f64()
+    let failed = failed.load(Ordering::Relaxed);
+    assert_eq!(failed, 0, "{failed} requests failed");
+    ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A bare axum endpoint answering a body shaped like a sign-in answer: the baseline.
 async fn bare_axum() -> String {
     let app = Router::new().route(
         "/echo",
@@ -80,11 +71,12 @@ async fn bare_axum() -> String {
 
 #[tokio::main]
 async fn main() {
-    let ops = env_usize("BENCH_OPS", 20_000);
-    let concurrency = env_usize("BENCH_CONCURRENCY", 64);
+    let secs: u64 = std::env::var("AUTH_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
     };
@@ -92,74 +84,88 @@ async fn main() {
     let server = Server::build(config).await.unwrap();
     let key = server.created_default_project.clone().unwrap().client_key;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/api/v1/auth/device",
-        listener.local_addr().unwrap()
-    );
+    let base = format!("http://{}/api/v1/auth", listener.local_addr().unwrap());
     tokio::spawn(server.serve(listener, std::future::pending()));
+    let target = Arc::new(Target {
+        base,
+        key,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(CLIENTS)
+            .build()
+            .unwrap(),
+    });
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let baseline_url = bare_axum().await;
-    // Warm both paths (connections, SQLite cache).
-    drive(
-        &client,
-        &baseline_url,
-        &key,
-        2_000,
-        concurrency,
-        |i| json!({"i": i}),
-    )
-    .await;
-    drive(
-        &client,
-        &url,
-        &key,
-        500,
-        concurrency,
-        |i| json!({"device_id": format!("warmup-device-{i:08}")}),
-    )
-    .await;
+    let post = |t: Arc<Target>, path: &'static str, body: serde_json::Value| async move {
+        t.http
+            .post(format!("{}{path}", t.base))
+            .header("X-AeThex-Key", &t.key)
+            .json(&body)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    };
 
-    let baseline = drive(
-        &client,
-        &baseline_url,
-        &key,
-        ops,
-        concurrency,
-        |i| json!({"i": i}),
-    )
+    let baseline_url = Arc::new(bare_axum().await);
+    let http = target.http.clone();
+    let baseline = run(secs, move |c, i| {
+        let (http, url) = (http.clone(), baseline_url.clone());
+        async move {
+            http.post(url.as_str())
+                .json(&json!({"device_id": format!("bench-device-{c}-{i}")}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
     .await;
-    let registrations = drive(
-        &client,
-        &url,
-        &key,
-        ops,
-        concurrency,
-        |i| json!({"device_id": format!("bench-device-{i:08}")}),
-    )
-    .await;
-    let relogins = drive(
-        &client,
-        &url,
-        &key,
-        ops,
-        concurrency,
-        |i| json!({"device_id": format!("bench-device-{i:08}")}),
-    )
-    .await;
+    println!("bare axum JSON endpoint (baseline): {baseline:.0}/s");
 
-    println!("auth throughput, {ops} ops, {concurrency} in flight, embedded SQLite, loopback HTTP");
-    println!("  bare axum JSON endpoint (baseline): {baseline:>9.0} req/s");
+    let t = target.clone();
+    let registrations = run(secs, move |c, i| {
+        post(
+            t.clone(),
+            "/device",
+            json!({"device_id": format!("bench-device-{c}-{i}")}),
+        )
+    })
+    .await;
     println!(
-        "  device registrations (new account):  {registrations:>9.0} /s  = {:.2} x baseline",
+        "device registrations: {registrations:.0}/s = {:.3} x baseline ({CLIENTS} clients, {secs} s)",
         registrations / baseline
     );
+
+    let t = target.clone();
+    let returning = run(secs, move |c, i| {
+        post(
+            t.clone(),
+            "/device",
+            json!({"device_id": format!("bench-device-{c}-{}", i % 16)}),
+        )
+    })
+    .await;
     println!(
-        "  device sign-ins (existing account):  {relogins:>9.0} /s  = {:.2} x baseline",
-        relogins / baseline
+        "returning device sign-ins: {returning:.0}/s = {:.3} x baseline",
+        returning / baseline
     );
+
+    for c in 0..CLIENTS {
+        assert!(
+            post(
+                target.clone(),
+                "/register",
+                json!({"email": format!("bench{c}@example.com"), "password": "bench password", "username": format!("bench{c}")}),
+            )
+            .await
+        );
+    }
+    let t = target.clone();
+    let logins = run(secs, move |c, _| {
+        post(
+            t.clone(),
+            "/login",
+            json!({"email": format!("bench{c}@example.com"), "password": "bench password"}),
+        )
+    })
+    .await;
+    println!("email+password logins (argon2id m=19MiB t=2 p=1): {logins:.0}/s");
 }
