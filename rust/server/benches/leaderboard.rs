@@ -41,7 +41,15 @@ fn user(i: usize) -> String {
     format!("user-{i:08}")
 }
 
-fn bench_index(n: usize, rng: &mut rand::rngs::StdRng) -> (Figure, Figure, Duration) {
+struct IndexRun {
+    submit: Figure,
+    rank: Figure,
+    build: Duration,
+    /// Resident memory the built index added, MiB.
+    rss_growth_mib: f64,
+}
+
+fn bench_index(n: usize, rng: &mut rand::rngs::StdRng) -> IndexRun {
     let entries: Vec<StoredEntry> = (0..n)
         .map(|i| StoredEntry {
             user_id: user(i),
@@ -51,9 +59,11 @@ fn bench_index(n: usize, rng: &mut rand::rngs::StdRng) -> (Figure, Figure, Durat
             seq: i as i64 + 1,
         })
         .collect();
+    let rss_before = rss_mib().unwrap_or(0.0);
     let started = Instant::now();
     let index = RwLock::new(PeriodIndex::from_entries(SortOrder::Desc, entries));
     let build = started.elapsed();
+    let rss_growth_mib = rss_mib().unwrap_or(0.0) - rss_before;
     let ids: Vec<String> = (0..INDEX_OPS).map(|_| user(rng.gen_range(0..n))).collect();
     let scores: Vec<i64> = (0..INDEX_OPS)
         .map(|_| rng.gen_range(0..SCORE_RANGE))
@@ -77,7 +87,12 @@ fn bench_index(n: usize, rng: &mut rand::rngs::StdRng) -> (Figure, Figure, Durat
     let rank = figure(INDEX_OPS, started.elapsed());
     assert_eq!(index.read().expect("lock").len(), n);
     std::hint::black_box(checksum);
-    (submit, rank, build)
+    IndexRun {
+        submit,
+        rank,
+        build,
+        rss_growth_mib,
+    }
 }
 
 fn bench_redis(
@@ -152,7 +167,12 @@ fn main() {
         "rank ratio"
     );
     for n in SIZES {
-        let (isub, irank, build) = bench_index(n, &mut rng);
+        let IndexRun {
+            submit: isub,
+            rank: irank,
+            build,
+            rss_growth_mib,
+        } = bench_index(n, &mut rng);
         let redis = redis_con
             .as_mut()
             .map(|con| bench_redis(con, n, &mut rng).expect("redis bench"));
@@ -172,9 +192,9 @@ fn main() {
             cell(&irank),
         );
         println!(
-            "          (index built from {n} stored entries in {:.1} ms; process RSS {:.0} MiB)",
+            "          (index built from {n} stored entries in {:.1} ms; resident memory +{:.0} MiB)",
             build.as_secs_f64() * 1e3,
-            rss_mib().unwrap_or(0.0)
+            rss_growth_mib
         );
     }
 

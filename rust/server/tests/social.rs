@@ -359,6 +359,7 @@ async fn leaderboard_ranges_pagination_and_ties() {
             "cursor=garbage",
             "limit=0",
             "limit=1000",
+            "limit=ten",
             "period=soon",
         ] {
             let resp = s

@@ -7,7 +7,7 @@ use aethex_protocol::social::{
     AchievementUpdate, PlayerAchievement, SetProgressRequest, UnlockRequest,
 };
 use aethex_protocol::ErrorEnvelope;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -15,6 +15,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::{IntoParams, OpenApi};
 
+use super::ApiQuery;
 use super::{require_server, validate_id, write_target};
 use crate::app::AppState;
 use crate::caller::Caller;
@@ -283,7 +284,7 @@ pub struct ListQuery {
 pub async fn list_achievements(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<AchievementList>> {
     let user_id = write_target(&state, &caller, q.user_id.as_deref()).await?;
     if let Caller::Player(p) = &caller {

@@ -14,13 +14,14 @@ use aethex_protocol::social::{
     PlayerSummary, Presence,
 };
 use aethex_protocol::ErrorEnvelope;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::{AnyConnection, Row};
 use utoipa::{IntoParams, OpenApi};
 
+use super::ApiQuery;
 use super::{ensure_user_in_project, page_limit};
 use crate::app::AppState;
 use crate::caller::Player;
@@ -221,7 +222,7 @@ pub struct ListQuery {
 pub async fn list_friends(
     State(state): State<AppState>,
     player: Player,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<FriendList>> {
     let now = state.clock.now_ms();
     state.social.presence.touch(&player.user_id, now);
@@ -309,7 +310,7 @@ pub struct SearchQuery {
 pub async fn search_players(
     State(state): State<AppState>,
     player: Player,
-    Query(q): Query<SearchQuery>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<PlayerSearchPage>> {
     state
         .social

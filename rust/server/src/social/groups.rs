@@ -10,7 +10,7 @@ use aethex_protocol::social::{
     CreateGroupRequest, Group, GroupInviteRequest, GroupList, GroupMember, GroupMembers, GroupRole,
 };
 use aethex_protocol::ErrorEnvelope;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::{IntoParams, OpenApi};
 
+use super::ApiQuery;
 use super::{ensure_user_in_project, page_limit};
 use crate::app::AppState;
 use crate::caller::Player;
@@ -237,7 +238,7 @@ pub struct SearchQuery {
 pub async fn search_groups(
     State(state): State<AppState>,
     player: Player,
-    Query(q): Query<SearchQuery>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<GroupList>> {
     let limit = page_limit(q.limit, 20, 100)?;
     let prefix = q.q.unwrap_or_default().trim().to_lowercase();

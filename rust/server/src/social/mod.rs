@@ -69,6 +69,28 @@ impl SocialApi {
     }
 }
 
+/// `axum::extract::Query` whose rejection is a typed 400 `invalid_request` like every other
+/// error (axum's own answers plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
 /// Ids of boards, achievements and stats: 1 to 64 of `[A-Za-z0-9_.-]`.
 pub fn validate_id(kind: &str, id: &str) -> ApiResult<()> {
     if id.is_empty()

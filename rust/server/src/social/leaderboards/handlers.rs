@@ -5,7 +5,7 @@ use aethex_protocol::social::{
     SubmitScoreResponse,
 };
 use aethex_protocol::ErrorEnvelope;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::ApiJson;
-use crate::social::{friends, page_limit, require_server, write_target};
+use crate::social::{friends, page_limit, require_server, write_target, ApiQuery};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -204,7 +204,7 @@ pub async fn read_board(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<ReadQuery>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> ApiResult<Json<LeaderboardPage>> {
     let now = state.clock.now_ms();
     let boards = &state.social.leaderboards;
@@ -322,7 +322,7 @@ pub async fn player_rank(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, user_id)): Path<(String, String)>,
-    Query(q): Query<RankQuery>,
+    ApiQuery(q): ApiQuery<RankQuery>,
 ) -> ApiResult<Json<LeaderboardEntry>> {
     let now = state.clock.now_ms();
     let boards = &state.social.leaderboards;
