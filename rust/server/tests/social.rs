@@ -1553,3 +1553,53 @@ async fn social_endpoints_are_in_the_openapi_document() {
     assert!(doc["components"]["schemas"]["LeaderboardPage"].is_object());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_unlocks_report_newly_unlocked_once_and_concurrent_submits_rank_exactly() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        define_achievement(&s, "first_kill", json!({"name": "First blood"})).await;
+        define_board(&s, "hs", json!({})).await;
+        let a = anon(&s).await;
+        let unlocks = (0..8).map(|_| {
+            s.player(
+                Method::POST,
+                "/api/v1/achievements/first_kill/unlock",
+                &a.token,
+            )
+            .send()
+        });
+        let mut newly = 0;
+        for resp in futures::future::join_all(unlocks).await {
+            let body = expect_status(resp.unwrap(), StatusCode::OK).await;
+            newly += body["newly_unlocked"].as_array().unwrap().len();
+        }
+        assert_eq!(newly, 1, "{backend:?}: exactly one call unlocks");
+
+        let mut players = Vec::new();
+        for _ in 0..20 {
+            players.push(anon(&s).await);
+        }
+        let submits = players.iter().enumerate().map(|(i, p)| {
+            s.player(Method::POST, "/api/v1/leaderboards/hs/scores", &p.token)
+                .json(&json!({"score": (i % 5) as i64 * 10}))
+                .send()
+        });
+        for resp in futures::future::join_all(submits).await {
+            expect_status(resp.unwrap(), StatusCode::OK).await;
+        }
+        let page = read(&s, &a, "hs", "limit=100").await;
+        let ranked = rows(&page);
+        assert_eq!(
+            ranked.iter().map(|r| r.2).collect::<Vec<_>>(),
+            (1..=20).collect::<Vec<u64>>()
+        );
+        assert!(
+            ranked.windows(2).all(|w| w[0].1 >= w[1].1),
+            "sorted: {ranked:?}"
+        );
+        let s = s.restart().await;
+        assert_eq!(rows(&read(&s, &a, "hs", "limit=100").await), ranked);
+        s.stop().await;
+    }
+}

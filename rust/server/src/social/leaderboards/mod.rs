@@ -328,7 +328,7 @@ impl Leaderboards {
             }
             None => None,
         };
-        let _gate = board.write_gate.lock().await;
+        let gate = board.write_gate.lock().await;
         let def = board.def();
         let d = &def.def;
         def.check_score(score)?;
@@ -405,7 +405,7 @@ impl Leaderboards {
             .write()
             .expect("lock")
             .upsert(user_id, new_score, num_scores, reached_at, seq);
-        drop(_gate);
+        drop(gate);
         let details = self.details(board, period, &[user_id]).await?;
         let ranked = Ranked {
             rank,
