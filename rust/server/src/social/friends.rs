@@ -22,7 +22,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::{IntoParams, OpenApi};
 
 use super::ApiQuery;
-use super::{ensure_user_in_project, page_limit};
+use super::{ensure_user_in_project, page_limit, prefix_pattern};
 use crate::app::AppState;
 use crate::caller::Player;
 use crate::db::Db;
@@ -321,13 +321,7 @@ pub async fn search_players(
         return Err(ApiError::invalid("q must be 1 to 32 characters"));
     }
     let limit = page_limit(q.limit, 20, 100)?;
-    let pattern = format!(
-        "{}%",
-        prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
+    let pattern = prefix_pattern(&prefix);
     let rows = sqlx::query(
         "SELECT u.id, u.username, u.username_lower FROM users u \
          WHERE u.project_id = $1 AND u.username_lower LIKE $2 ESCAPE '\\' AND u.username_lower > $3 AND u.id <> $4 \

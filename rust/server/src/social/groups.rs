@@ -19,7 +19,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::{IntoParams, OpenApi};
 
 use super::ApiQuery;
-use super::{ensure_user_in_project, page_limit};
+use super::{ensure_user_in_project, page_limit, prefix_pattern};
 use crate::app::AppState;
 use crate::caller::Player;
 use crate::db::{get_flag, is_unique_violation, new_id};
@@ -241,30 +241,26 @@ pub async fn search_groups(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<GroupList>> {
     let limit = page_limit(q.limit, 20, 100)?;
-    let prefix = q.q.unwrap_or_default().trim().to_lowercase();
-    let pattern = format!(
-        "{}%",
-        prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
+    let pattern = prefix_pattern(&q.q.unwrap_or_default().trim().to_lowercase());
     let sql = format!(
-        "{GROUP_SELECT} WHERE g.project_id = $1 AND g.name_lower LIKE $2 ESCAPE '\\' ORDER BY g.name_lower LIMIT $3"
-    );
+        "{GROUP_SELECT} LEFT JOIN group_members me ON me.group_id = g.id AND me.user_id = $1 \
+         WHERE g.project_id = $2 AND g.name_lower LIKE $3 ESCAPE '\\' ORDER BY g.name_lower LIMIT $4"
+    )
+    .replacen("SELECT g.id,", "SELECT me.role AS my_role, g.id,", 1);
     let rows = sqlx::query(&sql)
+        .bind(&player.user_id)
         .bind(&player.project.id)
         .bind(pattern)
         .bind(limit as i64)
         .fetch_all(&state.db.read)
         .await?;
-    let mut conn = state.db.read.acquire().await?;
-    let mut groups = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: String = row.try_get("id")?;
-        let role = role_of(&mut conn, &id, &player.user_id).await?;
-        groups.push(group_from_row(&row, role)?);
-    }
+    let groups = rows
+        .iter()
+        .map(|row| {
+            let role: Option<String> = row.try_get("my_role")?;
+            group_from_row(row, role.map(|r| parse_role(&r)))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(GroupList { groups }))
 }
 

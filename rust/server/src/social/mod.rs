@@ -175,6 +175,15 @@ pub async fn usernames(
     Ok(out)
 }
 
+/// A `LIKE ... ESCAPE '\'` pattern matching strings that start with `prefix` literally.
+pub fn prefix_pattern(prefix: &str) -> String {
+    let escaped = prefix
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("{escaped}%")
+}
+
 /// `$first, $first+1, ...`, `count` of them.
 pub fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
