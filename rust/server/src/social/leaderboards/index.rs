@@ -10,6 +10,9 @@
 /// Keys per block before it splits in two. Large enough that the block directory stays small
 /// (2,000 blocks for 1M keys), small enough that shifting inside a block is a few hundred ns.
 const MAX_BLOCK: usize = 1024;
+/// A block shrinking below this merges with a neighbour, so boards whose entries drain from a
+/// score range keep few, well-filled blocks instead of many nearly empty ones.
+const MIN_BLOCK: usize = MAX_BLOCK / 8;
 
 #[derive(Debug, Clone)]
 pub struct OrderStatSet<K> {
@@ -149,13 +152,33 @@ impl<K: Ord + Copy> OrderStatSet<K> {
             self.blocks.remove(b);
             self.maxes.remove(b);
             self.rebuild_fenwick();
+            return true;
+        }
+        if pos == block.len() {
+            self.maxes[b] = *block.last().expect("non-empty");
+        }
+        if block.len() < MIN_BLOCK && self.blocks.len() > 1 {
+            self.merge_with_neighbour(b);
         } else {
-            if pos == block.len() {
-                self.maxes[b] = *block.last().expect("non-empty");
-            }
             self.fenwick_add(b, -1);
         }
         true
+    }
+
+    /// Merges block `b` into a neighbour, splitting the result in half if it is too big.
+    fn merge_with_neighbour(&mut self, b: usize) {
+        let lo = if b + 1 < self.blocks.len() { b } else { b - 1 };
+        let upper = self.blocks.remove(lo + 1);
+        self.maxes.remove(lo + 1);
+        self.blocks[lo].extend(upper);
+        if self.blocks[lo].len() > MAX_BLOCK {
+            let mid = self.blocks[lo].len() / 2;
+            let half = self.blocks[lo].split_off(mid);
+            self.maxes.insert(lo + 1, *half.last().expect("non-empty"));
+            self.blocks.insert(lo + 1, half);
+        }
+        self.maxes[lo] = *self.blocks[lo].last().expect("non-empty");
+        self.rebuild_fenwick();
     }
 
     /// Number of keys smaller than `key` (its 0-based rank when present).
@@ -247,6 +270,35 @@ mod tests {
         assert_eq!(set.select(model.len()), None);
         assert_eq!(set.range(10, 25), model[10..35].to_vec());
         assert_eq!(set.rank(&u32::MAX), model.len());
+    }
+
+    #[test]
+    fn draining_merges_small_blocks() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut keys: Vec<u32> = (0..50_000).collect();
+        let mut set = OrderStatSet::new();
+        for k in &keys {
+            set.insert(*k);
+        }
+        keys.shuffle(&mut rng);
+        let (gone, kept) = keys.split_at(49_000);
+        for k in gone {
+            assert!(set.remove(k));
+        }
+        let mut kept = kept.to_vec();
+        kept.sort_unstable();
+        assert_eq!(set.len(), kept.len());
+        assert!(
+            set.blocks.len() <= kept.len() / MIN_BLOCK + 1,
+            "{} blocks for {} keys",
+            set.blocks.len(),
+            kept.len()
+        );
+        for (r, k) in kept.iter().enumerate() {
+            assert_eq!(set.rank(k), r);
+            assert_eq!(set.select(r), Some(*k));
+        }
+        assert_eq!(set.range(0, kept.len()), kept);
     }
 
     #[test]
