@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod saves;
+pub mod social;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorEnvelope};
 

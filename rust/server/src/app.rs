@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::projects::{CreatedProject, Projects, DEFAULT_PROJECT};
 use crate::tokens::TokenKeys;
-use crate::{auth, http, openapi, saves};
+use crate::{auth, http, openapi, saves, social};
 
 /// Largest request body outside endpoints that set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -35,6 +35,7 @@ pub struct AppInner {
     pub clock: Arc<dyn Clock>,
     pub auth: auth::AuthService,
     pub saves: saves::SavesService,
+    pub social: social::SocialService,
 }
 
 /// Shared by every handler; cloning is one `Arc` increment.
@@ -72,6 +73,7 @@ impl Server {
                 .await?;
         let auth = auth::AuthService::new(&config, &db).await?;
         let saves = saves::SavesService::new(&config, &db, &blobs).await?;
+        let social = social::SocialService::new(&db, clock.as_ref()).await?;
         let state = AppState(Arc::new(AppInner {
             config,
             db,
@@ -81,6 +83,7 @@ impl Server {
             clock,
             auth,
             saves,
+            social,
         }));
         let router = router(state.clone());
         Ok(Self {
@@ -158,6 +161,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi_json))
         .merge(auth::router())
         .merge(saves::router(&state.config))
+        .merge(social::router())
         .fallback(http::not_found_fallback)
         .layer(middleware::from_fn(http::record_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

@@ -16,6 +16,7 @@ pub mod http;
 pub mod openapi;
 pub mod projects;
 pub mod saves;
+pub mod social;
 pub mod tokens;
 
 pub use app::{AppState, Server};

@@ -20,5 +20,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = CoreApi::openapi();
     doc.merge(crate::auth::AuthApi::openapi());
     doc.merge(crate::saves::SavesApi::openapi());
+    doc.merge(crate::social::SocialApi::openapi());
     doc
 }

@@ -150,6 +150,44 @@ impl TestServer {
         expect_status(resp, StatusCode::OK).await
     }
 
+    /// Stops this server and starts a new one on the same data dir and database, with the same
+    /// keys and clock: what survives is what the server keeps in storage.
+    pub async fn restart(mut self) -> Self {
+        self.shutdown_now().await;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: self.data_dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.rate_limit.enabled = false;
+        if let Some(schema) = &self.pg_schema {
+            config.database_url = pg_schema_url(schema);
+        }
+        let server = Server::build_with_clock(config, self.clock.clone())
+            .await
+            .expect("server rebuilds");
+        let state = server.state.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+            ..self
+        }
+    }
+
     /// Stops the server and drops its PostgreSQL schema.
     pub async fn stop(mut self) {
         self.shutdown_now().await;
@@ -213,12 +251,13 @@ pub async fn fresh_pg_schema() -> (String, String) {
     conn.execute(format!("CREATE SCHEMA {schema}").as_str())
         .await
         .expect("create schema");
+    (pg_schema_url(&schema), schema)
+}
+
+fn pg_schema_url(schema: &str) -> String {
     let base = pg_base_url();
     let sep = if base.contains('?') { '&' } else { '?' };
-    (
-        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-        schema,
-    )
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
 pub async fn drop_pg_schema(schema: &str) {
