@@ -7,6 +7,7 @@
 //!   Godot's main thread ([`Client::poll_events`]).
 //! - Data crosses the boundary as [`Value`], a portable mirror of Godot's Variant.
 
+pub mod codec;
 pub mod value;
 
 pub use value::Value;
