@@ -733,7 +733,8 @@ async fn upload(
         (_, None) => true,
         (ConflictStrategy::ClientWins, _) => true,
         (ConflictStrategy::ServerWins, _) => false,
-        (ConflictStrategy::NewestWins, Some(current)) => entry.written_at > current.updated_at,
+        // A tie goes to the local write: it is the latest action the player took on this device.
+        (ConflictStrategy::NewestWins, Some(current)) => entry.written_at >= current.updated_at,
         (ConflictStrategy::Manual, Some(_)) => {
             let first_time = shared
                 .sync
