@@ -136,6 +136,11 @@ impl Client {
         moved
     }
 
+    /// Events waiting to be drained (additive to the binding contract; for metrics/benchmarks).
+    pub fn queued_events(&self) -> usize {
+        self.shared.events.len()
+    }
+
     pub fn auth(&self) -> &Auth {
         &self.auth
     }

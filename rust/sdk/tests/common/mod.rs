@@ -22,18 +22,26 @@ pub struct RealServer {
     pub client_key: String,
     pub clock: Arc<OffsetClock>,
     pub data_dir: tempfile::TempDir,
+    adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RealServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts after `adjust` changed the configuration (applied again by `restart`).
+    pub async fn start_with(adjust: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let clock = OffsetClock::new();
+        let adjust: Arc<dyn Fn(&mut Config) + Send + Sync> = Arc::new(adjust);
         let (addr, shutdown, task, key) = Self::launch(
             data_dir.path(),
             "127.0.0.1:0".parse().unwrap(),
             clock.clone(),
+            adjust.clone(),
         )
         .await;
         Self {
@@ -42,6 +50,7 @@ impl RealServer {
             client_key: key.expect("first start creates the default project"),
             clock,
             data_dir,
+            adjust,
             shutdown: Some(shutdown),
             task: Some(task),
         }
@@ -51,6 +60,7 @@ impl RealServer {
         dir: &Path,
         addr: SocketAddr,
         clock: Arc<OffsetClock>,
+        adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     ) -> (
         SocketAddr,
         tokio::sync::oneshot::Sender<()>,
@@ -63,6 +73,7 @@ impl RealServer {
             ..Config::default()
         };
         config.rate_limit.enabled = false;
+        adjust(&mut config);
         let server = Server::build_with_clock(config, clock)
             .await
             .expect("server builds");
@@ -96,8 +107,13 @@ impl RealServer {
 
     /// Starts again on the same port and data (database, keys, blobs).
     pub async fn restart(&mut self) {
-        let (_, shutdown, task, _) =
-            Self::launch(self.data_dir.path(), self.addr, self.clock.clone()).await;
+        let (_, shutdown, task, _) = Self::launch(
+            self.data_dir.path(),
+            self.addr,
+            self.clock.clone(),
+            self.adjust.clone(),
+        )
+        .await;
         self.shutdown = Some(shutdown);
         self.task = Some(task);
     }
