@@ -42,6 +42,34 @@ async fn token_expiry_mid_session_refreshes_once_and_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_is_refreshed_shortly_before_expiry() {
+    let mock = MockServer::builder()
+        .access_token_ttl(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _) = signed_in(&mock, dir.path()).await;
+    // Time has to pass for the token to age; 1 s lifetime -> refreshed from 0.8 s on.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    mock.clear_log();
+    let id = p.client.auth().fetch_profile();
+    p.ok(id).await;
+    let summary: Vec<(String, Option<u16>)> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.status))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("/api/v1/auth/refresh".into(), Some(200)),
+            ("/api/v1/auth/profile".into(), Some(200)),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_refresh_ends_the_session() {
     let mock = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use aethex_sdk::{
     Client, ClientConfig, CredentialStore, Event, RequestId, RetryConfig, SdkError, Value,
 };
 use aethex_server::clock::OffsetClock;
-use aethex_server::{Config, Server};
+use aethex_server::{AppState, Config, Server};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -21,6 +21,7 @@ pub struct RealServer {
     pub url: String,
     pub client_key: String,
     pub clock: Arc<OffsetClock>,
+    pub state: AppState,
     pub data_dir: tempfile::TempDir,
     adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -37,7 +38,7 @@ impl RealServer {
         let data_dir = tempfile::tempdir().unwrap();
         let clock = OffsetClock::new();
         let adjust: Arc<dyn Fn(&mut Config) + Send + Sync> = Arc::new(adjust);
-        let (addr, shutdown, task, key) = Self::launch(
+        let (addr, shutdown, task, key, state) = Self::launch(
             data_dir.path(),
             "127.0.0.1:0".parse().unwrap(),
             clock.clone(),
@@ -45,6 +46,7 @@ impl RealServer {
         )
         .await;
         Self {
+            state,
             addr,
             url: format!("http://{addr}"),
             client_key: key.expect("first start creates the default project"),
@@ -66,6 +68,7 @@ impl RealServer {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
         Option<String>,
+        AppState,
     ) {
         let mut config = Config {
             listen: addr,
@@ -77,6 +80,7 @@ impl RealServer {
         let server = Server::build_with_clock(config, clock)
             .await
             .expect("server builds");
+        let state = server.state.clone();
         let key = server
             .created_default_project
             .as_ref()
@@ -92,7 +96,7 @@ impl RealServer {
                 .await
                 .expect("server runs");
         });
-        (addr, tx, task, key)
+        (addr, tx, task, key, state)
     }
 
     /// Takes the server down (connections refused) until `restart`.
@@ -107,7 +111,7 @@ impl RealServer {
 
     /// Starts again on the same port and data (database, keys, blobs).
     pub async fn restart(&mut self) {
-        let (_, shutdown, task, _) = Self::launch(
+        let (_, shutdown, task, _, state) = Self::launch(
             self.data_dir.path(),
             self.addr,
             self.clock.clone(),
@@ -116,6 +120,25 @@ impl RealServer {
         .await;
         self.shutdown = Some(shutdown);
         self.task = Some(task);
+        self.state = state;
+    }
+
+    /// The token after `marker` in the newest outbox mail to `to` (no SMTP in tests).
+    pub async fn mailed_token(&self, to: &str, marker: &str) -> String {
+        use sqlx::Row;
+        let rows = sqlx::query("SELECT to_addr, body FROM mail_outbox ORDER BY created_at")
+            .fetch_all(&self.state.db.read)
+            .await
+            .unwrap();
+        let body: String = rows
+            .iter()
+            .rev()
+            .map(|r| (r.get::<String, _>("to_addr"), r.get::<String, _>("body")))
+            .find(|(addr, body)| addr == to && body.contains(marker))
+            .map(|(_, body)| body)
+            .unwrap_or_else(|| panic!("no mail to {to} with {marker:?}"));
+        let start = body.find(marker).expect("checked above") + marker.len();
+        body[start..].split_whitespace().next().unwrap().to_owned()
     }
 
     pub fn config(&self, dir: &Path) -> ClientConfig {
