@@ -132,4 +132,69 @@ fn main() {
     }
     stats("drain_events(out, 1000) with 1,000 queued", drains);
     client.shutdown();
+    compare_queues();
+}
+
+/// Why the client uses `SegQueue`: the same drain with a `Mutex<VecDeque>` (batched) for
+/// comparison, while a producer thread keeps pushing as the runtime's workers would.
+fn compare_queues() {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    fn event(i: u64) -> Event {
+        Event::Completed {
+            request: aethex_sdk::RequestId(i),
+            outcome: Ok(Value::Int(i as i64)),
+        }
+    }
+    const ROUNDS: usize = 200;
+    let seg = Arc::new(crossbeam_queue::SegQueue::new());
+    let mutexed = Arc::new(Mutex::new(VecDeque::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (seg, mutexed, stop) = (seg.clone(), mutexed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if seg.len() < 5_000 {
+                    seg.push(event(i));
+                }
+                let mut q = mutexed.lock().unwrap();
+                if q.len() < 5_000 {
+                    q.push_back(event(i));
+                }
+                drop(q);
+                i += 1;
+            }
+        })
+    };
+    let mut out = Vec::with_capacity(1_000);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        while seg.len() < 1_000 || mutexed.lock().unwrap().len() < 1_000 {
+            std::thread::yield_now();
+        }
+        out.clear();
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            match seg.pop() {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        a.push(t.elapsed());
+        out.clear();
+        let t = Instant::now();
+        {
+            let mut q = mutexed.lock().unwrap();
+            let n = q.len().min(1_000);
+            out.extend(q.drain(..n));
+        }
+        b.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    stats("queue: SegQueue pop x1000 (producer running)", a);
+    stats("queue: Mutex<VecDeque> drain 1000 (producer)", b);
 }
