@@ -234,6 +234,39 @@ async fn crash_before_upload_is_replayed_by_the_next_client() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn game_started_offline_resumes_keeps_saving_and_syncs_later() {
+    let mock = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, user) = signed_in(&mock, dir.path()).await;
+    drop(p);
+    mock.set_offline(true).await;
+
+    let mut p = Probe::new(test_config(&mock.url(), mock.client_key(), dir.path()));
+    let id = p.client.auth().resume_session();
+    let resumed = p.ok(id).await;
+    assert_eq!(resumed.get("offline"), Some(&Value::Bool(true)));
+    assert_eq!(user_id(&resumed), user);
+    assert!(p.client.auth().is_logged_in());
+    p.client.saves().enable_auto_sync(true);
+    let queued = p.save("slot1", game_save(3)).await.unwrap();
+    assert_eq!(queued.get("queued"), Some(&Value::Bool(true)));
+    assert_eq!(
+        p.load("slot1").await.unwrap().get("data"),
+        Some(&game_save(3))
+    );
+
+    mock.set_offline(false).await;
+    p.signal("saves", "save_completed").await;
+    let stored = mock.save(&user, "slot1").unwrap();
+    assert_eq!(
+        aethex_sdk::codec::from_json(&stored.data).unwrap(),
+        game_save(3)
+    );
+    let id = p.client.auth().fetch_profile();
+    p.ok(id).await;
+}
+
 async fn conflict_on_mock(
     strategy: ConflictStrategy,
 ) -> (MockServer, Probe, String, tempfile::TempDir) {
