@@ -325,9 +325,11 @@ async fn each_conflict_strategy_against_another_devices_write() {
     assert_eq!((&detected[1], &detected[2]), (&game_save(2), &other));
     // While waiting, auto-sync does not overwrite anything.
     p.client.saves().enable_auto_sync(true);
+    mock.clear_log();
     let id = p.client.saves().sync_now();
     p.wait_for(id).await.ok();
     assert_eq!(mock.versions(&user, "slot1").len(), 2);
+    assert!(mock.requests_matching("POST /api/v1/saves/*").is_empty());
     let id = p
         .client
         .saves()
