@@ -175,6 +175,10 @@ async fn socket_dropped_mid_upload_is_retried_without_a_duplicate_version() {
     // Uploads are zstd-compressed.
     let writes = mock.requests_matching("POST /api/v1/saves/*");
     assert!(writes.iter().all(|w| w.content_encoding() == Some("zstd")));
+    // And answers may come back zstd-compressed.
+    assert!(writes.iter().all(|w| w
+        .header("accept-encoding")
+        .is_some_and(|v| v.contains("zstd"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
