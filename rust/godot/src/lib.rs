@@ -1,1 +1,37 @@
-//! The AeThexCloud GDExtension binding.
+//! The AeThexCloud GDExtension: registers the `AeThexCloud` engine singleton and its service
+//! objects, converts Variant <-> [`aethex_sdk::Value`], and turns SDK events into Godot signals
+//! once per frame on the main thread. All client logic lives in the SDK core (`aethex-sdk`).
+
+mod auth;
+mod cloud;
+mod convert;
+mod hub;
+mod result;
+mod saves;
+mod sdk_standin;
+mod services;
+mod settings;
+
+use sdk_standin as sdk;
+
+use godot::init::{gdextension, ExtensionLibrary, InitStage};
+
+struct AeThexExtension;
+
+// SAFETY: the one ExtensionLibrary of this crate; gdext's entry point `gdext_rust_init`.
+#[gdextension]
+unsafe impl ExtensionLibrary for AeThexExtension {
+    fn on_stage_init(stage: InitStage) {
+        // Scene is the earliest stage where GDScript's parser will see an engine singleton.
+        if stage == InitStage::Scene {
+            settings::register();
+            cloud::AeThexCloud::register();
+        }
+    }
+
+    fn on_stage_deinit(stage: InitStage) {
+        if stage == InitStage::Scene {
+            cloud::AeThexCloud::unregister();
+        }
+    }
+}
