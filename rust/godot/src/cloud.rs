@@ -20,13 +20,13 @@ use crate::services::{
 ///
 /// Every service is a property of this singleton: `AeThexCloud.auth`, `AeThexCloud.saves`, ...
 /// Asynchronous methods return a [Signal]; `await` it to get an [AeThexResult]:
-/// [codeblock]
+/// ```gdscript
 /// var result = await AeThexCloud.auth.login_email("user@example.com", "password")
 /// if result.success:
 ///     print("Logged in as: ", result.user.username)
 /// else:
 ///     print(result.error.code, ": ", result.error.message)
-/// [/codeblock]
+/// ```
 /// Configure the server in Project Settings under `aethex_cloud/` (`api_url`, `client_key`,
 /// `conflict_strategy`, `auto_sync_interval`). The SDK client starts on the first call;
 /// results and signals are delivered once per frame on the main thread.
