@@ -14,13 +14,19 @@ mod settings;
 
 use sdk_standin as sdk;
 
-use godot::init::{gdextension, ExtensionLibrary, InitStage};
+use godot::init::{gdextension, EditorRunBehavior, ExtensionLibrary, InitStage};
 
 struct AeThexExtension;
 
 // SAFETY: the one ExtensionLibrary of this crate; gdext's entry point `gdext_rust_init`.
 #[gdextension]
 unsafe impl ExtensionLibrary for AeThexExtension {
+    /// The editor dock signs in through the singleton, so its classes must be real (not the
+    /// editor placeholders gdext registers non-tool classes as). None has lifecycle callbacks.
+    fn editor_run_behavior() -> EditorRunBehavior {
+        EditorRunBehavior::AllClasses
+    }
+
     fn on_stage_init(stage: InitStage) {
         // Scene is the earliest stage where GDScript's parser will see an engine singleton.
         if stage == InitStage::Scene {
