@@ -9,7 +9,7 @@
 //!
 //! No RefCell borrow is held while a signal is emitted: handlers may call back into the binding.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
@@ -36,7 +36,8 @@ pub struct Hub {
     refused: RefCell<Vec<(Gd<AeThexRequest>, SdkError)>>,
     /// Where `Event::Signal { service, .. }` is emitted, e.g. "auth", "social.leaderboards".
     services: RefCell<Vec<(&'static str, Gd<Object>)>>,
-    frame_hooked: Cell<bool>,
+    /// The drain Callable once connected to `SceneTree.process_frame`.
+    frame_hook: RefCell<Option<Callable>>,
     /// Reused between frames to avoid an allocation per drain.
     events: RefCell<Vec<Event>>,
 }
@@ -112,6 +113,14 @@ impl Hub {
         self.pending.borrow_mut().clear();
         self.refused.borrow_mut().clear();
         self.services.borrow_mut().clear();
+        // The tree must not keep a Callable whose code is about to be unloaded.
+        if let Some(drain) = self.frame_hook.borrow_mut().take() {
+            if let Some(mut tree) = scene_tree() {
+                if tree.is_connected("process_frame", &drain) {
+                    tree.disconnect("process_frame", &drain);
+                }
+            }
+        }
     }
 
     fn ensure_client(&self) -> Result<(), Box<SdkError>> {
@@ -124,16 +133,11 @@ impl Hub {
     }
 
     fn hook_frame(self: &Rc<Self>) {
-        if self.frame_hooked.get() {
+        if self.frame_hook.borrow().is_some() {
             return;
         }
-        let Some(main_loop) = Engine::singleton().get_main_loop() else {
-            return; // No main loop yet: the next call tries again.
-        };
-        let Ok(mut tree) = main_loop.try_cast::<SceneTree>() else {
-            godot_warn!(
-                "AeThexCloud: the main loop is not a SceneTree; results cannot be delivered"
-            );
+        // No SceneTree yet (a call during engine start-up): the next call tries again.
+        let Some(mut tree) = scene_tree() else {
             return;
         };
         let hub: Weak<Hub> = Rc::downgrade(self);
@@ -143,7 +147,7 @@ impl Hub {
             }
         });
         tree.connect("process_frame", &drain);
-        self.frame_hooked.set(true);
+        *self.frame_hook.borrow_mut() = Some(drain);
     }
 
     /// Delivers everything queued since the last frame: refused calls, then SDK events in order.
@@ -187,6 +191,19 @@ impl Hub {
         };
         let args: Vec<Variant> = args.iter().map(convert::to_variant).collect();
         target.emit_signal(signal, &args);
+    }
+}
+
+fn scene_tree() -> Option<Gd<SceneTree>> {
+    let main_loop = Engine::singleton().get_main_loop()?;
+    match main_loop.try_cast::<SceneTree>() {
+        Ok(tree) => Some(tree),
+        Err(_) => {
+            godot_warn!(
+                "AeThexCloud: the main loop is not a SceneTree; results cannot be delivered"
+            );
+            None
+        }
     }
 }
 
