@@ -1,1 +1,378 @@
-//! Scriptable mock of the AeThex Cloud API.
+//! Scriptable mock of the AeThex Cloud API, for SDK tests of what the real server cannot stage on
+//! demand: latency, 5xx, 429, dropped sockets (before, after or in the middle of a request),
+//! expired access tokens, a conflicting write from "another device", and going offline.
+//!
+//! It speaks the real wire format (`aethex_protocol` types, the `{"error":{...}}` envelope) for
+//! the endpoints the SDK uses, keeps its state in memory, and runs on its own small tokio runtime
+//! so it keeps answering while a test's thread blocks.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use aethex_mock::{MockServer, DropWhen};
+//! use aethex_protocol::ErrorCode;
+//! let mock = MockServer::start().await;
+//! mock.fail("POST /api/v1/saves/*", 503, ErrorCode::Unavailable, 2);
+//! mock.drop_connection("POST /api/v1/saves/*", DropWhen::AfterHandling, 1);
+//! // ... point the SDK at mock.url() with mock.client_key() ...
+//! assert!(mock.requests().iter().any(|r| r.status == Some(503)));
+//! mock.stop().await;
+//! # }
+//! ```
+
+mod admin;
+mod api;
+mod error;
+mod faults;
+mod log;
+mod net;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use aethex_protocol::auth::User;
+use aethex_protocol::saves::{SaveData, SaveSlotInfo, SaveVersionInfo};
+use aethex_protocol::ErrorCode;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+pub use admin::OFFLINE_GRACE;
+pub use error::MockError;
+pub use faults::{ActiveFault, DropWhen, FaultAction, FaultSpec, Route, Times};
+pub use log::{LogEntry, LOG_CAPACITY};
+pub use store::{size_and_checksum, Limits, MockMail};
+
+/// Locks a mutex; a panic in another test thread must not poison the mock for the rest.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State shared by the handlers and the scripting API.
+pub(crate) struct Inner {
+    client_key: String,
+    store: Mutex<store::Store>,
+    faults: Mutex<faults::Faults>,
+    log: Mutex<log::RequestLog>,
+    started: Instant,
+    online: watch::Sender<bool>,
+    listening: watch::Receiver<bool>,
+}
+
+impl Inner {
+    async fn set_offline(&self, offline: bool) {
+        self.online.send_replace(!offline);
+        let mut listening = self.listening.clone();
+        // Err only when the accept loop is gone (stopped): nothing left to wait for.
+        let _ = listening.wait_for(|listening| *listening != offline).await;
+    }
+
+    fn conflicting_write(
+        &self,
+        user_id: &str,
+        slot: &str,
+        data: Value,
+        metadata: Option<Value>,
+    ) -> Result<SaveSlotInfo, MockError> {
+        let mut store = lock(&self.store);
+        if !store.user_exists(user_id) {
+            return Err(MockError::not_found(format!("no user {user_id:?}")));
+        }
+        let metadata = metadata.unwrap_or_else(|| json!({ "device": "another-device" }));
+        store.force_write(user_id, slot, data, metadata)
+    }
+
+    fn reset(&self) {
+        lock(&self.faults).clear();
+        lock(&self.log).clear();
+        lock(&self.store).reset();
+    }
+}
+
+/// How to start a [`MockServer`].
+#[derive(Debug, Clone)]
+pub struct MockBuilder {
+    listen: SocketAddr,
+    client_key: Option<String>,
+    limits: Limits,
+}
+
+impl MockBuilder {
+    /// Address to listen on; default `127.0.0.1:0` (a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The client key requests must carry in `X-AeThex-Key`; default a random `ck_...`.
+    pub fn client_key(mut self, key: impl Into<String>) -> Self {
+        self.client_key = Some(key.into());
+        self
+    }
+
+    /// Access-token lifetime; `expires_in` is this rounded up to whole seconds. Default 15 min.
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.access_token_ttl = ttl;
+        self
+    }
+
+    /// Largest serialized save (413 `payload_too_large` above). Default 16 MiB.
+    pub fn max_slot_bytes(mut self, bytes: i64) -> Self {
+        self.limits.max_slot_bytes = bytes;
+        self
+    }
+
+    /// Versions kept per slot, deletions included (older ones are pruned). Default 50.
+    pub fn history_versions(mut self, versions: usize) -> Self {
+        self.limits.history_versions = versions.max(1);
+        self
+    }
+
+    /// Bytes of every kept version of one user (413 `quota_exceeded` above). Default 1 GiB.
+    pub fn user_quota_bytes(mut self, bytes: i64) -> Self {
+        self.limits.user_quota_bytes = bytes;
+        self
+    }
+
+    pub async fn start(self) -> std::io::Result<MockServer> {
+        self.start_blocking()
+    }
+
+    /// Starts without an async context (the mock runs on its own runtime either way).
+    pub fn start_blocking(self) -> std::io::Result<MockServer> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("aethex-mock")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            net::bind(self.listen)?
+        };
+        let addr = listener.local_addr()?;
+        let client_key = self.client_key.unwrap_or_else(|| {
+            let bytes: [u8; 16] = rand::random();
+            format!(
+                "ck_{}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        });
+        let (online_tx, online_rx) = watch::channel(true);
+        let (listening_tx, listening_rx) = watch::channel(true);
+        let inner = Arc::new(Inner {
+            client_key,
+            store: Mutex::new(store::Store::new(self.limits)),
+            faults: Mutex::new(faults::Faults::default()),
+            log: Mutex::new(log::RequestLog::default()),
+            started: Instant::now(),
+            online: online_tx,
+            listening: listening_rx,
+        });
+        let app = api::router(inner.clone());
+        runtime.spawn(net::supervise(listener, addr, app, online_rx, listening_tx));
+        Ok(MockServer {
+            inner,
+            addr,
+            runtime: Some(runtime),
+        })
+    }
+}
+
+/// A running mock. Dropping it stops it.
+pub struct MockServer {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl MockServer {
+    pub fn builder() -> MockBuilder {
+        MockBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            client_key: None,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Starts on `127.0.0.1:<free port>` with the defaults.
+    pub async fn start() -> MockServer {
+        Self::builder()
+            .start()
+            .await
+            .expect("aethex-mock: cannot listen on 127.0.0.1")
+    }
+
+    /// `http://127.0.0.1:<port>`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn client_key(&self) -> &str {
+        &self.inner.client_key
+    }
+
+    /// Closes every connection and the listener, then shuts the mock's runtime down.
+    pub async fn stop(mut self) {
+        self.inner.set_offline(true).await;
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    // ---- faults ----
+
+    /// Installs a fault; returns its id.
+    pub fn add_fault(&self, route: impl Into<Route>, action: FaultAction, times: Times) -> u64 {
+        lock(&self.inner.faults).add(route.into(), action, times)
+    }
+
+    /// Answers `status` with error `code` (the real envelope) instead of handling the request.
+    pub fn fail(
+        &self,
+        route: impl Into<Route>,
+        status: u16,
+        code: ErrorCode,
+        times: impl Into<Times>,
+    ) -> u64 {
+        let action = FaultAction::Fail {
+            status,
+            code,
+            retry_after_secs: None,
+        };
+        self.add_fault(route, action, times.into())
+    }
+
+    /// Waits `delay` before handling each matching request (the request is then handled normally
+    /// or by another fault).
+    pub fn delay(&self, route: impl Into<Route>, delay: Duration, times: impl Into<Times>) -> u64 {
+        let action = FaultAction::Delay {
+            ms: delay.as_millis() as u64,
+        };
+        self.add_fault(route, action, times.into())
+    }
+
+    /// Closes the TCP connection at `when`; the client sees a transport error, never a status
+    /// (except [`DropWhen::MidResponse`], where the status arrives and the body breaks).
+    pub fn drop_connection(
+        &self,
+        route: impl Into<Route>,
+        when: DropWhen,
+        times: impl Into<Times>,
+    ) -> u64 {
+        self.add_fault(route, FaultAction::Drop { when }, times.into())
+    }
+
+    /// 429 `rate_limited` with `Retry-After: retry_after_secs`.
+    pub fn rate_limit(
+        &self,
+        route: impl Into<Route>,
+        retry_after_secs: u64,
+        times: impl Into<Times>,
+    ) -> u64 {
+        let action = FaultAction::RateLimit { retry_after_secs };
+        self.add_fault(route, action, times.into())
+    }
+
+    pub fn faults(&self) -> Vec<ActiveFault> {
+        lock(&self.inner.faults).list()
+    }
+
+    /// Removes one fault by the id its installer returned; false when unknown or already spent.
+    pub fn remove_fault(&self, id: u64) -> bool {
+        lock(&self.inner.faults).remove(id)
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.inner.faults).clear();
+    }
+
+    /// Every access token issued so far answers 401 `token_expired` from now on (refresh tokens
+    /// keep working). Returns how many tokens that affected.
+    pub fn expire_access_tokens(&self) -> usize {
+        lock(&self.inner.store).expire_access_tokens()
+    }
+
+    /// Writes `data` to the slot as if another device did: a new version lands on top of the
+    /// current one (no `base_version` check), so the SDK's next write based on the old version
+    /// gets 409 `save_conflict`. Metadata is `{"device": "another-device"}`.
+    pub fn conflicting_write(
+        &self,
+        user_id: &str,
+        slot: &str,
+        data: Value,
+    ) -> Result<SaveSlotInfo, MockError> {
+        self.inner.conflicting_write(user_id, slot, data, None)
+    }
+
+    /// Offline: the listener is closed (connections refused) and every open connection is cut.
+    /// Online again: listens on the same port. Returns once the change has happened.
+    pub async fn set_offline(&self, offline: bool) {
+        self.inner.set_offline(offline).await;
+    }
+
+    pub fn is_offline(&self) -> bool {
+        !*self.inner.online.borrow()
+    }
+
+    // ---- inspection ----
+
+    /// Every API request so far (admin requests excluded), in arrival order.
+    pub fn requests(&self) -> Vec<LogEntry> {
+        lock(&self.inner.log).entries()
+    }
+
+    /// The logged requests matching `route` (same pattern syntax as faults).
+    pub fn requests_matching(&self, route: impl Into<Route>) -> Vec<LogEntry> {
+        let route = route.into();
+        self.requests()
+            .into_iter()
+            .filter(|entry| {
+                entry
+                    .method
+                    .parse()
+                    .is_ok_and(|method| route.matches(&method, &entry.path))
+            })
+            .collect()
+    }
+
+    pub fn clear_log(&self) {
+        lock(&self.inner.log).clear();
+    }
+
+    /// Every version of a slot, oldest first (delete markers included).
+    pub fn versions(&self, user_id: &str, slot: &str) -> Vec<SaveVersionInfo> {
+        lock(&self.inner.store).versions(user_id, slot)
+    }
+
+    /// The slot's current save, if any.
+    pub fn save(&self, user_id: &str, slot: &str) -> Option<SaveData> {
+        lock(&self.inner.store).load_save(user_id, slot, None).ok()
+    }
+
+    /// Mails the real server would have sent (email verification, password reset), oldest
+    /// first, with their tokens.
+    pub fn outbox(&self) -> Vec<MockMail> {
+        lock(&self.inner.store).outbox()
+    }
+
+    pub fn users(&self) -> Vec<User> {
+        lock(&self.inner.store).users()
+    }
+
+    /// Forgets faults, the log, accounts and saves (the port and client key stay).
+    pub fn reset(&self) {
+        self.inner.reset();
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

@@ -8,11 +8,10 @@ mod convert;
 mod hub;
 mod result;
 mod saves;
-mod sdk_standin;
 mod services;
 mod settings;
 
-use sdk_standin as sdk;
+use aethex_sdk as sdk;
 
 use godot::init::{gdextension, EditorRunBehavior, ExtensionLibrary, InitStage};
 

@@ -10,7 +10,7 @@ use godot::meta::ToGodot;
 use godot::obj::{EngineEnum, Singleton};
 use godot::register::info::PropertyHint;
 
-use crate::sdk::{ClientConfig, ConflictStrategy};
+use crate::sdk::{ClientConfig, ConflictStrategy, CredentialStore};
 
 pub const API_URL: &str = "aethex_cloud/api_url";
 pub const CLIENT_KEY: &str = "aethex_cloud/client_key";
@@ -22,9 +22,11 @@ const DEFAULT_CONFLICT_STRATEGY: &str = "newest_wins";
 const DEFAULT_AUTO_SYNC_SECONDS: f64 = 30.0;
 
 /// The game keeps its session and save cache here; the editor (the dock's developer login) uses
-/// its own folder so it never replaces the player session of the game being developed.
+/// its own folder and keyring service so it never replaces the player session of the game being
+/// developed.
 const GAME_DATA_DIR: &str = "user://aethex_cloud";
 const EDITOR_DATA_DIR: &str = "user://aethex_cloud_editor";
+const EDITOR_KEYRING_SERVICE: &str = "aethex-cloud-editor";
 
 /// Adds the settings (if missing) with their defaults and hints so they show in Project Settings.
 pub fn register() {
@@ -91,7 +93,8 @@ pub fn client_config() -> ClientConfig {
             .to_string()
     };
 
-    let data_dir = if Engine::singleton().is_editor_hint() {
+    let in_editor = Engine::singleton().is_editor_hint();
+    let data_dir = if in_editor {
         EDITOR_DATA_DIR
     } else {
         GAME_DATA_DIR
@@ -101,6 +104,11 @@ pub fn client_config() -> ClientConfig {
         text(CLIENT_KEY),
         settings.globalize_path(data_dir).to_string(),
     );
+    if in_editor {
+        config.credential_store = CredentialStore::Keyring {
+            service: EDITOR_KEYRING_SERVICE.to_owned(),
+        };
+    }
 
     let strategy = text(CONFLICT_STRATEGY);
     match strategy.parse::<ConflictStrategy>() {

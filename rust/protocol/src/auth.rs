@@ -128,6 +128,14 @@ pub struct OAuthCodeRequest {
     pub redirect_uri: String,
 }
 
+/// Adds a device id as a sign-in method of the signed-in account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LinkDeviceRequest {
+    pub device_id: String,
+}
+
+/// Adds email + password sign-in to the signed-in account (e.g. upgrading an anonymous one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkEmailRequest {

@@ -8,7 +8,7 @@ use serde_json::Value;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SaveSlotInfo {
     pub slot: String,
-    /// Starts at 1 and grows by one with every write or restore of the slot.
+    /// Starts at 1 and grows by one with every write, restore or delete of the slot.
     pub version: i64,
     /// Bytes of `data` as serialized JSON (before compression).
     pub size: i64,
@@ -69,8 +69,11 @@ pub struct SaveVersionInfo {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Value,
-    /// `write`, `restore` or `delete`.
+    /// `write`, `restore` or `delete` (a deletion keeps no data and cannot itself be restored).
     pub kind: String,
+    /// For `restore`: the version whose content this one copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,5 +85,21 @@ pub struct SaveHistory {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreSaveRequest {
+    /// The kept version whose content becomes the slot's new current version.
     pub version: i64,
+    /// When set, the restore happens only if the slot's current version is still this one
+    /// (`0` = the slot is deleted); otherwise 409 `save_conflict` as for writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<i64>,
+}
+
+/// `details` of a 409 `save_conflict`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SaveConflictDetails {
+    /// The slot's current version; `None` when the slot does not exist or is deleted.
+    pub current: Option<SaveSlotInfo>,
+    /// The slot's current version number (`0` when it never existed; a deleted slot's
+    /// deletion version otherwise).
+    pub current_version: i64,
 }

@@ -108,6 +108,12 @@ pub struct AuthConfig {
     /// Leading zero bits the captcha asks for.
     pub captcha_difficulty: u32,
     pub min_password_len: usize,
+    /// Lifetime of a mailed email-verification token.
+    pub verify_token_ttl_secs: u64,
+    /// Lifetime of a mailed password-reset token.
+    pub reset_token_ttl_secs: u64,
+    /// Lifetime of a captcha challenge.
+    pub captcha_ttl_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -119,6 +125,9 @@ impl Default for AuthConfig {
             captcha_required: false,
             captcha_difficulty: 18,
             min_password_len: 8,
+            verify_token_ttl_secs: 24 * 3600,
+            reset_token_ttl_secs: 3600,
+            captcha_ttl_secs: 300,
         }
     }
 }

@@ -45,3 +45,43 @@ CREATE TABLE refresh_tokens (
     used_at BIGINT
 );
 CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
+
+-- Single-use mailed secrets (email verification, password reset), stored as SHA-256 only.
+-- `email` is the address a verification was sent to: it only verifies while still current.
+CREATE TABLE auth_tokens (
+    token_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    email TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX auth_tokens_user ON auth_tokens(user_id);
+
+-- Every mail the server sends, also when SMTP is configured: the operator's record and, without
+-- SMTP, the only delivery. `sent_at` is set once the SMTP server accepted it.
+CREATE TABLE mail_outbox (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    to_addr TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    sent_at BIGINT,
+    error TEXT
+);
+
+-- Server-wide secrets shared by every node (e.g. the captcha HMAC key).
+CREATE TABLE auth_secrets (
+    name TEXT PRIMARY KEY,
+    secret BYTEA NOT NULL
+);
+
+-- Solved captcha challenges, remembered until they expire so each one works once.
+CREATE TABLE captcha_used (
+    challenge_hash TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX captcha_used_expiry ON captcha_used(expires_at);

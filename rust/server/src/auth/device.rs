@@ -5,6 +5,7 @@ use aethex_protocol::auth::{AuthResponse, DeviceAuthRequest};
 use axum::extract::State;
 use axum::Json;
 
+use super::rate_limit::IpLimited;
 use super::{sessions, users};
 use crate::app::AppState;
 use crate::caller::ClientProject;
@@ -32,9 +33,11 @@ pub fn validate_device_id(device_id: &str) -> ApiResult<()> {
         (status = 200, description = "Signed in (account created on first use)", body = AuthResponse),
         (status = 400, description = "Invalid device id or username", body = aethex_protocol::ErrorEnvelope),
         (status = 409, description = "Requested username is taken", body = aethex_protocol::ErrorEnvelope),
+        (status = 429, description = "Rate limited", body = aethex_protocol::ErrorEnvelope),
     )
 )]
 pub async fn device_login(
+    _limit: IpLimited,
     State(state): State<AppState>,
     ClientProject(project): ClientProject,
     ApiJson(req): ApiJson<DeviceAuthRequest>,

@@ -1,13 +1,23 @@
 //! Accounts and sessions: `/api/v1/auth/*`.
 
+pub mod captcha;
 pub mod device;
+pub mod email;
+pub mod link;
+pub mod mail;
+pub mod oauth;
+pub mod passwords;
+pub mod profile;
+pub mod rate_limit;
+pub mod recovery;
+pub mod refresh;
 pub mod sessions;
 pub mod users;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use utoipa::OpenApi;
 
@@ -16,19 +26,32 @@ use crate::config::Config;
 use crate::db::Db;
 
 /// State the auth service keeps between requests.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AuthService {
     /// Sessions signed out on this node, with when: their access tokens stop working at once
     /// instead of at expiry. Entries older than the access-token lifetime are pruned.
     revoked_sessions: Arc<RwLock<HashMap<String, i64>>>,
     access_token_ttl_ms: i64,
+    pub passwords: passwords::Passwords,
+    pub rate_limits: rate_limit::RateLimits,
+    pub mailer: mail::Mailer,
+    pub captcha_key: captcha::CaptchaKey,
+    /// Client for OAuth providers (connection pool shared by every sign-in).
+    pub http: reqwest::Client,
 }
 
 impl AuthService {
-    pub async fn new(config: &Config, _db: &Db) -> anyhow::Result<Self> {
+    pub async fn new(config: &Config, db: &Db) -> anyhow::Result<Self> {
         Ok(Self {
             revoked_sessions: Default::default(),
             access_token_ttl_ms: config.auth.access_token_ttl_secs as i64 * 1000,
+            passwords: passwords::Passwords::new().await?,
+            rate_limits: rate_limit::RateLimits::new(&config.rate_limit),
+            mailer: mail::Mailer::new(&config.mail, db.clone())?,
+            captcha_key: captcha::CaptchaKey::load_or_create(db).await?,
+            http: reqwest::Client::builder()
+                .timeout(oauth::PROVIDER_TIMEOUT)
+                .build()?,
         })
     }
 
@@ -48,16 +71,71 @@ impl AuthService {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/auth/device", post(device::device_login))
+    Router::new()
+        .route("/api/v1/auth/device", post(device::device_login))
+        .route("/api/v1/auth/register", post(email::register))
+        .route("/api/v1/auth/login", post(email::login))
+        .route("/api/v1/auth/refresh", post(refresh::refresh))
+        .route("/api/v1/auth/logout", post(refresh::logout))
+        .route(
+            "/api/v1/auth/profile",
+            get(profile::get_profile).put(profile::update_profile),
+        )
+        .route("/api/v1/auth/link/device", post(link::link_device))
+        .route("/api/v1/auth/link/email", post(link::link_email))
+        .route("/api/v1/auth/link/oauth/{provider}", post(link::link_oauth))
+        .route("/api/v1/auth/email/verify", post(recovery::verify_email))
+        .route(
+            "/api/v1/auth/password/forgot",
+            post(recovery::forgot_password),
+        )
+        .route(
+            "/api/v1/auth/password/reset",
+            post(recovery::reset_password),
+        )
+        .route("/api/v1/auth/oauth/{provider}/start", post(oauth::start))
+        .route("/api/v1/auth/oauth/{provider}", post(oauth::sign_in))
+        .route("/api/v1/auth/captcha", get(captcha::challenge))
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(device::device_login),
+    paths(
+        device::device_login,
+        email::register,
+        email::login,
+        refresh::refresh,
+        refresh::logout,
+        profile::get_profile,
+        profile::update_profile,
+        link::link_device,
+        link::link_email,
+        link::link_oauth,
+        recovery::verify_email,
+        recovery::forgot_password,
+        recovery::reset_password,
+        oauth::start,
+        oauth::sign_in,
+        captcha::challenge,
+    ),
     components(schemas(
         aethex_protocol::auth::User,
         aethex_protocol::auth::AuthResponse,
         aethex_protocol::auth::DeviceAuthRequest,
+        aethex_protocol::auth::RegisterRequest,
+        aethex_protocol::auth::LoginRequest,
+        aethex_protocol::auth::RefreshRequest,
+        aethex_protocol::auth::UpdateProfileRequest,
+        aethex_protocol::auth::LinkDeviceRequest,
+        aethex_protocol::auth::LinkEmailRequest,
+        aethex_protocol::auth::OAuthStartRequest,
+        aethex_protocol::auth::OAuthStartResponse,
+        aethex_protocol::auth::OAuthCodeRequest,
+        aethex_protocol::auth::VerifyEmailRequest,
+        aethex_protocol::auth::ForgotPasswordRequest,
+        aethex_protocol::auth::ResetPasswordRequest,
+        aethex_protocol::auth::CaptchaChallenge,
+        aethex_protocol::auth::CaptchaSolution,
     ))
 )]
 pub struct AuthApi;

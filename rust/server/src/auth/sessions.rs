@@ -4,7 +4,7 @@
 use aethex_protocol::auth::{AccessClaims, AuthResponse, User};
 use base64::Engine;
 use rand::RngCore;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
 use crate::app::AppState;
 use crate::db::new_id;
@@ -88,4 +88,45 @@ pub fn auth_response(
         expires_in: ttl,
         user,
     })
+}
+
+/// Signs `user_id` in: a new session, its first refresh token, and the signed answer.
+pub async fn open(state: &AppState, project_id: &str, user_id: &str) -> ApiResult<AuthResponse> {
+    let now = state.clock.now_ms();
+    let mut tx = state.db.write.begin().await?;
+    let (session_id, refresh) = create(&mut tx, state, project_id, user_id, now).await?;
+    let user = super::users::load(&mut tx, user_id).await?;
+    tx.commit().await?;
+    auth_response(state, project_id, user, session_id, refresh, now)
+}
+
+/// Revokes one session in the database; the caller also tells `AuthService` after commit.
+pub async fn revoke(conn: &mut AnyConnection, session_id: &str, now_ms: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now_ms)
+        .bind(session_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes every live session of a user; returns their ids for `AuthService`.
+pub async fn revoke_all_of_user(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    now_ms: i64,
+) -> ApiResult<Vec<String>> {
+    let ids = sqlx::query("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| r.try_get::<String, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(now_ms)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(ids)
 }

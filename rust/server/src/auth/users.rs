@@ -2,38 +2,91 @@
 
 use aethex_protocol::auth::User;
 use rand::Rng;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::db::{get_flag, is_unique_violation, new_id};
 use crate::error::{ApiError, ApiResult};
 
+/// Columns `from_row` reads.
+pub const USER_COLUMNS: &str =
+    "id, username, email, email_verified, avatar_url, preferences, created_at";
+
 pub async fn load(conn: &mut AnyConnection, user_id: &str) -> ApiResult<User> {
-    let row = sqlx::query(
-        "SELECT id, username, email, email_verified, avatar_url, preferences, created_at FROM users WHERE id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| ApiError::not_found("no such user"))?;
-    let linked =
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    let linked = linked(conn, user_id).await?;
+    from_row(&row, linked)
+}
+
+/// The providers an account can sign in with, sorted.
+pub async fn linked(conn: &mut AnyConnection, user_id: &str) -> ApiResult<Vec<String>> {
+    Ok(
         sqlx::query("SELECT provider FROM identities WHERE user_id = $1 ORDER BY provider")
             .bind(user_id)
             .fetch_all(&mut *conn)
             .await?
             .into_iter()
             .map(|r| r.try_get::<String, _>("provider"))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?,
+    )
+}
+
+/// Builds a `User` from a row holding `USER_COLUMNS`.
+pub fn from_row(row: &AnyRow, linked: Vec<String>) -> ApiResult<User> {
     let preferences: String = row.try_get("preferences")?;
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
         email: row.try_get("email")?,
-        email_verified: get_flag(&row, "email_verified")?,
+        email_verified: get_flag(row, "email_verified")?,
         avatar_url: row.try_get("avatar_url")?,
         preferences: serde_json::from_str(&preferences).unwrap_or_default(),
         linked,
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// A plausible address: one `@`, something before it, a dotted domain after it, no spaces.
+/// Deliverability is what the verification mail proves.
+pub fn validate_email(email: &str) -> ApiResult<()> {
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty()
+                && local.len() <= 64
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.'));
+    if !valid {
+        return Err(ApiError::invalid("email is not a valid address"));
+    }
+    Ok(())
+}
+
+/// The form email addresses are compared and looked up in.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Maps a unique violation on `users` to the 409 naming what is taken.
+pub fn user_conflict(e: sqlx::Error, username: &str) -> ApiError {
+    if !is_unique_violation(&e) {
+        return e.into();
+    }
+    let message = match &e {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        _ => String::new(),
+    };
+    if message.contains("email") {
+        ApiError::conflict("an account with this email already exists")
+    } else {
+        ApiError::conflict(format!("username {username:?} is taken"))
+    }
 }
 
 /// 3 to 32 characters: letters, digits, `_`, `-`, `.`.
@@ -62,24 +115,33 @@ pub async fn insert(
     username: &str,
     now_ms: i64,
 ) -> ApiResult<String> {
+    insert_with_password(conn, project_id, username, None, now_ms).await
+}
+
+/// Inserts a user row, optionally with (email, argon2 hash); a taken username or email is a 409.
+pub async fn insert_with_password(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    username: &str,
+    email_and_hash: Option<(&str, &str)>,
+    now_ms: i64,
+) -> ApiResult<String> {
     let id = new_id();
+    let (email, hash) = email_and_hash.unzip();
     sqlx::query(
-        "INSERT INTO users (id, project_id, username, username_lower, preferences, created_at, updated_at) VALUES ($1, $2, $3, $4, '{}', $5, $5)",
+        "INSERT INTO users (id, project_id, username, username_lower, email, email_lower, password_hash, preferences, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, '{}', $8, $8)",
     )
     .bind(&id)
     .bind(project_id)
     .bind(username)
     .bind(username.to_lowercase())
+    .bind(email)
+    .bind(email.map(normalize_email))
+    .bind(hash)
     .bind(now_ms)
     .execute(&mut *conn)
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ApiError::conflict(format!("username {username:?} is taken"))
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(|e| user_conflict(e, username))?;
     Ok(id)
 }
 

@@ -1,0 +1,130 @@
+//! Email + password accounts: `POST /api/v1/auth/register` and `POST /api/v1/auth/login`.
+
+use aethex_protocol::auth::{AuthResponse, LoginRequest, RegisterRequest};
+use aethex_protocol::ErrorCode;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::passwords::Passwords;
+use super::rate_limit::IpLimited;
+use super::{captcha, recovery, sessions, users};
+use crate::app::AppState;
+use crate::caller::ClientProject;
+use crate::error::{ApiError, ApiResult};
+use crate::http::ApiJson;
+
+pub const PROVIDER: &str = "email";
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    request_body = RegisterRequest,
+    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
+    responses(
+        (status = 201, description = "Account created and signed in; a verification mail is sent", body = AuthResponse),
+        (status = 400, description = "Invalid email, password or username; or `captcha_required`", body = aethex_protocol::ErrorEnvelope),
+        (status = 409, description = "Email or username taken (`conflict`)", body = aethex_protocol::ErrorEnvelope),
+        (status = 429, description = "Rate limited", body = aethex_protocol::ErrorEnvelope),
+    )
+)]
+pub async fn register(
+    _limit: IpLimited,
+    State(state): State<AppState>,
+    ClientProject(project): ClientProject,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
+    let email = req.email.trim();
+    users::validate_email(email)?;
+    Passwords::validate(&req.password, state.config.auth.min_password_len)?;
+    users::validate_username(&req.username)?;
+    if state.config.auth.captcha_required {
+        captcha::require_solution(&state, &project.id, req.captcha.as_ref()).await?;
+    }
+    let hash = state.auth.passwords.hash(&req.password).await?;
+    let now = state.clock.now_ms();
+    let email_lower = users::normalize_email(email);
+    let mut tx = state.db.write.begin().await?;
+    let user_id = users::insert_with_password(
+        &mut tx,
+        &project.id,
+        &req.username,
+        Some((email, &hash)),
+        now,
+    )
+    .await?;
+    users::add_identity(&mut tx, &project.id, PROVIDER, &email_lower, &user_id, now).await?;
+    let (session_id, refresh) =
+        sessions::create(&mut tx, &state, &project.id, &user_id, now).await?;
+    let verify_token = recovery::issue_token(
+        &mut tx,
+        &state,
+        recovery::VERIFY_EMAIL,
+        &project.id,
+        &user_id,
+        email,
+        now,
+    )
+    .await?;
+    let user = users::load(&mut tx, &user_id).await?;
+    tx.commit().await?;
+    recovery::send_verification(&state, &project.id, &user.username, email, &verify_token).await?;
+    let answer = sessions::auth_response(&state, &project.id, user, session_id, refresh, now)?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
+    responses(
+        (status = 200, description = "Signed in", body = AuthResponse),
+        (status = 401, description = "`invalid_credentials`: unknown email or wrong password (one answer for both)", body = aethex_protocol::ErrorEnvelope),
+        (status = 429, description = "Rate limited (per IP and per account)", body = aethex_protocol::ErrorEnvelope),
+    )
+)]
+pub async fn login(
+    _limit: IpLimited,
+    State(state): State<AppState>,
+    ClientProject(project): ClientProject,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<AuthResponse>> {
+    let email_lower = users::normalize_email(&req.email);
+    state
+        .auth
+        .rate_limits
+        .check_account(&project.id, &email_lower)?;
+    let row = sqlx::query(
+        "SELECT id, password_hash FROM users WHERE project_id = $1 AND email_lower = $2",
+    )
+    .bind(&project.id)
+    .bind(&email_lower)
+    .fetch_optional(&state.db.read)
+    .await?;
+    let (user_id, hash) = match &row {
+        Some(row) => {
+            use sqlx::Row;
+            (
+                Some(row.try_get::<String, _>("id")?),
+                row.try_get::<Option<String>, _>("password_hash")?,
+            )
+        }
+        None => (None, None),
+    };
+    // Unknown emails are checked against a dummy hash: same answer, same time.
+    let matches = state
+        .auth
+        .passwords
+        .verify(&req.password, hash.as_deref())
+        .await?;
+    let Some(user_id) = user_id.filter(|_| matches) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "wrong email or password",
+        ));
+    };
+    Ok(Json(sessions::open(&state, &project.id, &user_id).await?))
+}

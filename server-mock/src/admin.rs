@@ -1,0 +1,163 @@
+//! `/__mock/*`: the scripting API over HTTP, for manual play and non-Rust tests.
+//! Admin requests need no client key, never hit faults and are not logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::ApiJson;
+use crate::error::MockResult;
+use crate::faults::{FaultSpec, Times};
+use crate::{lock, Inner};
+
+/// How long after answering `POST /__mock/offline` the mock goes offline, so the answer itself
+/// reaches the caller before every connection is cut.
+pub const OFFLINE_GRACE: Duration = Duration::from_millis(100);
+
+pub(crate) fn router() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/__mock/config", get(config))
+        .route(
+            "/__mock/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/__mock/faults/{id}", axum::routing::delete(remove_fault))
+        .route("/__mock/expire-tokens", post(expire_tokens))
+        .route("/__mock/conflicting-write", post(conflicting_write))
+        .route("/__mock/offline", post(offline))
+        .route("/__mock/log", get(log).delete(clear_log))
+        .route("/__mock/reset", post(reset))
+        .route("/__mock/users", get(users))
+        .route("/__mock/outbox", get(outbox))
+        .route("/__mock/saves/{user_id}/{slot}/versions", get(versions))
+}
+
+async fn config(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let limits = lock(&inner.store).limits.clone();
+    Json(json!({
+        "client_key": inner.client_key,
+        "access_token_ttl_ms": limits.access_token_ttl.as_millis() as u64,
+        "max_slot_bytes": limits.max_slot_bytes,
+        "user_quota_bytes": limits.user_quota_bytes,
+    }))
+}
+
+async fn list_faults(State(inner): State<Arc<Inner>>) -> Response {
+    Json(json!({ "faults": lock(&inner.faults).list() })).into_response()
+}
+
+async fn add_fault(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(spec): ApiJson<FaultSpec>,
+) -> (StatusCode, Json<Value>) {
+    let times = spec.times.map_or(Times::Always, Times::Next);
+    let id = lock(&inner.faults).add(spec.route, spec.action, times);
+    (StatusCode::CREATED, Json(json!({ "id": id })))
+}
+
+async fn clear_faults(State(inner): State<Arc<Inner>>) -> StatusCode {
+    lock(&inner.faults).clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn remove_fault(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+) -> MockResult<StatusCode> {
+    if lock(&inner.faults).remove(id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(crate::error::MockError::not_found(format!(
+            "no active fault {id}"
+        )))
+    }
+}
+
+async fn expire_tokens(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let expired = lock(&inner.store).expire_access_tokens();
+    Json(json!({ "expired": expired }))
+}
+
+#[derive(Deserialize)]
+struct ConflictingWrite {
+    user_id: String,
+    slot: String,
+    data: Value,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+async fn conflicting_write(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(req): ApiJson<ConflictingWrite>,
+) -> MockResult<Response> {
+    let info = inner.conflicting_write(&req.user_id, &req.slot, req.data, req.metadata)?;
+    Ok(Json(info).into_response())
+}
+
+#[derive(Deserialize)]
+struct Offline {
+    /// How long to stay offline; then the mock listens on the same port again.
+    seconds: f64,
+}
+
+async fn offline(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(req): ApiJson<Offline>,
+) -> MockResult<(StatusCode, Json<Value>)> {
+    if !(req.seconds.is_finite() && (0.0..=3600.0).contains(&req.seconds)) {
+        return Err(crate::error::MockError::invalid(
+            "seconds must be between 0 and 3600",
+        ));
+    }
+    let duration = Duration::from_secs_f64(req.seconds);
+    tokio::spawn(async move {
+        tokio::time::sleep(OFFLINE_GRACE).await;
+        inner.set_offline(true).await;
+        tokio::time::sleep(duration).await;
+        inner.set_offline(false).await;
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "offline_in_ms": OFFLINE_GRACE.as_millis() as u64,
+            "seconds": req.seconds,
+        })),
+    ))
+}
+
+async fn log(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    Json(json!({ "requests": lock(&inner.log).entries() }))
+}
+
+async fn clear_log(State(inner): State<Arc<Inner>>) -> StatusCode {
+    lock(&inner.log).clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn reset(State(inner): State<Arc<Inner>>) -> StatusCode {
+    inner.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn users(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    Json(json!({ "users": lock(&inner.store).users() }))
+}
+
+async fn outbox(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    Json(json!({ "mails": lock(&inner.store).outbox() }))
+}
+
+async fn versions(
+    State(inner): State<Arc<Inner>>,
+    Path((user_id, slot)): Path<(String, String)>,
+) -> Json<Value> {
+    Json(json!({ "versions": lock(&inner.store).versions(&user_id, &slot) }))
+}
