@@ -43,6 +43,8 @@ func _on_logged_in(user: Dictionary) -> void:
 	_account_label.text = "Signed in as %s" % _display_name(user)
 	if not _signed_in:
 		_set_signed_in_ui(true)
+		# Saves made offline queue on disk and upload in the background once reachable.
+		AeThexCloud.saves.enable_auto_sync(true)
 		_show_screen("saves")
 
 

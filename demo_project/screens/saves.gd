@@ -71,7 +71,7 @@ func _on_save_pressed() -> void:
 	if result.queued:
 		_status_label.text = "Saved %s on this device; it uploads when online." % slot
 	else:
-		_status_label.text = "Saved %s as version %d." % [slot, result.version]
+		_status_label.text = "Saved %s as version %s." % [slot, result.version]
 	_refresh_slots()
 
 
@@ -89,7 +89,7 @@ func _on_load_pressed() -> void:
 	_color_picker.color = data.get("color", _color_picker.color)
 	_update_position_label()
 	var source := " (offline copy)" if loaded.from_cache else ""
-	_loaded_label.text = "Loaded %s version %d%s" % [slot, loaded.version, source]
+	_loaded_label.text = "Loaded %s version %s%s" % [slot, loaded.version, source]
 	_loaded_text.text = var_to_str(data)
 	_status_label.text = ""
 
@@ -117,7 +117,7 @@ func _on_restore_pressed() -> void:
 	var result = await AeThexCloud.saves.restore(slot, version)
 	if result.success:
 		_status_label.text = (
-			"Restored version %d of %s as version %d." % [version, slot, result.version]
+			"Restored version %d of %s as version %s." % [version, slot, result.version]
 		)
 		_refresh_slots()
 	else:
@@ -126,7 +126,10 @@ func _on_restore_pressed() -> void:
 
 func _on_sync_now_pressed() -> void:
 	var result = await AeThexCloud.saves.sync_now()
-	_status_label.text = "Everything is uploaded." if result.success else result.error.message
+	if result.success:
+		_status_label.text = "Uploaded %d, %d still queued." % [result.uploaded, result.pending]
+	else:
+		_show_error("Sync failed", result.error)
 
 
 func _on_auto_sync_toggled(enabled: bool) -> void:
@@ -172,7 +175,7 @@ func _refresh_slots() -> void:
 
 
 func _on_save_completed(slot: String, info: Dictionary) -> void:
-	_status_label.text = "Uploaded %s version %d." % [slot, info.get("version", 0)]
+	_status_label.text = "Uploaded %s version %s." % [slot, info.get("version", "?")]
 
 
 func _on_save_failed(slot: String, error: Dictionary) -> void:
@@ -186,7 +189,7 @@ func _on_conflict_detected(slot: String, local: Variant, remote: Variant) -> voi
 
 
 func _on_conflict_resolved(slot: String, info: Dictionary) -> void:
-	_status_label.text = "Conflict on %s settled: version %d." % [slot, info.get("version", 0)]
+	_status_label.text = "Conflict on %s settled: version %s." % [slot, info.get("version", "?")]
 	_refresh_slots()
 
 

@@ -171,12 +171,5 @@ fn shape(payload: &Variant) -> (Variant, VarArray) {
 
 /// `{code, message, status[, details]}` as GDScript sees an error.
 pub fn error_dictionary(error: &SdkError) -> VarDictionary {
-    let mut dict = VarDictionary::new();
-    dict.set("code", error.code.as_str());
-    dict.set("message", error.message.as_str());
-    dict.set("status", i64::from(error.status));
-    if let Some(details) = &error.details {
-        dict.set("details", &to_variant(details));
-    }
-    dict
+    to_variant(&error.to_value()).to()
 }

@@ -59,8 +59,10 @@ impl AeThexSaves {
     fn conflict_resolved(slot: GString, info: VarDictionary);
 
     /// Saves `data` in `slot` (local cache first, then upload). Result:
-    /// `{slot, version, size, updated_at, checksum, metadata, queued}`; `queued` is `true` when
-    /// the upload waits for connectivity. Emits [signal save_completed] once uploaded.
+    /// `{slot, version, size, updated_at, checksum, metadata, queued}`. With auto-sync on, an
+    /// upload that cannot reach the server completes with `queued: true` and happens later; with
+    /// auto-sync off it fails (and emits [signal save_failed]) while the write stays queued for
+    /// [method sync_now]. Emits [signal save_completed] once uploaded.
     #[func]
     fn save(&self, slot: GString, data: Variant) -> Signal {
         self.start_save(slot, data, None)
@@ -74,8 +76,9 @@ impl AeThexSaves {
     }
 
     /// Loads `slot`. Result: `{slot, data, version, updated_at, metadata, from_cache}`; `r.data`
-    /// is the saved value (`loaded.data.position` is a Vector3 again). `from_cache` is `true`
-    /// when offline and the local copy was used. Emits [signal load_completed].
+    /// is the saved value (`loaded.data.position` is a Vector3 again). A local write not yet
+    /// uploaded wins and, like the cached copy used offline, comes with `from_cache: true`;
+    /// `version` is `null` for a slot never uploaded. Emits [signal load_completed].
     #[func]
     fn load(&self, slot: GString) -> Signal {
         self.hub.call(|c| c.saves().load(slot.to_string()))
@@ -125,7 +128,7 @@ impl AeThexSaves {
     }
 
     /// Uploads everything queued locally now instead of waiting for the next auto-sync tick.
-    /// Result: `{}` once the queue is flushed.
+    /// Result: `{uploaded, pending}`; fails with the error that stopped the upload.
     #[func]
     fn sync_now(&self) -> Signal {
         self.hub.call(|c| c.saves().sync_now())
