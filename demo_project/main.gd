@@ -81,7 +81,9 @@ func _set_signed_in_ui(signed_in: bool) -> void:
 
 
 func _show_login() -> void:
-	_current_screen = ""
+	if _current_screen == "login":
+		return
+	_current_screen = "login"
 	var login = _replace_screen(LoginScreen)
 	login.signed_in.connect(_on_logged_in)
 

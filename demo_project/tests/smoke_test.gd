@@ -16,7 +16,7 @@ func _initialize() -> void:
 
 
 func _run() -> void:
-	var cloud: Object = Engine.get_singleton("AeThexCloud")
+	var cloud = Engine.get_singleton("AeThexCloud")
 	var device_id := "smoke-%d" % Time.get_ticks_usec()
 	var login = await cloud.auth.login_device(device_id)
 	_check(login.success, "login_device: %s" % str(login.error))
