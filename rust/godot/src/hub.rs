@@ -22,7 +22,7 @@ use godot::obj::{Gd, Singleton};
 use crate::convert::{self, Unsupported};
 use crate::result::AeThexRequest;
 use crate::sdk::{Client, Event, RequestId, SdkError, Value};
-use crate::settings;
+use crate::{log_bridge, settings};
 
 /// Upper bound on events handled per frame, so a burst cannot stall one frame.
 const MAX_EVENTS_PER_FRAME: usize = 1024;
@@ -152,6 +152,13 @@ impl Hub {
 
     /// Delivers everything queued since the last frame: refused calls, then SDK events in order.
     fn drain(&self) {
+        for line in log_bridge::take() {
+            if line.is_error {
+                godot_error!("{}", line.text);
+            } else {
+                godot_warn!("{}", line.text);
+            }
+        }
         let mut events = std::mem::take(&mut *self.events.borrow_mut());
         if let Some(client) = self.client.borrow().as_ref() {
             client.drain_events(&mut events, MAX_EVENTS_PER_FRAME);

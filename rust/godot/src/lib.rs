@@ -6,6 +6,7 @@ mod auth;
 mod cloud;
 mod convert;
 mod hub;
+mod log_bridge;
 mod result;
 mod saves;
 mod services;
@@ -29,6 +30,7 @@ unsafe impl ExtensionLibrary for AeThexExtension {
     fn on_stage_init(stage: InitStage) {
         // Scene is the earliest stage where GDScript's parser will see an engine singleton.
         if stage == InitStage::Scene {
+            log_bridge::install();
             settings::register();
             cloud::AeThexCloud::register();
         }
