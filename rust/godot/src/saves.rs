@@ -53,8 +53,9 @@ impl AeThexSaves {
     #[signal]
     fn conflict_detected(slot: GString, local: Variant, remote: Variant);
 
-    /// A conflict was settled (by the strategy or [method resolve_conflict]). `info` as in
-    /// [signal save_completed].
+    /// A conflict was settled. `info` holds `strategy` and the new `version`; settled by a
+    /// strategy it also has `winner` (`"local"` or `"server"`) and `local_version` (where the
+    /// local data is kept in history); settled by [method resolve_conflict] it is the save info.
     #[signal]
     fn conflict_resolved(slot: GString, info: VarDictionary);
 
