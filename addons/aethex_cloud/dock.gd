@@ -13,6 +13,8 @@ const CLIENT_KEY_SETTING := "aethex_cloud/client_key"
 var _url_edit := LineEdit.new()
 var _key_edit := LineEdit.new()
 var _apply_button := Button.new()
+var _check_button := Button.new()
+var _health_request := HTTPRequest.new()
 var _email_edit := LineEdit.new()
 var _password_edit := LineEdit.new()
 var _login_button := Button.new()
@@ -48,9 +50,17 @@ func _build_ui() -> void:
 	add_child(_labeled("URL", _url_edit))
 	_key_edit.placeholder_text = "client key"
 	add_child(_labeled("Client key", _key_edit))
+	var server_buttons := HBoxContainer.new()
 	_apply_button.text = "Save settings"
 	_apply_button.pressed.connect(_on_apply_pressed)
-	add_child(_apply_button)
+	server_buttons.add_child(_apply_button)
+	_check_button.text = "Check server"
+	_check_button.pressed.connect(_on_check_pressed)
+	server_buttons.add_child(_check_button)
+	add_child(server_buttons)
+	_health_request.timeout = 5.0
+	_health_request.request_completed.connect(_on_health_completed)
+	add_child(_health_request)
 
 	add_child(HSeparator.new())
 	add_child(_heading("Developer account"))
@@ -117,6 +127,29 @@ func _on_apply_pressed() -> void:
 	if cloud != null:
 		cloud.reconfigure()
 	_show_status("Settings saved.")
+
+
+func _on_check_pressed() -> void:
+	var url := _url_edit.text.strip_edges().trim_suffix("/") + "/healthz"
+	_health_request.cancel_request()
+	var error := _health_request.request(url)
+	if error != OK:
+		_show_status("Cannot request %s: %s" % [url, error_string(error)])
+		return
+	_check_button.disabled = true
+	_show_status("Checking %s..." % url)
+
+
+func _on_health_completed(
+	result: int, code: int, _headers: PackedStringArray, _body: PackedByteArray
+) -> void:
+	_check_button.disabled = false
+	if result != HTTPRequest.RESULT_SUCCESS:
+		_show_status("Server unreachable (HTTPRequest result %d)." % result)
+	elif code == 200:
+		_show_status("Server reachable.")
+	else:
+		_show_status("Server answered HTTP %d." % code)
 
 
 func _on_login_pressed() -> void:
