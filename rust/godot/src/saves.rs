@@ -135,8 +135,9 @@ impl AeThexSaves {
         self.hub.call(|c| c.saves().sync_now())
     }
 
-    /// Turns background sync on or off (interval: the `aethex_cloud/auto_sync_interval` project
-    /// setting). Synchronous; progress is reported by [signal sync_status_changed].
+    /// Turns background sync on or off: queued saves upload in the background, retried every
+    /// `aethex_cloud/auto_sync_interval` seconds while the server is unreachable. Synchronous;
+    /// progress is reported by [signal sync_status_changed].
     #[func]
     fn enable_auto_sync(&self, #[opt(default = true)] enabled: bool) {
         self.hub
