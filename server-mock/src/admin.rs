@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         )
         .route("/__mock/faults/{id}", axum::routing::delete(remove_fault))
         .route("/__mock/expire-tokens", post(expire_tokens))
+        .route("/__mock/revoke-sessions", post(revoke_sessions))
         .route("/__mock/conflicting-write", post(conflicting_write))
         .route("/__mock/offline", post(offline))
         .route("/__mock/log", get(log).delete(clear_log))
@@ -56,10 +57,15 @@ async fn list_faults(State(inner): State<Arc<Inner>>) -> Response {
 async fn add_fault(
     State(inner): State<Arc<Inner>>,
     ApiJson(spec): ApiJson<FaultSpec>,
-) -> (StatusCode, Json<Value>) {
+) -> MockResult<(StatusCode, Json<Value>)> {
+    if spec.times == Some(0) {
+        return Err(crate::error::MockError::invalid(
+            "times must be at least 1; leave it out for a fault that lasts until cleared",
+        ));
+    }
     let times = spec.times.map_or(Times::Always, Times::Next);
     let id = lock(&inner.faults).add(spec.route, spec.action, times);
-    (StatusCode::CREATED, Json(json!({ "id": id })))
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
 async fn clear_faults(State(inner): State<Arc<Inner>>) -> StatusCode {
@@ -83,6 +89,11 @@ async fn remove_fault(
 async fn expire_tokens(State(inner): State<Arc<Inner>>) -> Json<Value> {
     let expired = lock(&inner.store).expire_access_tokens();
     Json(json!({ "expired": expired }))
+}
+
+async fn revoke_sessions(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let revoked = lock(&inner.store).revoke_all_sessions();
+    Json(json!({ "revoked": revoked }))
 }
 
 #[derive(Deserialize)]

@@ -296,6 +296,13 @@ impl MockServer {
         lock(&self.inner.store).expire_access_tokens()
     }
 
+    /// Signs every session out, as an operator or a password change would: access tokens and
+    /// refresh tokens answer 401 `unauthorized`, so the SDK must report `session_expired`.
+    /// Returns how many sessions were open.
+    pub fn revoke_all_sessions(&self) -> usize {
+        lock(&self.inner.store).revoke_all_sessions()
+    }
+
     /// Writes `data` to the slot as if another device did: a new version lands on top of the
     /// current one (no `base_version` check), so the SDK's next write based on the old version
     /// gets 409 `save_conflict`. Metadata is `{"device": "another-device"}`.

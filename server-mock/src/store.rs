@@ -617,6 +617,21 @@ impl Store {
         self.revoke_session(session_id);
     }
 
+    /// Signs every session out (as if the server revoked them): access and refresh tokens stop
+    /// working (401 `unauthorized`). Returns how many sessions were open.
+    pub fn revoke_all_sessions(&mut self) -> usize {
+        let open: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.revoked)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for session_id in &open {
+            self.revoke_session(session_id);
+        }
+        open.len()
+    }
+
     /// Every access token issued so far answers `token_expired` from now on; returns how many.
     pub fn expire_access_tokens(&mut self) -> usize {
         let now = Instant::now();

@@ -77,6 +77,15 @@ async fn faults_log_tokens_conflicts_state_and_reset_over_http() {
     )
     .await;
     expect_error(bad, 400, "invalid_request").await;
+    let never = admin(
+        &http,
+        &base,
+        Method::POST,
+        "faults",
+        Some(json!({"route": "*", "kind": "delay", "ms": 10, "times": 0})),
+    )
+    .await;
+    expect_error(never, 400, "invalid_request").await;
     let listed: Value = admin(&http, &base, Method::GET, "faults", None)
         .await
         .json()
@@ -181,6 +190,19 @@ async fn faults_log_tokens_conflicts_state_and_reset_over_http() {
         .await
         .unwrap();
     expect_error(stale, 401, "token_expired").await;
+
+    let revoked: Value = admin(&http, &base, Method::POST, "revoke-sessions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["revoked"], 1);
+    let refresh = req(&mock, &http, Method::POST, "/api/v1/auth/refresh")
+        .json(&json!({ "refresh_token": player.refresh_token }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(refresh, 401, "unauthorized").await;
 
     let users: Value = admin(&http, &base, Method::GET, "users", None)
         .await

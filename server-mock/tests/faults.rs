@@ -340,3 +340,27 @@ async fn a_client_timing_out_during_a_delay_is_logged_as_gone() {
     assert!(entry.client_gone && entry.dropped() && !entry.handled);
     mock.stop().await;
 }
+
+#[tokio::test]
+async fn revoked_sessions_cannot_refresh() {
+    let mock = MockServer::start().await;
+    let http = client();
+    let player = device_player(&mock, &http, "device-revoke-1").await;
+    device_player(&mock, &http, "device-revoke-2").await;
+    assert_eq!(mock.revoke_all_sessions(), 2);
+    let resp = authed(&mock, &http, &player, Method::GET, "/api/v1/auth/profile")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 401, "unauthorized").await;
+    let resp = req(&mock, &http, Method::POST, "/api/v1/auth/refresh")
+        .json(&json!({ "refresh_token": player.refresh_token }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 401, "unauthorized").await;
+    // Signing in again works.
+    let again = device_player(&mock, &http, "device-revoke-1").await;
+    assert_eq!(again.user_id, player.user_id);
+    mock.stop().await;
+}

@@ -505,6 +505,24 @@ async fn slot_size_limit_and_big_saves() {
             "payload_too_large",
         )
         .await;
+        // A small zstd body that inflates past the limit is stopped while decompressing.
+        let bomb =
+            serde_json::to_vec(&json!({"slot": "big", "data": "b".repeat(16 * 1024 * 1024)}))
+                .unwrap();
+        let bomb = zstd::encode_all(bomb.as_slice(), 3).unwrap();
+        assert!(bomb.len() < 64 * 1024);
+        expect_error(
+            s.player(Method::POST, "/api/v1/saves/me", &p.token)
+                .header("Content-Type", "application/json")
+                .header("Content-Encoding", "zstd")
+                .body(bomb)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        )
+        .await;
         let loaded = expect_status(get(&s, &p, "/api/v1/saves/me/big").await, StatusCode::OK).await;
         assert_eq!(loaded["version"], 1);
         s.stop().await;
@@ -687,6 +705,19 @@ async fn blobs_are_encrypted_at_rest_and_verified_on_read() {
             "internal",
         )
         .await;
+        let metrics = s
+            .http
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("aethex_save_corrupt_blobs_total"),
+            "{metrics}"
+        );
         std::fs::write(&files[0], &stored).unwrap();
         let loaded =
             expect_status(get(&s, &p, "/api/v1/saves/me/secret").await, StatusCode::OK).await;

@@ -36,6 +36,7 @@ CREATE TABLE sessions (
     revoked_at BIGINT
 );
 CREATE INDEX sessions_user ON sessions(user_id);
+CREATE INDEX sessions_revoked ON sessions(revoked_at);
 
 CREATE TABLE refresh_tokens (
     token_hash TEXT PRIMARY KEY,

@@ -5,6 +5,7 @@ use aethex_protocol::ErrorCode;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use sqlx::Row;
 
 use super::passwords::Passwords;
 use super::rate_limit::IpLimited;
@@ -57,19 +58,19 @@ pub async fn register(
     users::add_identity(&mut tx, &project.id, PROVIDER, &email_lower, &user_id, now).await?;
     let (session_id, refresh) =
         sessions::create(&mut tx, &state, &project.id, &user_id, now).await?;
-    let verify_token = recovery::issue_token(
+    let verification = recovery::queue_verification(
         &mut tx,
         &state,
-        recovery::VERIFY_EMAIL,
         &project.id,
         &user_id,
+        &req.username,
         email,
         now,
     )
     .await?;
     let user = users::load(&mut tx, &user_id).await?;
     tx.commit().await?;
-    recovery::send_verification(&state, &project.id, &user.username, email, &verify_token).await?;
+    state.auth.mailer.deliver(verification, &state.clock);
     let answer = sessions::auth_response(&state, &project.id, user, session_id, refresh, now)?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
@@ -97,22 +98,18 @@ pub async fn login(
         .auth
         .rate_limits
         .check_account(&project.id, &email_lower)?;
-    let row = sqlx::query(
-        "SELECT id, password_hash FROM users WHERE project_id = $1 AND email_lower = $2",
-    )
+    // The whole account comes with the hash, so a successful login reads the user only once.
+    let row = sqlx::query(&format!(
+        "SELECT {}, password_hash FROM users WHERE project_id = $1 AND email_lower = $2",
+        users::USER_COLUMNS
+    ))
     .bind(&project.id)
     .bind(&email_lower)
     .fetch_optional(&state.db.read)
     .await?;
-    let (user_id, hash) = match &row {
-        Some(row) => {
-            use sqlx::Row;
-            (
-                Some(row.try_get::<String, _>("id")?),
-                row.try_get::<Option<String>, _>("password_hash")?,
-            )
-        }
-        None => (None, None),
+    let hash = match &row {
+        Some(row) => row.try_get::<Option<String>, _>("password_hash")?,
+        None => None,
     };
     // Unknown emails are checked against a dummy hash: same answer, same time.
     let matches = state
@@ -120,11 +117,26 @@ pub async fn login(
         .passwords
         .verify(&req.password, hash.as_deref())
         .await?;
-    let Some(user_id) = user_id.filter(|_| matches) else {
+    let Some(row) = row.filter(|_| matches) else {
         return Err(ApiError::new(
             ErrorCode::InvalidCredentials,
             "wrong email or password",
         ));
     };
-    Ok(Json(sessions::open(&state, &project.id, &user_id).await?))
+    let user_id: String = row.try_get("id")?;
+    let now = state.clock.now_ms();
+    let mut tx = state.db.write.begin().await?;
+    let (session_id, refresh) =
+        sessions::create(&mut tx, &state, &project.id, &user_id, now).await?;
+    let linked = users::linked(&mut tx, &user_id).await?;
+    tx.commit().await?;
+    let user = users::from_row(&row, linked)?;
+    Ok(Json(sessions::auth_response(
+        &state,
+        &project.id,
+        user,
+        session_id,
+        refresh,
+        now,
+    )?))
 }

@@ -96,7 +96,7 @@ pub async fn link_email(
     let email_lower = users::normalize_email(address);
     let now = state.clock.now_ms();
     let mut tx = state.db.write.begin().await?;
-    let current = sqlx::query("SELECT email_lower FROM users WHERE id = $1")
+    let current = sqlx::query("SELECT username, email_lower FROM users WHERE id = $1")
         .bind(&player.user_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -121,20 +121,20 @@ pub async fn link_email(
     .execute(&mut *tx)
     .await
     .map_err(|e| users::user_conflict(e, ""))?;
-    let token = recovery::issue_token(
+    let username: String = current.try_get("username")?;
+    let verification = recovery::queue_verification(
         &mut tx,
         &state,
-        recovery::VERIFY_EMAIL,
         &player.project.id,
         &player.user_id,
+        &username,
         address,
         now,
     )
     .await?;
     let user = users::load(&mut tx, &player.user_id).await?;
     tx.commit().await?;
-    recovery::send_verification(&state, &player.project.id, &user.username, address, &token)
-        .await?;
+    state.auth.mailer.deliver(verification, &state.clock);
     Ok(Json(user))
 }
 

@@ -1,12 +1,13 @@
 //! Outgoing mail (verification, password reset). Every mail is stored in `mail_outbox`; with
 //! `mail.smtp_url` set it is also sent over SMTP (lettre) in the background, so the request that
-//! caused it neither waits for the SMTP server nor reveals by its timing whether a mail was sent.
+//! caused it does not wait for the SMTP server.
 //! Without SMTP the outbox (and the log line) is the delivery the operator reads.
 
 use std::sync::Arc;
 
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sqlx::AnyConnection;
 
 use crate::clock::Clock;
 use crate::config::MailConfig;
@@ -44,13 +45,19 @@ impl Mailer {
         Ok(Self { from, smtp, db })
     }
 
-    /// Records the mail in the outbox and hands it to SMTP (when configured) in the background.
-    pub async fn send(&self, mail: Mail, clock: &Arc<dyn Clock>) -> ApiResult<()> {
-        let now_ms = clock.now_ms();
+    /// Records the mail in the outbox inside the caller's transaction, so the mail exists
+    /// exactly when what it announces (token, account) was committed. Hand the result to
+    /// [`Mailer::deliver`] after the commit.
+    pub async fn enqueue(
+        &self,
+        conn: &mut AnyConnection,
+        mail: Mail,
+        now_ms: i64,
+    ) -> ApiResult<QueuedMail> {
         let to: Mailbox = mail
             .to
             .parse()
-            .map_err(|_| ApiError::invalid("not a deliverable email address"))?;
+            .map_err(|_| ApiError::invalid("email is not a deliverable address"))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -68,19 +75,24 @@ impl Mailer {
         .bind(&mail.subject)
         .bind(&mail.body)
         .bind(now_ms)
-        .execute(&self.db.write)
+        .execute(&mut *conn)
         .await?;
+        Ok(QueuedMail { id, mail, message })
+    }
+
+    /// Sends a committed outbox mail over SMTP in the background and records the outcome; without
+    /// SMTP it only logs it (the outbox row is the delivery).
+    pub fn deliver(&self, queued: QueuedMail, clock: &Arc<dyn Clock>) {
+        let QueuedMail { id, mail, message } = queued;
         let Some(smtp) = self.smtp.clone() else {
             tracing::info!(to = %mail.to, subject = %mail.subject, body = %mail.body, "mail kept in outbox (no SMTP configured)");
-            return Ok(());
+            return;
         };
         let db = self.db.clone();
         let clock = clock.clone();
         tokio::spawn(async move {
-            let outcome = smtp.send(message).await;
-            let sent_at = clock.now_ms();
-            let (sent, error) = match outcome {
-                Ok(_) => (Some(sent_at), None),
+            let (sent_at, error) = match smtp.send(message).await {
+                Ok(_) => (Some(clock.now_ms()), None),
                 Err(e) => {
                     tracing::warn!(error = %e, to = %mail.to, "SMTP delivery failed; mail stays in outbox");
                     (None, Some(e.to_string()))
@@ -88,7 +100,7 @@ impl Mailer {
             };
             let updated =
                 sqlx::query("UPDATE mail_outbox SET sent_at = $1, error = $2 WHERE id = $3")
-                    .bind(sent)
+                    .bind(sent_at)
                     .bind(error)
                     .bind(&id)
                     .execute(&db.write)
@@ -97,6 +109,12 @@ impl Mailer {
                 tracing::warn!(error = %e, "recording mail delivery failed");
             }
         });
-        Ok(())
     }
+}
+
+/// An outbox mail written but not yet handed to SMTP.
+pub struct QueuedMail {
+    id: String,
+    mail: Mail,
+    message: Message,
 }

@@ -15,10 +15,12 @@ pub mod sessions;
 pub mod users;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
+use sqlx::Row;
 use utoipa::OpenApi;
 
 use crate::app::AppState;
@@ -28,8 +30,10 @@ use crate::db::Db;
 /// State the auth service keeps between requests.
 #[derive(Clone)]
 pub struct AuthService {
-    /// Sessions signed out on this node, with when: their access tokens stop working at once
-    /// instead of at expiry. Entries older than the access-token lifetime are pruned.
+    /// Revoked sessions, with when: their access tokens stop working at once instead of at
+    /// expiry. This node's revocations land here immediately; other nodes' (and those from
+    /// before a restart) are read from `sessions` every `REVOCATION_SYNC_INTERVAL`, so requests
+    /// never query the database for it. Entries older than the access-token lifetime are pruned.
     revoked_sessions: Arc<RwLock<HashMap<String, i64>>>,
     access_token_ttl_ms: i64,
     pub passwords: passwords::Passwords,
@@ -42,9 +46,34 @@ pub struct AuthService {
 
 impl AuthService {
     pub async fn new(config: &Config, db: &Db) -> anyhow::Result<Self> {
+        let access_token_ttl_ms = config.auth.access_token_ttl_secs as i64 * 1000;
+        let revoked_sessions = Arc::new(RwLock::new(HashMap::new()));
+        // Sessions revoked while this node was down may still have live access tokens.
+        let newest: Option<i64> = sqlx::query("SELECT MAX(revoked_at) AS newest FROM sessions")
+            .fetch_one(&db.read)
+            .await?
+            .try_get("newest")?;
+        let watermark = match newest {
+            Some(newest) => {
+                sync_revocations(
+                    &revoked_sessions,
+                    db,
+                    newest - access_token_ttl_ms,
+                    access_token_ttl_ms,
+                )
+                .await?
+            }
+            None => 0,
+        };
+        tokio::spawn(keep_revocations_in_sync(
+            Arc::downgrade(&revoked_sessions),
+            db.clone(),
+            watermark,
+            access_token_ttl_ms,
+        ));
         Ok(Self {
-            revoked_sessions: Default::default(),
-            access_token_ttl_ms: config.auth.access_token_ttl_secs as i64 * 1000,
+            revoked_sessions,
+            access_token_ttl_ms,
             passwords: passwords::Passwords::new().await?,
             rate_limits: rate_limit::RateLimits::new(&config.rate_limit),
             mailer: mail::Mailer::new(&config.mail, db.clone())?,
@@ -67,6 +96,53 @@ impl AuthService {
         let ttl = self.access_token_ttl_ms;
         revoked.retain(|_, at| now_ms - *at < ttl);
         revoked.insert(session_id.to_owned(), now_ms);
+    }
+}
+
+/// How often a node picks up sessions other nodes revoked.
+pub const REVOCATION_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Re-read window behind the newest revocation seen: a transaction that stamped `revoked_at`
+/// earlier may commit after a later one was already read.
+const REVOCATION_OVERLAP_MS: i64 = 10_000;
+
+/// Adds sessions revoked after `since` to `revoked`; returns the newest `revoked_at` read.
+async fn sync_revocations(
+    revoked: &RwLock<HashMap<String, i64>>,
+    db: &Db,
+    since: i64,
+    ttl_ms: i64,
+) -> sqlx::Result<i64> {
+    let rows = sqlx::query("SELECT id, revoked_at FROM sessions WHERE revoked_at > $1")
+        .bind(since)
+        .fetch_all(&db.read)
+        .await?;
+    let mut newest = since;
+    let mut map = revoked.write().expect("lock");
+    for row in rows {
+        let at: i64 = row.try_get("revoked_at")?;
+        newest = newest.max(at);
+        map.entry(row.try_get("id")?).or_insert(at);
+    }
+    map.retain(|_, at| newest - *at < ttl_ms);
+    Ok(newest)
+}
+
+async fn keep_revocations_in_sync(
+    revoked: Weak<RwLock<HashMap<String, i64>>>,
+    db: Db,
+    mut watermark: i64,
+    ttl_ms: i64,
+) {
+    let mut tick = tokio::time::interval(REVOCATION_SYNC_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(revoked) = revoked.upgrade() else {
+            break;
+        };
+        match sync_revocations(&revoked, &db, watermark - REVOCATION_OVERLAP_MS, ttl_ms).await {
+            Ok(newest) => watermark = watermark.max(newest),
+            Err(e) => tracing::warn!(error = %e, "reading revoked sessions failed"),
+        }
     }
 }
 
@@ -98,8 +174,28 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auth/captcha", get(captcha::challenge))
 }
 
+/// Declares the `bearer` scheme the player endpoints' `security` refers to.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerScheme),
     paths(
         device::device_login,
         email::register,

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use sqlx::{AnyConnection, Row};
 
-use super::mail::Mail;
+use super::mail::{Mail, QueuedMail};
 use super::passwords::Passwords;
 use super::rate_limit::IpLimited;
 use super::{sessions, users};
@@ -89,31 +89,39 @@ async fn spend_token(
     Ok((row.try_get("user_id")?, row.try_get("email")?))
 }
 
-pub async fn send_verification(
+/// Issues a verification token for `email` and queues the mail carrying it (in the caller's
+/// transaction); `Mailer::deliver` it after commit.
+pub async fn queue_verification(
+    conn: &mut AnyConnection,
     state: &AppState,
     project_id: &str,
+    user_id: &str,
     username: &str,
     email: &str,
-    token: &str,
-) -> ApiResult<()> {
+    now_ms: i64,
+) -> ApiResult<QueuedMail> {
+    let token = issue_token(
+        conn,
+        state,
+        VERIFY_EMAIL,
+        project_id,
+        user_id,
+        email,
+        now_ms,
+    )
+    .await?;
     let hours = state.config.auth.verify_token_ttl_secs / 3600;
     let body = format!(
         "Hello {username},\r\n\r\nconfirm this email address in your game with the code below.\r\n\r\nverification token: {token}\r\n\r\n(The game sends it to POST {}/api/v1/auth/email/verify. It expires in {hours} hours.)\r\n",
         state.config.public_url()
     );
-    state
-        .auth
-        .mailer
-        .send(
-            Mail {
-                project_id: project_id.to_owned(),
-                to: email.to_owned(),
-                subject: "Confirm your email address".to_owned(),
-                body,
-            },
-            &state.clock,
-        )
-        .await
+    let mail = Mail {
+        project_id: project_id.to_owned(),
+        to: email.to_owned(),
+        subject: "Confirm your email address".to_owned(),
+        body,
+    };
+    state.auth.mailer.enqueue(conn, mail, now_ms).await
 }
 
 #[utoipa::path(
@@ -177,51 +185,56 @@ pub async fn forgot_password(
         .auth
         .rate_limits
         .check_account(&project.id, &email_lower)?;
+    // The work happens after the answer, so its duration does not tell whether the account exists.
+    tokio::spawn(async move {
+        if let Err(e) = send_reset_mail(&state, &project.id, &email_lower).await {
+            tracing::warn!(error = %e, "password reset mail failed");
+        }
+    });
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn send_reset_mail(state: &AppState, project_id: &str, email_lower: &str) -> ApiResult<()> {
     let now = state.clock.now_ms();
     let mut tx = state.db.write.begin().await?;
     let row = sqlx::query(
         "SELECT id, username, email FROM users WHERE project_id = $1 AND email_lower = $2",
     )
-    .bind(&project.id)
-    .bind(&email_lower)
+    .bind(project_id)
+    .bind(email_lower)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
-        return Ok(StatusCode::ACCEPTED);
+        return Ok(());
     };
     let user_id: String = row.try_get("id")?;
     let username: String = row.try_get("username")?;
     let email: String = row.try_get("email")?;
     let token = issue_token(
         &mut tx,
-        &state,
+        state,
         RESET_PASSWORD,
-        &project.id,
+        project_id,
         &user_id,
         &email,
         now,
     )
     .await?;
-    tx.commit().await?;
     let minutes = state.config.auth.reset_token_ttl_secs / 60;
     let body = format!(
         "Hello {username},\r\n\r\nsomeone (hopefully you) asked to reset the password of your account.\r\n\r\nreset token: {token}\r\n\r\n(The game sends it with your new password to POST {}/api/v1/auth/password/reset. It expires in {minutes} minutes. If you did not ask, ignore this mail.)\r\n",
         state.config.public_url()
     );
-    state
-        .auth
-        .mailer
-        .send(
-            Mail {
-                project_id: project.id.clone(),
-                to: email,
-                subject: "Reset your password".to_owned(),
-                body,
-            },
-            &state.clock,
-        )
-        .await?;
-    Ok(StatusCode::ACCEPTED)
+    let mail = Mail {
+        project_id: project_id.to_owned(),
+        to: email,
+        subject: "Reset your password".to_owned(),
+        body,
+    };
+    let queued = state.auth.mailer.enqueue(&mut tx, mail, now).await?;
+    tx.commit().await?;
+    state.auth.mailer.deliver(queued, &state.clock);
+    Ok(())
 }
 
 #[utoipa::path(

@@ -90,16 +90,6 @@ pub fn auth_response(
     })
 }
 
-/// Signs `user_id` in: a new session, its first refresh token, and the signed answer.
-pub async fn open(state: &AppState, project_id: &str, user_id: &str) -> ApiResult<AuthResponse> {
-    let now = state.clock.now_ms();
-    let mut tx = state.db.write.begin().await?;
-    let (session_id, refresh) = create(&mut tx, state, project_id, user_id, now).await?;
-    let user = super::users::load(&mut tx, user_id).await?;
-    tx.commit().await?;
-    auth_response(state, project_id, user, session_id, refresh, now)
-}
-
 /// Revokes one session in the database; the caller also tells `AuthService` after commit.
 pub async fn revoke(conn: &mut AnyConnection, session_id: &str, now_ms: i64) -> ApiResult<()> {
     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")

@@ -25,13 +25,15 @@ pub async fn load(conn: &mut AnyConnection, user_id: &str) -> ApiResult<User> {
 /// The providers an account can sign in with, sorted.
 pub async fn linked(conn: &mut AnyConnection, user_id: &str) -> ApiResult<Vec<String>> {
     Ok(
-        sqlx::query("SELECT provider FROM identities WHERE user_id = $1 ORDER BY provider")
-            .bind(user_id)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|r| r.try_get::<String, _>("provider"))
-            .collect::<Result<Vec<_>, _>>()?,
+        sqlx::query(
+            "SELECT DISTINCT provider FROM identities WHERE user_id = $1 ORDER BY provider",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| r.try_get::<String, _>("provider"))
+        .collect::<Result<Vec<_>, _>>()?,
     )
 }
 

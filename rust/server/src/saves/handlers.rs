@@ -155,13 +155,24 @@ async fn run_codec<T: Send + 'static>(
 }
 
 /// The exact `data` bytes of a version, checked against its SHA-256: a damaged or missing blob is
-/// a logged 500, never wrong data.
-async fn load_data(state: &AppState, row: &VersionRow) -> ApiResult<Bytes> {
+/// a logged 500, never wrong data. `None` when retention pruned the version since its row was
+/// read (its blob is gone together with its row).
+async fn load_data(state: &AppState, user_id: &str, row: &VersionRow) -> ApiResult<Option<Bytes>> {
     let key = row
         .blob_key
         .clone()
         .ok_or_else(|| ApiError::not_found("this version is a deletion and holds no data"))?;
-    let blob = state.blobs.get(&key).await?;
+    let blob = match state.blobs.get(&key).await {
+        Ok(blob) => blob,
+        Err(object_store::Error::NotFound { .. })
+            if store::version(&state.db.read, user_id, &row.slot, row.version)
+                .await?
+                .is_none() =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let codec = state.saves.codec.clone();
     let size = usize::try_from(row.size).map_err(ApiError::internal)?;
     let expected = row.checksum.clone();
@@ -175,8 +186,11 @@ async fn load_data(state: &AppState, row: &VersionRow) -> ApiResult<Bytes> {
         Ok(plain)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("save blob unreadable: {e:#}")))?;
-    Ok(Bytes::from(plain))
+    .map_err(|e| {
+        metrics::counter!("aethex_save_corrupt_blobs_total").increment(1);
+        ApiError::internal(format!("save blob unreadable: {e:#}"))
+    })?;
+    Ok(Some(Bytes::from(plain)))
 }
 
 /// Stores `plain` as the slot's next version: blob first, then the row (see the module doc).
@@ -239,7 +253,12 @@ async fn store_version(
             Ok(committed.row)
         }
         Err(e) => {
-            delete_blobs(state, &[blob_key]).await;
+            // Only a definite refusal frees the blob: after a database error the commit may
+            // still have landed (e.g. a connection lost during COMMIT), and deleting the blob
+            // then would leave a visible version without data. An unused blob is harmless.
+            if e.code != ErrorCode::Internal {
+                delete_blobs(state, &[blob_key]).await;
+            }
             Err(e)
         }
     }
@@ -357,28 +376,40 @@ pub async fn read_save(
     let read = query(read)?;
     let user_id = resolve_user(&state, &caller, &path_user).await?;
     validate_slot(&slot)?;
-    let row = match read.version {
-        Some(version) => store::version(&state.db.read, &user_id, &slot, version).await?,
-        None => store::latest(&state.db.read, &user_id, &slot).await?,
-    }
-    .filter(|row| !row.is_delete())
-    .ok_or_else(|| ApiError::not_found("no such save slot or version"))?;
+    // A write may prune the version just looked up (history_versions = 1): look again.
+    for _ in 0..3 {
+        let row = match read.version {
+            Some(version) => store::version(&state.db.read, &user_id, &slot, version).await?,
+            None => store::latest(&state.db.read, &user_id, &slot).await?,
+        }
+        .filter(|row| !row.is_delete())
+        .ok_or_else(|| ApiError::not_found("no such save slot or version"))?;
 
-    if if_none_match(&headers, row.version) {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag(row.version))],
-        )
-            .into_response());
+        if if_none_match(&headers, row.version) {
+            return Ok((
+                StatusCode::NOT_MODIFIED,
+                [(header::ETAG, etag(row.version))],
+            )
+                .into_response());
+        }
+        if let Some(data) = load_data(&state, &user_id, &row).await? {
+            return save_data_response(&row, &data);
+        }
     }
-    let data = load_data(&state, &row).await?;
+    Err(ApiError::new(
+        ErrorCode::Unavailable,
+        "the slot is changing too fast to read; retry",
+    ))
+}
+
+fn save_data_response(row: &VersionRow, data: &[u8]) -> ApiResult<Response> {
     // SaveData is the info fields plus `data`; splice the stored JSON in as is instead of
     // parsing and re-serializing a possibly large document.
     let info = serde_json::to_vec(&row.slot_info()).map_err(ApiError::internal)?;
     let mut body = Vec::with_capacity(info.len() + data.len() + 16);
     body.extend_from_slice(&info[..info.len() - 1]);
     body.extend_from_slice(b",\"data\":");
-    body.extend_from_slice(&data);
+    body.extend_from_slice(data);
     body.push(b'}');
     Ok((
         [
@@ -510,7 +541,10 @@ pub async fn restore_save(
             "that version is a deletion; restore a version that holds data",
         ));
     }
-    let plain = load_data(&state, &source).await?.to_vec();
+    let plain = load_data(&state, &user_id, &source)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such kept version of this slot"))?
+        .to_vec();
     let row = store_version(
         &state,
         &user_id,

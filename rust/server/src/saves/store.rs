@@ -122,6 +122,7 @@ impl Precondition {
 
 /// 409 `save_conflict` carrying the current version, so the client can merge or accept it.
 pub fn conflict(latest: Option<&VersionRow>) -> ApiError {
+    metrics::counter!("aethex_save_conflicts_total").increment(1);
     let details = SaveConflictDetails {
         current: latest.filter(|r| !r.is_delete()).map(VersionRow::slot_info),
         current_version: latest.map_or(0, |r| r.version),
@@ -363,6 +364,8 @@ pub async fn commit_version(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    metrics::counter!("aethex_save_versions_total", "kind" => row.kind.clone()).increment(1);
+    metrics::counter!("aethex_save_bytes_written_total").increment(row.size as u64);
     Ok(Committed {
         row,
         pruned_blobs: pruned.iter().filter_map(|r| r.blob_key.clone()).collect(),

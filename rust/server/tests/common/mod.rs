@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod smtp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -204,7 +206,7 @@ async fn pg_admin() -> sqlx::PgConnection {
 }
 
 /// A new schema, and a URL whose connections use it, so tests never see each other's rows.
-async fn fresh_pg_schema() -> (String, String) {
+pub async fn fresh_pg_schema() -> (String, String) {
     use sqlx::Executor;
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let mut conn = pg_admin().await;
@@ -219,7 +221,7 @@ async fn fresh_pg_schema() -> (String, String) {
     )
 }
 
-async fn drop_pg_schema(schema: &str) {
+pub async fn drop_pg_schema(schema: &str) {
     use sqlx::Executor;
     let mut conn = pg_admin().await;
     let _ = conn
