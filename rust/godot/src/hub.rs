@@ -105,10 +105,11 @@ impl Hub {
         }
     }
 
-    /// Stops the SDK and drops every Godot object held; called at extension deinit.
+    /// Stops the SDK and drops every Godot object held; called at extension deinit. Waits
+    /// briefly for the SDK's threads so none runs while Godot unloads the library.
     pub fn shutdown(&self) {
         if let Some(client) = self.client.borrow_mut().take() {
-            client.shutdown();
+            client.shutdown_and_wait(std::time::Duration::from_secs(2));
         }
         self.pending.borrow_mut().clear();
         self.refused.borrow_mut().clear();

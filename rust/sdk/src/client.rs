@@ -61,6 +61,12 @@ impl RuntimeOwner {
             rt.shutdown_background();
         }
     }
+
+    fn stop_waiting(&self, timeout: std::time::Duration) {
+        if let Some(rt) = self.0.lock().expect("runtime lock").take() {
+            rt.shutdown_timeout(timeout);
+        }
+    }
 }
 
 impl Drop for RuntimeOwner {
@@ -158,6 +164,14 @@ impl Client {
     pub fn shutdown(&self) {
         self.shared.shut_down.store(true, Ordering::SeqCst);
         self.runtime.stop();
+    }
+
+    /// Like [`Client::shutdown`], but waits up to `timeout` for the runtime's threads to end, so
+    /// none of them still runs when a host unloads this code (Godot at exit). Blocks the caller:
+    /// only for process or library teardown, never from inside a tokio runtime.
+    pub fn shutdown_and_wait(&self, timeout: std::time::Duration) {
+        self.shared.shut_down.store(true, Ordering::SeqCst);
+        self.runtime.stop_waiting(timeout);
     }
 }
 
