@@ -14,8 +14,14 @@ pub struct Player {
 }
 
 /// A pooled client, like the SDK's: faults must also hit reused keep-alive connections.
+/// Automatic decompression is off: tests look at the encoding on the wire, and another crate of
+/// the workspace enables reqwest's zstd feature (features unify in a workspace build).
 pub fn client() -> Client {
-    Client::new()
+    Client::builder()
+        .no_zstd()
+        .no_gzip()
+        .build()
+        .expect("reqwest client")
 }
 
 pub fn req(mock: &MockServer, client: &Client, method: Method, path: &str) -> RequestBuilder {

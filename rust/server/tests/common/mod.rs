@@ -106,7 +106,13 @@ impl TestServer {
             server_key: created.server_key,
             state,
             clock,
-            http: reqwest::Client::new(),
+            // No automatic decompression: tests check the encoding on the wire, and the SDK
+            // enables reqwest's zstd feature in workspace builds (features unify).
+            http: reqwest::Client::builder()
+                .no_zstd()
+                .no_gzip()
+                .build()
+                .expect("reqwest client"),
             backend,
             data_dir,
             pg_schema,
