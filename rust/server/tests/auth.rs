@@ -1154,15 +1154,7 @@ async fn rate_limits_answer_429_with_retry_after() {
 #[tokio::test]
 async fn openapi_documents_every_auth_endpoint() {
     let s = TestServer::start(common::Backend::Sqlite).await;
-    let doc = expect_status(
-        s.http
-            .get(s.url("/api/v1/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let doc = s.openapi_document().await;
     for (path, method) in [
         ("/api/v1/auth/device", "post"),
         ("/api/v1/auth/register", "post"),

@@ -36,7 +36,10 @@ fn start(data_dir: &std::path::Path, port: u16) -> (Running, Vec<String>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdout = child.stdout.take().unwrap();
+    // Owned by the guard from here on: killed and reaped whatever happens below.
+    let running = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -44,7 +47,7 @@ fn start(data_dir: &std::path::Path, port: u16) -> (Running, Vec<String>) {
         let listening = line.contains("listening on");
         seen.push(line);
         if listening {
-            return (Running(child), seen);
+            return (running, seen);
         }
     }
     panic!("server did not start: {seen:?}");

@@ -24,15 +24,7 @@ async fn health_metrics_openapi_jwks() {
             "metrics lack request counters: {text}"
         );
 
-        let doc = expect_status(
-            s.http
-                .get(s.url("/api/v1/openapi.json"))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::OK,
-        )
-        .await;
+        let doc = s.openapi_document().await;
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         assert!(doc["paths"]["/api/v1/auth/device"]["post"].is_object());
 

@@ -815,15 +815,7 @@ async fn concurrent_writers_with_the_same_base_one_wins() {
 #[tokio::test]
 async fn every_save_endpoint_is_in_the_openapi_document() {
     let s = TestServer::start(common::Backend::Sqlite).await;
-    let doc = expect_status(
-        s.http
-            .get(s.url("/api/v1/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let doc = s.openapi_document().await;
     let paths = &doc["paths"];
     assert!(paths["/api/v1/saves/{user_id}"]["get"].is_object());
     assert!(paths["/api/v1/saves/{user_id}"]["post"].is_object());

@@ -1531,15 +1531,7 @@ async fn groups_roles_and_membership() {
 #[tokio::test]
 async fn social_endpoints_are_in_the_openapi_document() {
     let s = TestServer::start(common::Backend::Sqlite).await;
-    let doc = expect_status(
-        s.http
-            .get(s.url("/api/v1/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let doc = s.openapi_document().await;
     for path in [
         "/api/v1/leaderboards/{id}/scores",
         "/api/v1/leaderboards/{id}",

@@ -194,6 +194,17 @@ impl TestServer {
         }
     }
 
+    /// The served OpenAPI document.
+    pub async fn openapi_document(&self) -> Value {
+        let resp = self
+            .http
+            .get(self.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        expect_status(resp, StatusCode::OK).await
+    }
+
     /// Stops the server and drops its PostgreSQL schema.
     pub async fn stop(mut self) {
         self.shutdown_now().await;
