@@ -1,0 +1,131 @@
+//! The `AeThexCloud` engine singleton: the entry point GDScript sees.
+
+use std::rc::Rc;
+
+use godot::builtin::GString;
+use godot::classes::{Engine, Object};
+use godot::obj::{Base, Gd, GodotClass as _, Inherits, Singleton, UserSingleton};
+use godot::register::{godot_api, GodotClass};
+
+use crate::auth::AeThexAuth;
+use crate::hub::Hub;
+use crate::saves::AeThexSaves;
+use crate::services::{
+    AeThexAchievements, AeThexAnalytics, AeThexCdn, AeThexFriends, AeThexLeaderboards,
+    AeThexMatchmaking, AeThexMultiplayer, AeThexSocial, AeThexVoice,
+};
+
+/// AeThex Cloud: accounts, cloud saves and (soon) multiplayer, analytics, content delivery and
+/// social features for your game.
+///
+/// Every service is a property of this singleton: `AeThexCloud.auth`, `AeThexCloud.saves`, ...
+/// Asynchronous methods return a [Signal]; `await` it to get an [AeThexResult]:
+/// ```gdscript
+/// var result = await AeThexCloud.auth.login_email("user@example.com", "password")
+/// if result.success:
+///     print("Logged in as: ", result.user.username)
+/// else:
+///     print(result.error.code, ": ", result.error.message)
+/// ```
+/// Configure the server in Project Settings under `aethex_cloud/` (`api_url`, `client_key`,
+/// `conflict_strategy`, `auto_sync_interval`). The SDK client starts on the first call;
+/// results and signals are delivered once per frame on the main thread.
+#[derive(GodotClass)]
+#[class(no_init, base = Object)]
+pub struct AeThexCloud {
+    /// Accounts and sessions ([AeThexAuth]).
+    #[var(no_set)]
+    auth: Gd<AeThexAuth>,
+    /// Cloud saves ([AeThexSaves]).
+    #[var(no_set)]
+    saves: Gd<AeThexSaves>,
+    /// Multiplayer: matchmaking and voice ([AeThexMultiplayer]).
+    #[var(no_set)]
+    multiplayer: Gd<AeThexMultiplayer>,
+    /// Analytics ([AeThexAnalytics]).
+    #[var(no_set)]
+    analytics: Gd<AeThexAnalytics>,
+    /// Content delivery ([AeThexCdn]).
+    #[var(no_set)]
+    cdn: Gd<AeThexCdn>,
+    /// Leaderboards, achievements and friends ([AeThexSocial]).
+    #[var(no_set)]
+    social: Gd<AeThexSocial>,
+    hub: Rc<Hub>,
+    base: Base<Object>,
+}
+
+impl UserSingleton for AeThexCloud {}
+
+#[godot_api]
+impl AeThexCloud {
+    /// Restarts the SDK client with the current `aethex_cloud/*` project settings (e.g. after
+    /// changing the server URL at runtime). Calls still running complete with `unavailable`.
+    #[func]
+    fn reconfigure(&self) {
+        self.hub.reconfigure();
+    }
+
+    /// The version of the AeThex Cloud extension.
+    #[func]
+    fn get_version(&self) -> GString {
+        GString::from(env!("CARGO_PKG_VERSION"))
+    }
+}
+
+impl AeThexCloud {
+    /// Builds the singleton and its service objects; registered by the extension at Scene init.
+    pub fn register() {
+        let hub = Hub::new();
+        let auth = AeThexAuth::create(hub.clone());
+        let saves = AeThexSaves::create(hub.clone());
+        let matchmaking = AeThexMatchmaking::create();
+        let voice = AeThexVoice::create();
+        let multiplayer = AeThexMultiplayer::create(matchmaking.clone(), voice.clone());
+        let analytics = AeThexAnalytics::create();
+        let cdn = AeThexCdn::create();
+        let leaderboards = AeThexLeaderboards::create();
+        let achievements = AeThexAchievements::create();
+        let friends = AeThexFriends::create();
+        let social =
+            AeThexSocial::create(leaderboards.clone(), achievements.clone(), friends.clone());
+
+        hub.add_service("auth", auth.clone().upcast());
+        hub.add_service("saves", saves.clone().upcast());
+        hub.add_service("multiplayer", multiplayer.clone().upcast());
+        hub.add_service("multiplayer.matchmaking", matchmaking.upcast());
+        hub.add_service("multiplayer.voice", voice.upcast());
+        hub.add_service("analytics", analytics.clone().upcast());
+        hub.add_service("cdn", cdn.clone().upcast());
+        hub.add_service("social", social.clone().upcast());
+        hub.add_service("social.leaderboards", leaderboards.upcast());
+        hub.add_service("social.achievements", achievements.upcast());
+        hub.add_service("social.friends", friends.upcast());
+
+        let singleton = Gd::from_init_fn(|base| Self {
+            auth,
+            saves,
+            multiplayer,
+            analytics,
+            cdn,
+            social,
+            hub,
+            base,
+        });
+        Engine::singleton().register_singleton(&Self::class_id().to_string_name(), &singleton);
+    }
+
+    /// Stops the SDK, unregisters and frees the singleton; at Scene deinit.
+    pub fn unregister() {
+        let singleton = Self::singleton();
+        singleton.bind().hub.shutdown();
+        Engine::singleton().unregister_singleton(&Self::class_id().to_string_name());
+        singleton.free();
+    }
+}
+
+/// Compile-time check that the singleton is a manually managed Object, as engine singletons must be.
+const _: fn() = || {
+    fn is_object<T: Inherits<Object>>() {}
+    is_object::<AeThexCloud>();
+};

@@ -1,0 +1,230 @@
+//! The binding's main-thread state shared by the singleton and its service objects: the SDK
+//! client (created on first use from ProjectSettings), the requests in flight, and the per-frame
+//! drain that turns SDK events into Godot signals.
+//!
+//! The drain is a Callable connected to `SceneTree.process_frame` the first time a call is made
+//! while a SceneTree exists (a game's or the editor's), so it runs once per frame on the main
+//! thread. SDK background threads only ever push onto the SDK's queue; no Godot API is touched
+//! off the main thread.
+//!
+//! No RefCell borrow is held while a signal is emitted: handlers may call back into the binding.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+use aethex_protocol::ErrorCode;
+use godot::builtin::{Callable, Signal, Variant};
+use godot::classes::{Engine, Object, SceneTree};
+use godot::global::{godot_error, godot_warn};
+use godot::obj::{Gd, Singleton};
+
+use crate::convert::{self, Unsupported};
+use crate::result::AeThexRequest;
+use crate::sdk::{Client, Event, RequestId, SdkError, Value};
+use crate::{log_bridge, settings};
+
+/// Upper bound on events handled per frame, so a burst cannot stall one frame.
+const MAX_EVENTS_PER_FRAME: usize = 1024;
+
+#[derive(Default)]
+pub struct Hub {
+    client: RefCell<Option<Client>>,
+    pending: RefCell<HashMap<RequestId, Gd<AeThexRequest>>>,
+    /// Calls refused by the binding itself (bad argument, no client); completed next frame so
+    /// completion is never synchronous.
+    refused: RefCell<Vec<(Gd<AeThexRequest>, SdkError)>>,
+    /// Where `Event::Signal { service, .. }` is emitted, e.g. "auth", "social.leaderboards".
+    services: RefCell<Vec<(&'static str, Gd<Object>)>>,
+    /// The drain Callable once connected to `SceneTree.process_frame`.
+    frame_hook: RefCell<Option<Callable>>,
+    /// Reused between frames to avoid an allocation per drain.
+    events: RefCell<Vec<Event>>,
+}
+
+impl Hub {
+    pub fn new() -> Rc<Hub> {
+        Rc::new(Hub::default())
+    }
+
+    pub fn add_service(&self, name: &'static str, object: Gd<Object>) {
+        self.services.borrow_mut().push((name, object));
+    }
+
+    /// Starts an SDK call and returns the Signal the caller awaits.
+    pub fn call(self: &Rc<Self>, start: impl FnOnce(&Client) -> RequestId) -> Signal {
+        self.hook_frame();
+        if let Err(error) = self.ensure_client() {
+            return self.refuse(*error);
+        }
+        let request = {
+            let client = self.client.borrow();
+            start(client.as_ref().expect("client was just created"))
+        };
+        let handle = AeThexRequest::create();
+        let signal = Signal::from_object_signal(&handle, "completed");
+        self.pending.borrow_mut().insert(request, handle);
+        signal
+    }
+
+    /// Returns a Signal that completes next frame with `error`, for calls the binding rejects.
+    pub fn refuse(self: &Rc<Self>, error: SdkError) -> Signal {
+        self.hook_frame();
+        let handle = AeThexRequest::create();
+        let signal = Signal::from_object_signal(&handle, "completed");
+        self.refused.borrow_mut().push((handle, error));
+        signal
+    }
+
+    /// Runs a synchronous SDK accessor; `None` when no client can be created.
+    pub fn with_client<R>(self: &Rc<Self>, read: impl FnOnce(&Client) -> R) -> Option<R> {
+        self.hook_frame();
+        if let Err(error) = self.ensure_client() {
+            godot_error!("AeThexCloud: {}", error.message);
+            return None;
+        }
+        self.client.borrow().as_ref().map(read)
+    }
+
+    /// Drops the client so the next call builds a new one from the current ProjectSettings.
+    /// Calls still in flight complete with `unavailable`.
+    pub fn reconfigure(&self) {
+        if let Some(client) = self.client.borrow_mut().take() {
+            client.shutdown();
+        }
+        let orphaned: Vec<_> = self.pending.borrow_mut().drain().map(|(_, h)| h).collect();
+        let mut refused = self.refused.borrow_mut();
+        for handle in orphaned {
+            refused.push((
+                handle,
+                binding_error(
+                    ErrorCode::Unavailable,
+                    "AeThexCloud was reconfigured while this call was running",
+                ),
+            ));
+        }
+    }
+
+    /// Stops the SDK and drops every Godot object held; called at extension deinit.
+    pub fn shutdown(&self) {
+        if let Some(client) = self.client.borrow_mut().take() {
+            client.shutdown();
+        }
+        self.pending.borrow_mut().clear();
+        self.refused.borrow_mut().clear();
+        self.services.borrow_mut().clear();
+        // The tree must not keep a Callable whose code is about to be unloaded.
+        if let Some(drain) = self.frame_hook.borrow_mut().take() {
+            if let Some(mut tree) = scene_tree() {
+                if tree.is_connected("process_frame", &drain) {
+                    tree.disconnect("process_frame", &drain);
+                }
+            }
+        }
+    }
+
+    fn ensure_client(&self) -> Result<(), Box<SdkError>> {
+        if self.client.borrow().is_some() {
+            return Ok(());
+        }
+        let client = Client::new(settings::client_config())?;
+        *self.client.borrow_mut() = Some(client);
+        Ok(())
+    }
+
+    fn hook_frame(self: &Rc<Self>) {
+        if self.frame_hook.borrow().is_some() {
+            return;
+        }
+        // No SceneTree yet (a call during engine start-up): the next call tries again.
+        let Some(mut tree) = scene_tree() else {
+            return;
+        };
+        let hub: Weak<Hub> = Rc::downgrade(self);
+        let drain = Callable::from_fn("AeThexCloud.drain_events", move |_args: &[&Variant]| {
+            if let Some(hub) = hub.upgrade() {
+                hub.drain();
+            }
+        });
+        tree.connect("process_frame", &drain);
+        *self.frame_hook.borrow_mut() = Some(drain);
+    }
+
+    /// Delivers everything queued since the last frame: refused calls, then SDK events in order.
+    fn drain(&self) {
+        for line in log_bridge::take() {
+            if line.is_error {
+                godot_error!("{}", line.text);
+            } else {
+                godot_warn!("{}", line.text);
+            }
+        }
+        let mut events = std::mem::take(&mut *self.events.borrow_mut());
+        if let Some(client) = self.client.borrow().as_ref() {
+            client.drain_events(&mut events, MAX_EVENTS_PER_FRAME);
+        }
+        let refused = std::mem::take(&mut *self.refused.borrow_mut());
+        for (handle, error) in refused {
+            AeThexRequest::complete(handle, Err(error));
+        }
+        for event in events.drain(..) {
+            match event {
+                Event::Completed { request, outcome } => {
+                    let handle = self.pending.borrow_mut().remove(&request);
+                    if let Some(handle) = handle {
+                        AeThexRequest::complete(handle, outcome);
+                    }
+                }
+                Event::Signal {
+                    service,
+                    name,
+                    args,
+                } => self.emit(service, name, &args),
+            }
+        }
+        *self.events.borrow_mut() = events;
+    }
+
+    fn emit(&self, service: &str, signal: &str, args: &[Value]) {
+        let target = self
+            .services
+            .borrow()
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, object)| object.clone());
+        let Some(mut target) = target else {
+            godot_warn!("AeThexCloud: signal {signal} for unknown service {service}");
+            return;
+        };
+        let args: Vec<Variant> = args.iter().map(convert::to_variant).collect();
+        target.emit_signal(signal, &args);
+    }
+}
+
+fn scene_tree() -> Option<Gd<SceneTree>> {
+    let main_loop = Engine::singleton().get_main_loop()?;
+    match main_loop.try_cast::<SceneTree>() {
+        Ok(tree) => Some(tree),
+        Err(_) => {
+            godot_warn!(
+                "AeThexCloud: the main loop is not a SceneTree; results cannot be delivered"
+            );
+            None
+        }
+    }
+}
+
+/// An error raised by the binding before the SDK is involved.
+pub fn binding_error(code: ErrorCode, message: impl Into<String>) -> SdkError {
+    SdkError {
+        code,
+        message: message.into(),
+        status: 0,
+        details: None,
+    }
+}
+
+/// The `invalid_request` error for an argument that has no portable form.
+pub fn unsupported_argument(error: Unsupported) -> SdkError {
+    binding_error(ErrorCode::InvalidRequest, error.to_string())
+}

@@ -1,0 +1,250 @@
+//! Where the refresh token lives between runs.
+//!
+//! `Keyring` uses the OS credential store (Keychain, Windows Credential Manager, Secret Service)
+//! and falls back to an encrypted file in `data_dir` when the store is missing or fails (headless
+//! Linux, CI). `FileOnly` always uses the file.
+//!
+//! The file is `session.token` = `"AXT1" || nonce (12) || AES-256-GCM(token)`, with the key derived
+//! by HKDF-SHA256 from 32 random bytes in `credentials.key` (mode 0600), the machine id (when the
+//! OS has one) and the API URL + client key.
+//!
+//! Threat model, honestly: this stops casual copying (a save folder shared or synced to another
+//! machine does not carry a usable session, and the token is not greppable in plain text). It does
+//! not stop an attacker who can read the user's files on this machine: the key file sits next to
+//! the token. Only the OS credential store protects against that.
+
+use std::fs;
+use std::path::PathBuf;
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+use crate::storage::write_atomic;
+
+/// Where refresh tokens are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialStore {
+    /// The OS credential store under this service name, with the encrypted-file fallback.
+    Keyring { service: String },
+    /// Only the encrypted file (tests, or games that want no keychain prompts).
+    FileOnly,
+}
+
+const MAGIC: &[u8; 4] = b"AXT1";
+
+pub(crate) struct TokenStore {
+    kind: CredentialStore,
+    /// The keyring account and key-derivation context: one session per server + game.
+    account: String,
+    token_file: PathBuf,
+    key_file: PathBuf,
+}
+
+impl TokenStore {
+    pub fn new(kind: CredentialStore, data_dir: PathBuf, api_url: &str, client_key: &str) -> Self {
+        Self {
+            kind,
+            account: format!("{api_url}|{client_key}"),
+            token_file: data_dir.join("session.token"),
+            key_file: data_dir.join("credentials.key"),
+        }
+    }
+
+    fn keyring_entry(&self) -> Option<keyring::Entry> {
+        match &self.kind {
+            CredentialStore::Keyring { service } => keyring::Entry::new(service, &self.account)
+                .map_err(|e| tracing::debug!(error = %e, "OS credential store unavailable"))
+                .ok(),
+            CredentialStore::FileOnly => None,
+        }
+    }
+
+    /// The stored token, if any. Blocking (keyring and file I/O): call off the game thread.
+    pub fn load(&self) -> Option<String> {
+        if let Some(entry) = self.keyring_entry() {
+            if let Ok(token) = entry.get_password() {
+                return Some(token);
+            }
+        }
+        match self.load_file() {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored session unreadable; signing in again is needed");
+                let _ = fs::remove_file(&self.token_file);
+                None
+            }
+        }
+    }
+
+    /// Replaces the stored token (refresh tokens rotate on every refresh).
+    pub fn save(&self, token: &str) -> std::io::Result<()> {
+        if let Some(entry) = self.keyring_entry() {
+            match entry.set_password(token) {
+                Ok(()) => {
+                    // A stale fallback copy must not resurrect an older session.
+                    let _ = fs::remove_file(&self.token_file);
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!(error = %e, "keyring write failed; using the file"),
+            }
+        }
+        let key = self.key(true)?;
+        let nonce: [u8; 12] = rand::random();
+        let sealed = Aes256Gcm::new(&key)
+            .encrypt(Nonce::from_slice(&nonce), token.as_bytes())
+            .map_err(|_| std::io::Error::other("encryption failed"))?;
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&sealed);
+        write_atomic(&self.token_file, &bytes, true)
+    }
+
+    pub fn clear(&self) {
+        if let Some(entry) = self.keyring_entry() {
+            let _ = entry.delete_credential();
+        }
+        let _ = fs::remove_file(&self.token_file);
+    }
+
+    fn load_file(&self) -> std::io::Result<Option<String>> {
+        let bytes = match fs::read(&self.token_file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        if bytes.len() < MAGIC.len() + 12 || &bytes[..4] != MAGIC {
+            return Err(invalid("not a session file"));
+        }
+        let key = self.key(false)?;
+        let plain = Aes256Gcm::new(&key)
+            .decrypt(Nonce::from_slice(&bytes[4..16]), &bytes[16..])
+            .map_err(|_| invalid("session file does not decrypt (corrupted or moved)"))?;
+        String::from_utf8(plain)
+            .map(Some)
+            .map_err(|_| invalid("session token is not text"))
+    }
+
+    fn key(&self, create: bool) -> std::io::Result<Key<Aes256Gcm>> {
+        let secret = match fs::read(&self.key_file) {
+            Ok(secret) if secret.len() == 32 => secret,
+            Ok(_) if !create => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "key file damaged",
+                ))
+            }
+            Err(e) if !create || e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {
+                let secret: [u8; 32] = rand::random();
+                write_atomic(&self.key_file, &secret, true)?;
+                secret.to_vec()
+            }
+        };
+        let machine = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+            .iter()
+            .find_map(|p| fs::read(p).ok())
+            .unwrap_or_default();
+        let hkdf = Hkdf::<Sha256>::new(Some(&machine), &secret);
+        let mut key = [0u8; 32];
+        hkdf.expand(
+            format!("aethex-sdk refresh token v1|{}", self.account).as_bytes(),
+            &mut key,
+        )
+        .expect("32 bytes is a valid HKDF length");
+        Ok(key.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &std::path::Path) -> TokenStore {
+        TokenStore::new(
+            CredentialStore::FileOnly,
+            dir.to_path_buf(),
+            "http://x",
+            "key",
+        )
+    }
+
+    #[test]
+    fn file_store_round_trips_rotates_and_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        assert_eq!(s.load(), None);
+        s.save("first").unwrap();
+        s.save("second").unwrap();
+        assert_eq!(store(dir.path()).load().as_deref(), Some("second"));
+        let raw = fs::read(dir.path().join("session.token")).unwrap();
+        assert!(
+            !raw.windows(6).any(|w| w == b"second"),
+            "token stored in clear"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in ["session.token", "credentials.key"] {
+                let mode = fs::metadata(dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{f}");
+            }
+        }
+        s.clear();
+        assert_eq!(s.load(), None);
+    }
+
+    #[test]
+    fn corrupted_or_foreign_file_reads_as_no_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.save("token").unwrap();
+        let path = dir.path().join("session.token");
+        let mut raw = fs::read(&path).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        fs::write(&path, &raw).unwrap();
+        assert_eq!(s.load(), None);
+        assert!(!path.exists(), "a corrupted file is removed");
+
+        // Same files, other game: the derived key differs, so the token does not open.
+        s.save("token").unwrap();
+        let other = TokenStore::new(
+            CredentialStore::FileOnly,
+            dir.path().to_path_buf(),
+            "http://x",
+            "other-key",
+        );
+        assert_eq!(other.load(), None);
+
+        // A new key file (e.g. token copied to another install) cannot open the old token.
+        s.save("token").unwrap();
+        fs::write(dir.path().join("credentials.key"), [7u8; 32]).unwrap();
+        assert_eq!(s.load(), None);
+
+        fs::write(&path, b"garbage").unwrap();
+        assert_eq!(s.load(), None);
+    }
+
+    #[test]
+    fn keyring_without_a_secret_service_falls_back_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TokenStore::new(
+            CredentialStore::Keyring {
+                service: "aethex-sdk-test".into(),
+            },
+            dir.path().to_path_buf(),
+            "http://x",
+            "key",
+        );
+        s.save("tok").unwrap();
+        assert_eq!(s.load().as_deref(), Some("tok"));
+        s.clear();
+        assert_eq!(s.load(), None);
+    }
+}

@@ -1,0 +1,279 @@
+//! Shared test helpers: the real server in-process on loopback, SDK clients, and an event probe
+//! that polls `drain_events` with a deadline (never sleep-and-hope).
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aethex_sdk::{
+    Client, ClientConfig, CredentialStore, Event, RequestId, RetryConfig, SdkError, Value,
+};
+use aethex_server::clock::OffsetClock;
+use aethex_server::{Config, Server};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct RealServer {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub client_key: String,
+    pub clock: Arc<OffsetClock>,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RealServer {
+    pub async fn start() -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let clock = OffsetClock::new();
+        let (addr, shutdown, task, key) = Self::launch(
+            data_dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            clock.clone(),
+        )
+        .await;
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            client_key: key.expect("first start creates the default project"),
+            clock,
+            data_dir,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    async fn launch(
+        dir: &Path,
+        addr: SocketAddr,
+        clock: Arc<OffsetClock>,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+        Option<String>,
+    ) {
+        let mut config = Config {
+            listen: addr,
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        config.rate_limit.enabled = false;
+        let server = Server::build_with_clock(config, clock)
+            .await
+            .expect("server builds");
+        let key = server
+            .created_default_project
+            .as_ref()
+            .map(|p| p.client_key.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        (addr, tx, task, key)
+    }
+
+    /// Takes the server down (connections refused) until `restart`.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Starts again on the same port and data (database, keys, blobs).
+    pub async fn restart(&mut self) {
+        let (_, shutdown, task, _) =
+            Self::launch(self.data_dir.path(), self.addr, self.clock.clone()).await;
+        self.shutdown = Some(shutdown);
+        self.task = Some(task);
+    }
+
+    pub fn config(&self, dir: &Path) -> ClientConfig {
+        test_config(&self.url, &self.client_key, dir)
+    }
+}
+
+pub fn test_config(url: &str, key: &str, dir: &Path) -> ClientConfig {
+    let mut config = ClientConfig::new(url, key, dir);
+    config.credential_store = CredentialStore::FileOnly;
+    config.auto_sync_interval = Duration::from_millis(100);
+    config.request_timeout = Duration::from_secs(5);
+    config.retry = RetryConfig {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+    };
+    config
+}
+
+/// A client plus every event drained from it so far.
+pub struct Probe {
+    pub client: Client,
+    pub events: Vec<Event>,
+}
+
+impl Probe {
+    pub fn new(config: ClientConfig) -> Self {
+        Self {
+            client: Client::new(config).expect("client starts"),
+            events: Vec::new(),
+        }
+    }
+
+    async fn pump(&mut self) {
+        let before = self.events.len();
+        self.client.drain_events(&mut self.events, 256);
+        if self.events.len() == before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The outcome of `request`, waiting up to the deadline.
+    pub async fn wait_for(&mut self, request: RequestId) -> Result<Value, SdkError> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let found = self
+                .events
+                .iter()
+                .position(|e| matches!(e, Event::Completed { request: r, .. } if *r == request));
+            if let Some(i) = found {
+                if let Event::Completed { outcome, .. } = self.events.remove(i) {
+                    return outcome;
+                }
+            }
+            assert!(Instant::now() < end, "request {request:?} did not complete");
+            self.pump().await;
+        }
+    }
+
+    pub async fn ok(&mut self, request: RequestId) -> Value {
+        match self.wait_for(request).await {
+            Ok(v) => v,
+            Err(e) => panic!("request failed: {e:?}"),
+        }
+    }
+
+    pub async fn err(&mut self, request: RequestId) -> SdkError {
+        match self.wait_for(request).await {
+            Ok(v) => panic!("request succeeded: {v:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Waits for the next not-yet-taken signal `service.name` and returns its arguments.
+    pub async fn signal(&mut self, service: &str, name: &str) -> Vec<Value> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let found = self.events.iter().position(|e| {
+                matches!(e, Event::Signal { service: s, name: n, .. } if *s == service && *n == name)
+            });
+            if let Some(i) = found {
+                if let Event::Signal { args, .. } = self.events.remove(i) {
+                    return args;
+                }
+            }
+            assert!(Instant::now() < end, "no {service}.{name} signal");
+            self.pump().await;
+        }
+    }
+
+    /// Signals `service.name` taken so far (after draining what is queued now).
+    pub fn take_signals(&mut self, service: &str, name: &str) -> Vec<Vec<Value>> {
+        self.client.drain_events(&mut self.events, usize::MAX);
+        let mut taken = Vec::new();
+        self.events.retain(|e| match e {
+            Event::Signal {
+                service: s,
+                name: n,
+                args,
+            } if *s == service && *n == name => {
+                taken.push(args.clone());
+                false
+            }
+            _ => true,
+        });
+        taken
+    }
+
+    pub async fn login_device(&mut self, device: &str) -> Value {
+        let id = self.client.auth().login_device(Some(device.to_owned()));
+        self.ok(id).await
+    }
+
+    pub async fn login_email(&mut self, email: &str, password: &str) -> Value {
+        let id = self
+            .client
+            .auth()
+            .login_email(email.to_owned(), password.to_owned());
+        self.ok(id).await
+    }
+
+    pub async fn save(&mut self, slot: &str, data: Value) -> Result<Value, SdkError> {
+        let id = self.client.saves().save(slot.to_owned(), data, None);
+        self.wait_for(id).await
+    }
+
+    pub async fn load(&mut self, slot: &str) -> Result<Value, SdkError> {
+        let id = self.client.saves().load(slot.to_owned());
+        self.wait_for(id).await
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.client.shutdown();
+    }
+}
+
+pub fn int(v: &Value, key: &str) -> i64 {
+    match v.get(key) {
+        Some(Value::Int(i)) => *i,
+        other => panic!("{key} is {other:?} in {v:?}"),
+    }
+}
+
+pub fn string(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        other => panic!("{key} is {other:?} in {v:?}"),
+    }
+}
+
+pub fn list(v: &Value, key: &str) -> Vec<Value> {
+    match v.get(key) {
+        Some(Value::Array(items)) => items.clone(),
+        other => panic!("{key} is {other:?} in {v:?}"),
+    }
+}
+
+pub fn user_id(signed_in: &Value) -> String {
+    string(signed_in.get("user").expect("user"), "id")
+}
+
+/// Keys in sorted order: the server's JSON map sorts object keys (see docs/save-format.md), and
+/// `Value` equality is order-sensitive where Godot's Dictionary `==` is not.
+pub fn game_save(level: i64) -> Value {
+    Value::dict([
+        (
+            "inventory",
+            Value::PackedStringArray(vec!["sword".into(), "shield".into()]),
+        ),
+        ("level", Value::Int(level)),
+        ("position", Value::Vector3([10.0, 0.0, 20.0])),
+        ("speed", Value::Float(5.0)),
+    ])
+}
