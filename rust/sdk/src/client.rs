@@ -17,6 +17,7 @@ use crate::codec::plain_from_json;
 use crate::credentials::TokenStore;
 use crate::http::{Api, Reply, Request};
 use crate::saves::{Saves, SyncState};
+use crate::social::Social;
 use crate::storage::UserStore;
 use crate::{ClientConfig, Event, RequestId, SdkError, Value};
 
@@ -72,6 +73,7 @@ pub struct Client {
     runtime: Arc<RuntimeOwner>,
     auth: Auth,
     saves: Saves,
+    social: Social,
 }
 
 impl Client {
@@ -116,6 +118,7 @@ impl Client {
         Ok(Client {
             auth: Auth::new(shared.clone()),
             saves: Saves::new(shared.clone()),
+            social: Social::new(shared.clone()),
             shared,
             runtime: Arc::new(RuntimeOwner(Mutex::new(Some(runtime)))),
         })
@@ -142,6 +145,11 @@ impl Client {
 
     pub fn saves(&self) -> &Saves {
         &self.saves
+    }
+
+    /// Leaderboards, achievements, stats, friends and groups.
+    pub fn social(&self) -> &Social {
+        &self.social
     }
 
     /// Stops background tasks at once; in-flight requests are abandoned (queued saves stay on
