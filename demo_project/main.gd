@@ -35,6 +35,8 @@ func _ready() -> void:
 	var resumed = await AeThexCloud.auth.resume_session()
 	if resumed.success:
 		_on_logged_in(resumed.user)
+		if resumed.payload.get("offline", false):
+			_account_label.text += " (offline: saves upload when the server is back)"
 	else:
 		_on_signed_out()
 

@@ -143,7 +143,9 @@ impl AeThexAuth {
     }
 
     /// Signs back in with the refresh token stored by an earlier session, without asking the
-    /// player. Result: `{user}`; fails with `unauthorized` when there is no usable session.
+    /// player. Result: `{user}`; when the server is unreachable, `{user, offline: true}` (play
+    /// and save offline as the stored user). Fails with `unauthorized` when there is no usable
+    /// session.
     #[func]
     fn resume_session(&self) -> Signal {
         self.hub.call(|c| c.auth().resume_session())

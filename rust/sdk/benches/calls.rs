@@ -1,1 +1,200 @@
-fn main() {}
+//! How long an SDK call takes to return to its caller, and how long draining 1,000 queued events
+//! takes. Not a test: run `cargo bench -p aethex-sdk --bench calls` and read the figures.
+//!
+//! Calls go to `aethex-mock` on loopback (signed in), so the runtime does real work (encoding,
+//! zstd, HTTP) on its two threads while the caller measures only its own side.
+
+use std::time::{Duration, Instant};
+
+use aethex_sdk::{Client, ClientConfig, CredentialStore, Event, Value};
+
+fn stats(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "{name:<44} n={:<6} median={:>9.2?} p99={:>9.2?} max={:>9.2?}",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+fn wait_until(client: &Client, events: usize) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while client.queued_events() < events {
+        assert!(Instant::now() < end, "events did not arrive");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn drain_all(client: &Client) {
+    let mut sink = Vec::new();
+    while client.drain_events(&mut sink, usize::MAX) > 0 {
+        sink.clear();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn main() {
+    let mock = aethex_mock::MockServer::builder()
+        .start_blocking()
+        .expect("mock starts");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ClientConfig::new(mock.url(), mock.client_key(), dir.path());
+    config.credential_store = CredentialStore::FileOnly;
+    let client = Client::new(config).unwrap();
+
+    let id = client.auth().login_device(Some("bench-device-0001".into()));
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    'wait: loop {
+        client.drain_events(&mut events, usize::MAX);
+        for e in &events {
+            if let Event::Completed { request, outcome } = e {
+                if *request == id {
+                    outcome.as_ref().expect("signed in");
+                    break 'wait;
+                }
+            }
+        }
+        assert!(Instant::now() < end, "sign-in timed out");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drain_all(&client);
+
+    let save = Value::dict([
+        ("level", Value::Int(5)),
+        ("position", Value::Vector3([10.0, 0.0, 20.0])),
+        (
+            "inventory",
+            Value::PackedStringArray((0..32).map(|i| format!("item{i}")).collect()),
+        ),
+    ]);
+
+    const CALLS: usize = 2_000;
+    let mut samples = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        let user = client.auth().current_user();
+        samples.push(t.elapsed());
+        assert!(user.is_some());
+    }
+    stats("auth().current_user()", samples);
+
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let data = save.clone();
+        let slot = format!("slot{}", i % 8);
+        let t = Instant::now();
+        client.saves().save(slot, data, None);
+        samples.push(t.elapsed());
+        if i % 100 == 99 {
+            // Keep the backlog realistic (a game saves a few times a minute, not 2,000 at once).
+            wait_until(&client, 1);
+            drain_all(&client);
+        }
+    }
+    stats("saves().save(slot, data, None)", samples);
+    drain_all(&client);
+
+    let mut samples = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        client.auth().fetch_profile();
+        samples.push(t.elapsed());
+    }
+    stats("auth().fetch_profile()", samples);
+    std::thread::sleep(Duration::from_secs(2));
+    drain_all(&client);
+
+    let mut samples = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        let _ = client.saves().sync_status();
+        samples.push(t.elapsed());
+    }
+    stats("saves().sync_status()", samples);
+
+    // 1,000 events: calls that complete at once (invalid slot name) fill the queue.
+    let mut drains = Vec::new();
+    let mut out = Vec::with_capacity(1_000);
+    for _ in 0..50 {
+        for _ in 0..1_000 {
+            client.saves().load("../invalid".into());
+        }
+        wait_until(&client, 1_000);
+        out.clear();
+        let t = Instant::now();
+        let n = client.drain_events(&mut out, 1_000);
+        drains.push(t.elapsed());
+        assert_eq!(n, 1_000);
+    }
+    stats("drain_events(out, 1000) with 1,000 queued", drains);
+    client.shutdown();
+    compare_queues();
+}
+
+/// Why the client uses `SegQueue`: the same drain with a `Mutex<VecDeque>` (batched) for
+/// comparison, while a producer thread keeps pushing as the runtime's workers would.
+fn compare_queues() {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    fn event(i: u64) -> Event {
+        Event::Completed {
+            request: aethex_sdk::RequestId(i),
+            outcome: Ok(Value::Int(i as i64)),
+        }
+    }
+    const ROUNDS: usize = 200;
+    let seg = Arc::new(crossbeam_queue::SegQueue::new());
+    let mutexed = Arc::new(Mutex::new(VecDeque::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (seg, mutexed, stop) = (seg.clone(), mutexed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if seg.len() < 5_000 {
+                    seg.push(event(i));
+                }
+                let mut q = mutexed.lock().unwrap();
+                if q.len() < 5_000 {
+                    q.push_back(event(i));
+                }
+                drop(q);
+                i += 1;
+            }
+        })
+    };
+    let mut out = Vec::with_capacity(1_000);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        while seg.len() < 1_000 || mutexed.lock().unwrap().len() < 1_000 {
+            std::thread::yield_now();
+        }
+        out.clear();
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            match seg.pop() {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        a.push(t.elapsed());
+        out.clear();
+        let t = Instant::now();
+        {
+            let mut q = mutexed.lock().unwrap();
+            let n = q.len().min(1_000);
+            out.extend(q.drain(..n));
+        }
+        b.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    stats("queue: SegQueue pop x1000 (producer running)", a);
+    stats("queue: Mutex<VecDeque> drain 1000 (producer)", b);
+}

@@ -203,7 +203,9 @@ impl Auth {
         })
     }
 
-    /// Signs in again with the stored refresh token, without a login.
+    /// Signs in again with the stored refresh token, without a login. When the server cannot be
+    /// reached, resumes offline as the stored user (`offline: true` in the result): saves queue
+    /// on disk and the session is refreshed by the first request that gets through.
     pub fn resume_session(&self) -> RequestId {
         self.shared.spawn_call(move |shared| async move {
             let Some(refresh) = shared.stored_refresh_token().await else {
@@ -212,9 +214,22 @@ impl Auth {
                     "no stored session to resume",
                 ));
             };
-            let resumed = shared.refresh_with(refresh, true).await?;
-            shared.start_replay();
-            Ok(resumed)
+            match shared.refresh_with(refresh.clone(), true).await {
+                Ok(resumed) => {
+                    shared.start_replay();
+                    Ok(resumed)
+                }
+                Err(e) if matches!(e.code, ErrorCode::Network | ErrorCode::Timeout) => {
+                    // Offline at start: keep playing (and saving) as the stored user.
+                    let user = shared.resume_offline(refresh).ok_or(e)?;
+                    shared.emit("auth", "logged_in", vec![user.clone()]);
+                    Ok(Value::dict([
+                        ("user", user),
+                        ("offline", Value::Bool(true)),
+                    ]))
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 

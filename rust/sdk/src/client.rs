@@ -18,12 +18,16 @@ use crate::credentials::TokenStore;
 use crate::http::{Api, Reply, Request};
 use crate::saves::{Saves, SyncState};
 use crate::social::Social;
-use crate::storage::UserStore;
+use crate::storage::{write_atomic, UserStore};
 use crate::{ClientConfig, Event, RequestId, SdkError, Value};
 
 /// Refresh the access token this long before it expires, so a request never carries a token
 /// that expires in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// The signed-in user (not secret: the same data the save cache holds), so a game started
+/// offline can resume the session and keep saving; see `resume_offline`.
+const SESSION_USER_FILE: &str = "session_user.json";
 
 pub(crate) struct Session {
     pub user_id: String,
@@ -139,6 +143,11 @@ impl Client {
         moved
     }
 
+    /// Events waiting to be drained (additive to the binding contract; for metrics/benchmarks).
+    pub fn queued_events(&self) -> usize {
+        self.shared.events.len()
+    }
+
     pub fn auth(&self) -> &Auth {
         &self.auth
     }
@@ -227,6 +236,14 @@ impl Shared {
     /// Takes a sign-in answer: memory, persisted refresh token, `logged_in`.
     pub async fn establish(self: &Arc<Self>, auth: AuthResponse, announce: bool) -> Value {
         let user = user_value(&auth.user);
+        let user_file = self.config.data_dir.join(SESSION_USER_FILE);
+        if let Err(e) = write_atomic(
+            &user_file,
+            &serde_json::to_vec(&auth.user).expect("users serialize"),
+            true,
+        ) {
+            tracing::warn!(error = %e, "could not store the signed-in user");
+        }
         *self.session.write().expect("session lock") = Some(Session {
             user_id: auth.user.id.clone(),
             user: user.clone(),
@@ -260,6 +277,7 @@ impl Shared {
     /// Forgets the session locally (memory and stored token).
     pub async fn clear_session(self: &Arc<Self>) {
         *self.session.write().expect("session lock") = None;
+        let _ = std::fs::remove_file(self.config.data_dir.join(SESSION_USER_FILE));
         let shared = self.clone();
         let _ = tokio::task::spawn_blocking(move || shared.tokens.clear()).await;
     }
@@ -272,6 +290,23 @@ impl Shared {
             .flatten()
     }
 
+    /// Starts an offline session from the stored user and refresh token when the server cannot
+    /// be reached at resume: saves queue locally, and the first request that gets through
+    /// refreshes the access token (or ends the session if the token was revoked meanwhile).
+    pub fn resume_offline(&self, refresh_token: String) -> Option<Value> {
+        let bytes = std::fs::read(self.config.data_dir.join(SESSION_USER_FILE)).ok()?;
+        let user: User = serde_json::from_slice(&bytes).ok()?;
+        let value = user_value(&user);
+        *self.session.write().expect("session lock") = Some(Session {
+            user_id: user.id,
+            user: value.clone(),
+            access_token: String::new(),
+            refresh_token,
+            refresh_at: Instant::now(),
+        });
+        Some(value)
+    }
+
     /// Exchanges `refresh_token` for a new session. A rejected token ends the session:
     /// `session_expired` is emitted and the stored token is removed.
     pub async fn refresh_with(
@@ -282,8 +317,11 @@ impl Shared {
         let reply = self
             .api
             .send(
+                // Not resent blindly: a refresh that landed rotated the token, and presenting
+                // the old one again would revoke the whole session.
                 &Request::new(Method::POST, "/api/v1/auth/refresh")
-                    .json(&RefreshRequest { refresh_token }),
+                    .json(&RefreshRequest { refresh_token })
+                    .no_retry(),
             )
             .await;
         match reply.and_then(|r| r.json::<AuthResponse>()) {

@@ -25,7 +25,9 @@ pub(crate) struct Request {
     pub body: Option<Body>,
     pub token: Option<String>,
     /// Whether sending the request twice is harmless (reads, idempotent writes, saves guarded by
-    /// `base_version`); only such requests are retried.
+    /// `base_version`): such requests are retried on every retryable failure. Others only when
+    /// the server cannot have acted on them: the connection was never made, or it answered
+    /// 429/503.
     pub retry: bool,
     pub headers: Vec<(&'static str, String)>,
 }
@@ -82,6 +84,8 @@ pub(crate) struct Api {
 struct Failure {
     error: SdkError,
     retry_after: Option<Duration>,
+    /// The server may have received (and acted on) the request.
+    maybe_applied: bool,
 }
 
 impl Api {
@@ -118,7 +122,8 @@ impl Api {
             match self.attempt(request).await {
                 Ok(reply) => return Ok(reply),
                 Err(failure) => {
-                    let retryable = request.retry && failure.error.code.is_retryable();
+                    let safe = request.retry || !failure.maybe_applied;
+                    let retryable = safe && failure.error.code.is_retryable();
                     if !retryable || attempt >= self.retry.max_attempts {
                         return Err(failure.error);
                     }
@@ -186,7 +191,12 @@ impl Api {
                 details: None,
             },
         };
-        Err(Failure { error, retry_after })
+        let maybe_applied = !matches!(status, 429 | 503);
+        Err(Failure {
+            error,
+            retry_after,
+            maybe_applied,
+        })
     }
 }
 
@@ -199,6 +209,7 @@ fn transport(e: reqwest::Error) -> Failure {
     Failure {
         error: SdkError::new(code, format!("{e}")),
         retry_after: None,
+        maybe_applied: !e.is_connect(),
     }
 }
 

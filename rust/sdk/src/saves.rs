@@ -612,7 +612,14 @@ pub(crate) async fn flush(shared: &Arc<Shared>) -> FlushReport {
                 continue;
             }
         };
-        if blocked.contains(&entry.slot) {
+        let waiting = shared
+            .sync
+            .conflicts
+            .lock()
+            .expect("lock")
+            .contains_key(&entry.slot);
+        if waiting || blocked.contains(&entry.slot) {
+            // A manual conflict waits for resolve_conflict: no upload, no repeated 409s.
             continue;
         }
         let slot = entry.slot.clone();

@@ -42,6 +42,34 @@ async fn token_expiry_mid_session_refreshes_once_and_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_is_refreshed_shortly_before_expiry() {
+    let mock = MockServer::builder()
+        .access_token_ttl(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _) = signed_in(&mock, dir.path()).await;
+    // Time has to pass for the token to age; 1 s lifetime -> refreshed from 0.8 s on.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    mock.clear_log();
+    let id = p.client.auth().fetch_profile();
+    p.ok(id).await;
+    let summary: Vec<(String, Option<u16>)> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.status))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("/api/v1/auth/refresh".into(), Some(200)),
+            ("/api/v1/auth/profile".into(), Some(200)),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_refresh_ends_the_session() {
     let mock = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -147,6 +175,10 @@ async fn socket_dropped_mid_upload_is_retried_without_a_duplicate_version() {
     // Uploads are zstd-compressed.
     let writes = mock.requests_matching("POST /api/v1/saves/*");
     assert!(writes.iter().all(|w| w.content_encoding() == Some("zstd")));
+    // And answers may come back zstd-compressed.
+    assert!(writes.iter().all(|w| w
+        .header("accept-encoding")
+        .is_some_and(|v| v.contains("zstd"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +236,39 @@ async fn crash_before_upload_is_replayed_by_the_next_client() {
         aethex_sdk::codec::from_json(&stored.data).unwrap(),
         game_save(7)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn game_started_offline_resumes_keeps_saving_and_syncs_later() {
+    let mock = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, user) = signed_in(&mock, dir.path()).await;
+    drop(p);
+    mock.set_offline(true).await;
+
+    let mut p = Probe::new(test_config(&mock.url(), mock.client_key(), dir.path()));
+    let id = p.client.auth().resume_session();
+    let resumed = p.ok(id).await;
+    assert_eq!(resumed.get("offline"), Some(&Value::Bool(true)));
+    assert_eq!(user_id(&resumed), user);
+    assert!(p.client.auth().is_logged_in());
+    p.client.saves().enable_auto_sync(true);
+    let queued = p.save("slot1", game_save(3)).await.unwrap();
+    assert_eq!(queued.get("queued"), Some(&Value::Bool(true)));
+    assert_eq!(
+        p.load("slot1").await.unwrap().get("data"),
+        Some(&game_save(3))
+    );
+
+    mock.set_offline(false).await;
+    p.signal("saves", "save_completed").await;
+    let stored = mock.save(&user, "slot1").unwrap();
+    assert_eq!(
+        aethex_sdk::codec::from_json(&stored.data).unwrap(),
+        game_save(3)
+    );
+    let id = p.client.auth().fetch_profile();
+    p.ok(id).await;
 }
 
 async fn conflict_on_mock(
@@ -264,9 +329,11 @@ async fn each_conflict_strategy_against_another_devices_write() {
     assert_eq!((&detected[1], &detected[2]), (&game_save(2), &other));
     // While waiting, auto-sync does not overwrite anything.
     p.client.saves().enable_auto_sync(true);
+    mock.clear_log();
     let id = p.client.saves().sync_now();
     p.wait_for(id).await.ok();
     assert_eq!(mock.versions(&user, "slot1").len(), 2);
+    assert!(mock.requests_matching("POST /api/v1/saves/*").is_empty());
     let id = p
         .client
         .saves()

@@ -138,6 +138,46 @@ async fn anonymous_device_upgrades_to_email_and_recovery_calls_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_email_and_password_reset_with_mailed_tokens() {
+    let server = RealServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Probe::new(server.config(dir.path()));
+    let id = p.client.auth().register(
+        "bob@example.com".into(),
+        "first password 1".into(),
+        "bob".into(),
+    );
+    p.ok(id).await;
+    let token = server
+        .mailed_token("bob@example.com", "verification token: ")
+        .await;
+    let id = p.client.auth().verify_email(token);
+    assert_eq!(p.ok(id).await, Value::Dictionary(vec![]));
+    let updated = p.signal("auth", "profile_updated").await;
+    assert_eq!(updated[0].get("email_verified"), Some(&Value::Bool(true)));
+
+    let id = p
+        .client
+        .auth()
+        .request_password_reset("bob@example.com".into());
+    p.ok(id).await;
+    let token = server
+        .mailed_token("bob@example.com", "reset token: ")
+        .await;
+    let id = p
+        .client
+        .auth()
+        .reset_password(token, "second password 2".into());
+    assert_eq!(p.ok(id).await, Value::Dictionary(vec![]));
+    let id = p
+        .client
+        .auth()
+        .login_email("bob@example.com".into(), "first password 1".into());
+    assert_eq!(p.err(id).await.code, ErrorCode::InvalidCredentials);
+    p.login_email("bob@example.com", "second password 2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_client_resumes_the_session_without_login() {
     let server = RealServer::start().await;
     let dir = tempfile::tempdir().unwrap();

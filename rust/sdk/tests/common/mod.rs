@@ -12,7 +12,7 @@ use aethex_sdk::{
     Client, ClientConfig, CredentialStore, Event, RequestId, RetryConfig, SdkError, Value,
 };
 use aethex_server::clock::OffsetClock;
-use aethex_server::{Config, Server};
+use aethex_server::{AppState, Config, Server};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -21,27 +21,38 @@ pub struct RealServer {
     pub url: String,
     pub client_key: String,
     pub clock: Arc<OffsetClock>,
+    pub state: AppState,
     pub data_dir: tempfile::TempDir,
+    adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RealServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts after `adjust` changed the configuration (applied again by `restart`).
+    pub async fn start_with(adjust: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let clock = OffsetClock::new();
-        let (addr, shutdown, task, key) = Self::launch(
+        let adjust: Arc<dyn Fn(&mut Config) + Send + Sync> = Arc::new(adjust);
+        let (addr, shutdown, task, key, state) = Self::launch(
             data_dir.path(),
             "127.0.0.1:0".parse().unwrap(),
             clock.clone(),
+            adjust.clone(),
         )
         .await;
         Self {
+            state,
             addr,
             url: format!("http://{addr}"),
             client_key: key.expect("first start creates the default project"),
             clock,
             data_dir,
+            adjust,
             shutdown: Some(shutdown),
             task: Some(task),
         }
@@ -51,11 +62,13 @@ impl RealServer {
         dir: &Path,
         addr: SocketAddr,
         clock: Arc<OffsetClock>,
+        adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     ) -> (
         SocketAddr,
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
         Option<String>,
+        AppState,
     ) {
         let mut config = Config {
             listen: addr,
@@ -63,9 +76,11 @@ impl RealServer {
             ..Config::default()
         };
         config.rate_limit.enabled = false;
+        adjust(&mut config);
         let server = Server::build_with_clock(config, clock)
             .await
             .expect("server builds");
+        let state = server.state.clone();
         let key = server
             .created_default_project
             .as_ref()
@@ -81,7 +96,7 @@ impl RealServer {
                 .await
                 .expect("server runs");
         });
-        (addr, tx, task, key)
+        (addr, tx, task, key, state)
     }
 
     /// Takes the server down (connections refused) until `restart`.
@@ -96,10 +111,34 @@ impl RealServer {
 
     /// Starts again on the same port and data (database, keys, blobs).
     pub async fn restart(&mut self) {
-        let (_, shutdown, task, _) =
-            Self::launch(self.data_dir.path(), self.addr, self.clock.clone()).await;
+        let (_, shutdown, task, _, state) = Self::launch(
+            self.data_dir.path(),
+            self.addr,
+            self.clock.clone(),
+            self.adjust.clone(),
+        )
+        .await;
         self.shutdown = Some(shutdown);
         self.task = Some(task);
+        self.state = state;
+    }
+
+    /// The token after `marker` in the newest outbox mail to `to` (no SMTP in tests).
+    pub async fn mailed_token(&self, to: &str, marker: &str) -> String {
+        use sqlx::Row;
+        let rows = sqlx::query("SELECT to_addr, body FROM mail_outbox ORDER BY created_at")
+            .fetch_all(&self.state.db.read)
+            .await
+            .unwrap();
+        let body: String = rows
+            .iter()
+            .rev()
+            .map(|r| (r.get::<String, _>("to_addr"), r.get::<String, _>("body")))
+            .find(|(addr, body)| addr == to && body.contains(marker))
+            .map(|(_, body)| body)
+            .unwrap_or_else(|| panic!("no mail to {to} with {marker:?}"));
+        let start = body.find(marker).expect("checked above") + marker.len();
+        body[start..].split_whitespace().next().unwrap().to_owned()
     }
 
     pub fn config(&self, dir: &Path) -> ClientConfig {
