@@ -204,7 +204,8 @@ fn options<'a>(
         .map(|(k, v)| match text(k) {
             Some(key) if allowed.contains(&key) => Ok((key, v)),
             _ => Err(invalid(format!(
-                "{call}: unknown option {k:?} (expected one of {})",
+                "{call}: unknown option {} (expected one of {})",
+                text(k).map_or_else(|| format!("{k:?}"), |key| format!("`{key}`")),
                 allowed.join(", ")
             ))),
         })

@@ -209,6 +209,7 @@ async fn leaderboards_submit_pages_around_me_friends_and_rank() {
     let id = lb.get("high_scores".into(), opts(&[("ranges", s("global"))]));
     let e = ada.err(id).await;
     assert_eq!((e.code, e.status), (ErrorCode::InvalidRequest, 0));
+    assert!(e.message.contains("`ranges`"), "{}", e.message);
     let id = lb.get("high_scores".into(), opts(&[("limit", s("ten"))]));
     assert_eq!(ada.err(id).await.code, ErrorCode::InvalidRequest);
     let id = lb.get("high_scores".into(), opts(&[("range", s("everyone"))]));
