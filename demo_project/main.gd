@@ -4,10 +4,11 @@ extends Control
 
 const LoginScreen := preload("res://screens/login.tscn")
 
-## Screens of the top bar, by name. Issue 4 (social) adds "leaderboards" and "achievements"
-## here and enables their buttons in main.tscn.
+## Screens of the top bar, by name.
 const SCREENS := {
 	"saves": preload("res://screens/saves.tscn"),
+	"leaderboards": preload("res://screens/leaderboards.tscn"),
+	"achievements": preload("res://screens/achievements.tscn"),
 }
 
 var _signed_in := false
@@ -16,6 +17,8 @@ var _current_screen := ""
 @onready var _screen_holder: Control = %ScreenHolder
 @onready var _nav: Control = %Nav
 @onready var _saves_button: Button = %SavesButton
+@onready var _leaderboards_button: Button = %LeaderboardsButton
+@onready var _achievements_button: Button = %AchievementsButton
 @onready var _sync_label: Label = %SyncLabel
 @onready var _account_label: Label = %AccountLabel
 @onready var _logout_button: Button = %LogoutButton
@@ -27,6 +30,8 @@ func _ready() -> void:
 	AeThexCloud.auth.session_expired.connect(_on_session_expired)
 	AeThexCloud.saves.sync_status_changed.connect(_on_sync_status_changed)
 	_saves_button.pressed.connect(_show_screen.bind("saves"))
+	_leaderboards_button.pressed.connect(_show_screen.bind("leaderboards"))
+	_achievements_button.pressed.connect(_show_screen.bind("achievements"))
 	_logout_button.pressed.connect(_on_logout_pressed)
 	_on_sync_status_changed(AeThexCloud.saves.get_sync_status())
 	_set_signed_in_ui(false)

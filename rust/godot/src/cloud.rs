@@ -11,9 +11,9 @@ use crate::auth::AeThexAuth;
 use crate::hub::Hub;
 use crate::saves::AeThexSaves;
 use crate::services::{
-    AeThexAchievements, AeThexAnalytics, AeThexCdn, AeThexFriends, AeThexLeaderboards,
-    AeThexMatchmaking, AeThexMultiplayer, AeThexSocial, AeThexVoice,
+    AeThexAnalytics, AeThexCdn, AeThexMatchmaking, AeThexMultiplayer, AeThexVoice,
 };
+use crate::social::AeThexSocial;
 
 /// AeThex Cloud: accounts, cloud saves and (soon) multiplayer, analytics, content delivery and
 /// social features for your game.
@@ -48,7 +48,7 @@ pub struct AeThexCloud {
     /// Content delivery ([AeThexCdn]).
     #[var(no_set)]
     cdn: Gd<AeThexCdn>,
-    /// Leaderboards, achievements and friends ([AeThexSocial]).
+    /// Leaderboards, achievements, statistics, friends and groups ([AeThexSocial]).
     #[var(no_set)]
     social: Gd<AeThexSocial>,
     hub: Rc<Hub>,
@@ -84,11 +84,7 @@ impl AeThexCloud {
         let multiplayer = AeThexMultiplayer::create(matchmaking.clone(), voice.clone());
         let analytics = AeThexAnalytics::create();
         let cdn = AeThexCdn::create();
-        let leaderboards = AeThexLeaderboards::create();
-        let achievements = AeThexAchievements::create();
-        let friends = AeThexFriends::create();
-        let social =
-            AeThexSocial::create(leaderboards.clone(), achievements.clone(), friends.clone());
+        let social = AeThexSocial::create(&hub);
 
         hub.add_service("auth", auth.clone().upcast());
         hub.add_service("saves", saves.clone().upcast());
@@ -97,10 +93,6 @@ impl AeThexCloud {
         hub.add_service("multiplayer.voice", voice.upcast());
         hub.add_service("analytics", analytics.clone().upcast());
         hub.add_service("cdn", cdn.clone().upcast());
-        hub.add_service("social", social.clone().upcast());
-        hub.add_service("social.leaderboards", leaderboards.upcast());
-        hub.add_service("social.achievements", achievements.upcast());
-        hub.add_service("social.friends", friends.upcast());
 
         let singleton = Gd::from_init_fn(|base| Self {
             auth,

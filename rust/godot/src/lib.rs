@@ -11,6 +11,7 @@ mod result;
 mod saves;
 mod services;
 mod settings;
+mod social;
 
 use aethex_sdk as sdk;
 

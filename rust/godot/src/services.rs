@@ -1,5 +1,5 @@
-//! Service objects that later issues fill (multiplayer, analytics, cdn, social). They exist now
-//! so `AeThexCloud.social.leaderboards` and friends resolve and show in the class reference; they
+//! Service objects that later issues fill (multiplayer, analytics, cdn). They exist now so
+//! `AeThexCloud.multiplayer.matchmaking` and friends resolve and show in the class reference; they
 //! plug into the same request/result/signal machinery as `auth` and `saves`.
 
 use godot::classes::RefCounted;
@@ -57,51 +57,6 @@ pub struct AeThexCdn {
     base: Base<RefCounted>,
 }
 
-/// Social features. Reach it as `AeThexCloud.social`.
-///
-/// @experimental Not implemented yet: only its sub-objects exist.
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexSocial {
-    /// Leaderboards.
-    #[var(no_set)]
-    leaderboards: Gd<AeThexLeaderboards>,
-    /// Achievements and player statistics.
-    #[var(no_set)]
-    achievements: Gd<AeThexAchievements>,
-    /// Friends and groups.
-    #[var(no_set)]
-    friends: Gd<AeThexFriends>,
-    base: Base<RefCounted>,
-}
-
-/// Leaderboards. Reach it as `AeThexCloud.social.leaderboards`.
-///
-/// @experimental Not implemented yet.
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexLeaderboards {
-    base: Base<RefCounted>,
-}
-
-/// Achievements. Reach it as `AeThexCloud.social.achievements`.
-///
-/// @experimental Not implemented yet.
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexAchievements {
-    base: Base<RefCounted>,
-}
-
-/// Friends. Reach it as `AeThexCloud.social.friends`.
-///
-/// @experimental Not implemented yet.
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexFriends {
-    base: Base<RefCounted>,
-}
-
 /// Builds an empty service object.
 macro_rules! empty_service {
     ($($class:ident),*) => {$(
@@ -112,36 +67,13 @@ macro_rules! empty_service {
         }
     )*};
 }
-empty_service!(
-    AeThexMatchmaking,
-    AeThexVoice,
-    AeThexAnalytics,
-    AeThexCdn,
-    AeThexLeaderboards,
-    AeThexAchievements,
-    AeThexFriends
-);
+empty_service!(AeThexMatchmaking, AeThexVoice, AeThexAnalytics, AeThexCdn);
 
 impl AeThexMultiplayer {
     pub fn create(matchmaking: Gd<AeThexMatchmaking>, voice: Gd<AeThexVoice>) -> Gd<Self> {
         Gd::from_init_fn(|base| Self {
             matchmaking,
             voice,
-            base,
-        })
-    }
-}
-
-impl AeThexSocial {
-    pub fn create(
-        leaderboards: Gd<AeThexLeaderboards>,
-        achievements: Gd<AeThexAchievements>,
-        friends: Gd<AeThexFriends>,
-    ) -> Gd<Self> {
-        Gd::from_init_fn(|base| Self {
-            leaderboards,
-            achievements,
-            friends,
             base,
         })
     }

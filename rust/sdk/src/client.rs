@@ -17,6 +17,7 @@ use crate::codec::plain_from_json;
 use crate::credentials::TokenStore;
 use crate::http::{Api, Reply, Request};
 use crate::saves::{Saves, SyncState};
+use crate::social::Social;
 use crate::storage::{write_atomic, UserStore};
 use crate::{ClientConfig, Event, RequestId, SdkError, Value};
 
@@ -82,6 +83,7 @@ pub struct Client {
     runtime: Arc<RuntimeOwner>,
     auth: Auth,
     saves: Saves,
+    social: Social,
 }
 
 impl Client {
@@ -126,6 +128,7 @@ impl Client {
         Ok(Client {
             auth: Auth::new(shared.clone()),
             saves: Saves::new(shared.clone()),
+            social: Social::new(shared.clone()),
             shared,
             runtime: Arc::new(RuntimeOwner(Mutex::new(Some(runtime)))),
         })
@@ -157,6 +160,11 @@ impl Client {
 
     pub fn saves(&self) -> &Saves {
         &self.saves
+    }
+
+    /// Leaderboards, achievements, stats, friends and groups.
+    pub fn social(&self) -> &Social {
+        &self.social
     }
 
     /// Stops background tasks at once; in-flight requests are abandoned (queued saves stay on

@@ -18,6 +18,7 @@ mod credentials;
 mod http;
 mod oauth;
 mod saves;
+mod social;
 mod storage;
 pub mod value;
 
@@ -30,6 +31,7 @@ pub use auth::Auth;
 pub use client::Client;
 pub use credentials::CredentialStore;
 pub use saves::Saves;
+pub use social::{Achievements, Friends, Groups, Leaderboards, Social, Stats};
 pub use value::Value;
 
 /// What to do when an upload finds the slot changed on the server (409 `save_conflict`).
