@@ -123,22 +123,32 @@ impl RealServer {
         self.state = state;
     }
 
-    /// The token after `marker` in the newest outbox mail to `to` (no SMTP in tests).
+    /// The token after `marker` in the newest outbox mail to `to` (no SMTP in tests). Waits for
+    /// it: the server writes some mails after answering (forgot-password does its work after the
+    /// 202 so its timing tells nothing about the account).
     pub async fn mailed_token(&self, to: &str, marker: &str) -> String {
         use sqlx::Row;
-        let rows = sqlx::query("SELECT to_addr, body FROM mail_outbox ORDER BY created_at")
-            .fetch_all(&self.state.db.read)
-            .await
-            .unwrap();
-        let body: String = rows
-            .iter()
-            .rev()
-            .map(|r| (r.get::<String, _>("to_addr"), r.get::<String, _>("body")))
-            .find(|(addr, body)| addr == to && body.contains(marker))
-            .map(|(_, body)| body)
-            .unwrap_or_else(|| panic!("no mail to {to} with {marker:?}"));
-        let start = body.find(marker).expect("checked above") + marker.len();
-        body[start..].split_whitespace().next().unwrap().to_owned()
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let rows = sqlx::query("SELECT to_addr, body FROM mail_outbox ORDER BY created_at")
+                .fetch_all(&self.state.db.read)
+                .await
+                .unwrap();
+            let found = rows
+                .iter()
+                .rev()
+                .map(|r| (r.get::<String, _>("to_addr"), r.get::<String, _>("body")))
+                .find(|(addr, body)| addr == to && body.contains(marker));
+            if let Some((_, body)) = found {
+                let start = body.find(marker).expect("checked above") + marker.len();
+                return body[start..].split_whitespace().next().unwrap().to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mail to {to} with {marker:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     pub fn config(&self, dir: &Path) -> ClientConfig {
