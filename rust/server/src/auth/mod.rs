@@ -12,6 +12,7 @@ pub mod rate_limit;
 pub mod recovery;
 pub mod refresh;
 pub mod sessions;
+pub mod sign_in_writer;
 pub mod users;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct AuthService {
     pub captcha_key: captcha::CaptchaKey,
     /// Client for OAuth providers (connection pool shared by every sign-in).
     pub http: reqwest::Client,
+    /// Group-commits the sessions and accounts device sign-ins create.
+    pub sign_in_writer: sign_in_writer::SignInWriter,
 }
 
 impl AuthService {
@@ -81,6 +84,10 @@ impl AuthService {
             http: reqwest::Client::builder()
                 .timeout(oauth::PROVIDER_TIMEOUT)
                 .build()?,
+            sign_in_writer: sign_in_writer::SignInWriter::start(
+                db,
+                config.auth.refresh_token_ttl_days as i64 * 24 * 3600 * 1000,
+            ),
         })
     }
 
