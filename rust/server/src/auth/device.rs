@@ -50,7 +50,8 @@ pub async fn device_login(
     let writer = &state.auth.sign_in_writer;
     // Reads go to the read pool (parallel WAL readers on SQLite); only the rows a sign-in must
     // create go through the writer, batched with other sign-ins.
-    let existing = users::load_by_identity(&state.db.read, &project.id, PROVIDER, &req.device_id);
+    let lookup = &state.auth.identity_lookup;
+    let existing = lookup.user(&project.id, PROVIDER, &req.device_id);
     let (user, opened) = match existing.await? {
         Some(user) => {
             let opened = writer.open_session(&project.id, &user.id, now).await?;
@@ -75,16 +76,12 @@ pub async fn device_login(
                 None => {
                     // Lost a race with a concurrent first sign-in of this device: the identity's
                     // primary key chose the winner's account, which this sign-in joins.
-                    let user = users::load_by_identity(
-                        &state.db.read,
-                        &project.id,
-                        PROVIDER,
-                        &req.device_id,
-                    )
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::internal("device identity vanished after a conflict")
-                    })?;
+                    let user = lookup
+                        .user(&project.id, PROVIDER, &req.device_id)
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::internal("device identity vanished after a conflict")
+                        })?;
                     let opened = writer.open_session(&project.id, &user.id, now).await?;
                     (user, opened)
                 }

@@ -22,10 +22,9 @@ pub async fn load(conn: &mut AnyConnection, user_id: &str) -> ApiResult<User> {
     from_row(&row, linked)
 }
 
-/// The account `(provider, subject)` signs in to, with its linked providers, in one query on
-/// the read pool (no writer round trip for a returning sign-in).
-pub async fn load_by_identity(
-    pool: &AnyPool,
+/// The account `(provider, subject)` signs in to, with its linked providers, in one query.
+pub async fn load_by_identity<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     provider: &str,
     subject: &str,
@@ -38,7 +37,7 @@ pub async fn load_by_identity(
     .bind(project_id)
     .bind(provider)
     .bind(subject)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     let Some(first) = rows.first() else {
         return Ok(None);
