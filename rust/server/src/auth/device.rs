@@ -48,7 +48,7 @@ pub async fn device_login(
     }
     let now = state.clock.now_ms();
     let writer = &state.auth.sign_in_writer;
-    // Reads go to the read pool (parallel WAL readers on SQLite); only the rows a sign-in must
+    // Reads use reader connections (parallel WAL readers on SQLite); only the rows a sign-in must
     // create go through the writer, batched with other sign-ins.
     let lookup = &state.auth.identity_lookup;
     let existing = lookup.user(&project.id, PROVIDER, &req.device_id);
