@@ -108,6 +108,9 @@ fn sqlite_pool(max: u32, pragmas: &'static str) -> PoolOptions<Any> {
         .max_connections(max)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
+        // An embedded connection cannot drop; the default ping on every acquire doubled the
+        // round trips through sqlx's worker thread of a one-query request.
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute(pragmas).await?;

@@ -8,9 +8,9 @@ use std::sync::{Arc, RwLock};
 use aethex_protocol::auth::AccessClaims;
 use aethex_protocol::ErrorCode;
 use base64::Engine;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ed25519_dalek::SigningKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{Signer, SigningKey};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -22,7 +22,11 @@ pub struct TokenKeys {
     db: Db,
     issuer: String,
     active_kid: String,
-    encoding: Arc<EncodingKey>,
+    /// Parsed once: `jsonwebtoken::encode` re-derives the key pair from PKCS#8 on every call,
+    /// a second curve multiplication per token (measured: half the signing cost).
+    signing: Arc<SigningKey>,
+    /// `base64url(header)`: the same for every token of this key.
+    encoded_header: Arc<str>,
     decoding: Arc<RwLock<HashMap<String, Arc<DecodingKey>>>>,
     jwks: Arc<RwLock<Value>>,
 }
@@ -63,11 +67,17 @@ impl TokenKeys {
         let (kid, private) = Self::newest_key(&db)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no signing key after creating one"))?;
+        let signing = SigningKey::from_pkcs8_der(&private)
+            .map_err(|e| anyhow::anyhow!("decoding signing key {kid}: {e}"))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        let encoded_header = b64url(&serde_json::to_vec(&header)?).into();
         let keys = Self {
             db,
             issuer,
             active_kid: kid,
-            encoding: Arc::new(EncodingKey::from_ed_der(&private)),
+            signing: Arc::new(signing),
+            encoded_header,
             decoding: Default::default(),
             jwks: Arc::new(RwLock::new(json!({"keys": []}))),
         };
@@ -113,10 +123,15 @@ impl TokenKeys {
         &self.issuer
     }
 
+    /// The compact JWS `jsonwebtoken::encode` would produce (Ed25519 is deterministic, so
+    /// byte for byte the same token), without re-parsing the key.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, ApiError> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.active_kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(ApiError::internal)
+        let claims = serde_json::to_vec(claims).map_err(ApiError::internal)?;
+        let mut token = format!("{}.{}", self.encoded_header, b64url(&claims));
+        let signature = self.signing.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&b64url(&signature.to_bytes()));
+        Ok(token)
     }
 
     /// Verifies signature, issuer and expiry. An expired token is `token_expired` so clients know
@@ -156,5 +171,41 @@ impl TokenKeys {
 
     fn decoding_key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
         self.decoding.read().expect("lock").get(kid).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::EncodingKey;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_are_exactly_what_jsonwebtoken_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/tokens.db", dir.path().display()))
+            .await
+            .unwrap();
+        let keys = TokenKeys::load_or_create(db.clone(), "aethex-test".into(), 1_000)
+            .await
+            .unwrap();
+        let claims = AccessClaims {
+            sub: "user".into(),
+            pid: "project".into(),
+            sid: "session \"quoted\" é".into(),
+            iat: 1_700_000_000,
+            exp: 1_700_000_900,
+            iss: "aethex-test".into(),
+        };
+        let token = keys.sign(&claims).unwrap();
+
+        let (kid, private) = TokenKeys::newest_key(&db).await.unwrap().unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid);
+        let reference =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&private)).unwrap();
+        assert_eq!(token, reference);
+        let verified = keys.verify(&token, 1_700_000_000_000).await.unwrap();
+        assert_eq!(verified, claims);
     }
 }

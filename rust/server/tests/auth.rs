@@ -466,6 +466,96 @@ async fn device_accounts_link_to_device_and_email() {
     }
 }
 
+/// First sign-ins race: concurrent requests with one new device id, batched with other devices'
+/// registrations and with a contested username, so the writer's batches break and fall back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_sign_ins_of_one_device_reach_one_account() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let sign_in = |body: Value| {
+            s.req(Method::POST, "/api/v1/auth/device")
+                .json(&body)
+                .send()
+        };
+        let same_device = (0..12).map(|_| sign_in(json!({"device_id": "shared-new-device"})));
+        let other_devices =
+            (0..12).map(|i| sign_in(json!({"device_id": format!("solo-device-{i}")})));
+        let contested_name = (0..6).map(|i| {
+            sign_in(json!({"device_id": format!("racer-device-{i}"), "username": "Racer"}))
+        });
+        let (same, others, racers) = futures::join!(
+            futures::future::join_all(same_device),
+            futures::future::join_all(other_devices),
+            futures::future::join_all(contested_name),
+        );
+
+        let mut shared_user = None;
+        let mut sessions = std::collections::HashSet::new();
+        for resp in same {
+            let auth = expect_status(resp.unwrap(), StatusCode::OK).await;
+            let id = auth["user"]["id"].clone();
+            assert_eq!(shared_user.get_or_insert(id.clone()), &id);
+            assert_eq!(auth["user"]["linked"], json!(["device"]));
+            sessions.insert(auth["refresh_token"].as_str().unwrap().to_owned());
+            // Every winner's and loser's session works.
+            let me = expect_status(profile(&s, &auth["access_token"]).await, StatusCode::OK).await;
+            assert_eq!(me["id"], id);
+        }
+        assert_eq!(sessions.len(), 12, "one session per sign-in");
+        let shared_user = shared_user.unwrap();
+        let accounts: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM identities WHERE provider = 'device' AND subject = 'shared-new-device'",
+        )
+        .fetch_one(&s.state.db.read)
+        .await
+        .unwrap()
+        .get("n");
+        assert_eq!(accounts, 1);
+        let orphans: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM users u WHERE NOT EXISTS (SELECT 1 FROM identities i WHERE i.user_id = u.id)",
+        )
+        .fetch_one(&s.state.db.read)
+        .await
+        .unwrap()
+        .get("n");
+        assert_eq!(orphans, 0, "a losing sign-in left no account behind");
+
+        let mut other_ids = std::collections::HashSet::new();
+        for resp in others {
+            let auth = expect_status(resp.unwrap(), StatusCode::OK).await;
+            assert_ne!(auth["user"]["id"], shared_user);
+            other_ids.insert(auth["user"]["id"].as_str().unwrap().to_owned());
+            // The answer built without reading the account back matches the stored account.
+            let stored =
+                expect_status(profile(&s, &auth["access_token"]).await, StatusCode::OK).await;
+            assert_eq!(auth["user"], stored);
+        }
+        assert_eq!(other_ids.len(), 12);
+
+        let mut winners = 0;
+        for resp in racers {
+            let resp = resp.unwrap();
+            if resp.status() == StatusCode::OK {
+                let auth = expect_status(resp, StatusCode::OK).await;
+                assert_eq!(auth["user"]["username"], "Racer");
+                winners += 1;
+            } else {
+                expect_error(resp, StatusCode::CONFLICT, "conflict").await;
+            }
+        }
+        assert_eq!(
+            winners, 1,
+            "exactly one sign-in gets the contested username"
+        );
+        // A taken username is refused before any write, whatever its case.
+        let taken = sign_in(json!({"device_id": "late-racer-device", "username": "racer"}))
+            .await
+            .unwrap();
+        expect_error(taken, StatusCode::CONFLICT, "conflict").await;
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn verify_email_and_reset_password_through_smtp() {
     for backend in backends() {

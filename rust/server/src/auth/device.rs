@@ -47,31 +47,53 @@ pub async fn device_login(
         users::validate_username(name)?;
     }
     let now = state.clock.now_ms();
-    let mut tx = state.db.write.begin().await?;
-    let user_id = match users::find_by_identity(&mut tx, &project.id, PROVIDER, &req.device_id)
-        .await?
-    {
-        Some(id) => id,
+    let writer = &state.auth.sign_in_writer;
+    // Reads use reader connections (parallel WAL readers on SQLite); only the rows a sign-in must
+    // create go through the writer, batched with other sign-ins.
+    let lookup = &state.auth.identity_lookup;
+    let existing = lookup.user(&project.id, PROVIDER, &req.device_id);
+    let (user, opened) = match existing.await? {
+        Some(user) => {
+            let opened = writer.open_session(&project.id, &user.id, now).await?;
+            (user, opened)
+        }
         None => {
-            let username = req
-                .username
-                .clone()
-                .unwrap_or_else(users::generated_username);
-            let id = users::insert(&mut tx, &project.id, &username, now).await?;
-            users::add_identity(&mut tx, &project.id, PROVIDER, &req.device_id, &id, now).await?;
-            id
+            let username = match &req.username {
+                Some(name) => {
+                    // Most conflicts are caught here, so they do not break a writer batch.
+                    if users::username_taken(&state.db.read, &project.id, name).await? {
+                        return Err(ApiError::conflict(format!("username {name:?} is taken")));
+                    }
+                    name.clone()
+                }
+                None => users::generated_username(),
+            };
+            match writer
+                .register_device(&project.id, &req.device_id, &username, now)
+                .await?
+            {
+                Some((user_id, opened)) => (users::new_device_user(user_id, username, now), opened),
+                None => {
+                    // Lost a race with a concurrent first sign-in of this device: the identity's
+                    // primary key chose the winner's account, which this sign-in joins.
+                    let user = lookup
+                        .user(&project.id, PROVIDER, &req.device_id)
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::internal("device identity vanished after a conflict")
+                        })?;
+                    let opened = writer.open_session(&project.id, &user.id, now).await?;
+                    (user, opened)
+                }
+            }
         }
     };
-    let (session_id, refresh) =
-        sessions::create(&mut tx, &state, &project.id, &user_id, now).await?;
-    let user = users::load(&mut tx, &user_id).await?;
-    tx.commit().await?;
     Ok(Json(sessions::auth_response(
         &state,
         &project.id,
         user,
-        session_id,
-        refresh,
+        opened.session_id,
+        opened.refresh_token,
         now,
     )?))
 }

@@ -3,6 +3,7 @@
 pub mod captcha;
 pub mod device;
 pub mod email;
+pub mod identity_lookup;
 pub mod link;
 pub mod mail;
 pub mod oauth;
@@ -12,6 +13,7 @@ pub mod rate_limit;
 pub mod recovery;
 pub mod refresh;
 pub mod sessions;
+pub mod sign_in_writer;
 pub mod users;
 
 use std::collections::HashMap;
@@ -42,6 +44,10 @@ pub struct AuthService {
     pub captcha_key: captcha::CaptchaKey,
     /// Client for OAuth providers (connection pool shared by every sign-in).
     pub http: reqwest::Client,
+    /// Reads the account of a returning device sign-in.
+    pub identity_lookup: Arc<identity_lookup::IdentityLookup>,
+    /// Group-commits the sessions and accounts device sign-ins create.
+    pub sign_in_writer: sign_in_writer::SignInWriter,
 }
 
 impl AuthService {
@@ -81,6 +87,11 @@ impl AuthService {
             http: reqwest::Client::builder()
                 .timeout(oauth::PROVIDER_TIMEOUT)
                 .build()?,
+            identity_lookup: Arc::new(identity_lookup::IdentityLookup::new(db).await?),
+            sign_in_writer: sign_in_writer::SignInWriter::start(
+                db,
+                config.auth.refresh_token_ttl_days as i64 * 24 * 3600 * 1000,
+            ),
         })
     }
 

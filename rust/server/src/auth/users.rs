@@ -3,7 +3,7 @@
 use aethex_protocol::auth::User;
 use rand::Rng;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::db::{get_flag, is_unique_violation, new_id};
 use crate::error::{ApiError, ApiResult};
@@ -20,6 +20,61 @@ pub async fn load(conn: &mut AnyConnection, user_id: &str) -> ApiResult<User> {
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     let linked = linked(conn, user_id).await?;
     from_row(&row, linked)
+}
+
+/// The account `(provider, subject)` signs in to, with its linked providers, in one query.
+pub async fn load_by_identity<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    provider: &str,
+    subject: &str,
+) -> ApiResult<Option<User>> {
+    let rows = sqlx::query(
+        "SELECT u.id, u.username, u.email, u.email_verified, u.avatar_url, u.preferences, u.created_at, l.provider \
+         FROM identities i JOIN users u ON u.id = i.user_id JOIN identities l ON l.user_id = i.user_id \
+         WHERE i.project_id = $1 AND i.provider = $2 AND i.subject = $3",
+    )
+    .bind(project_id)
+    .bind(provider)
+    .bind(subject)
+    .fetch_all(executor)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut linked = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("provider"))
+        .collect::<Result<Vec<_>, _>>()?;
+    linked.sort_unstable();
+    linked.dedup();
+    from_row(first, linked).map(Some)
+}
+
+/// A device account as `insert` + `add_identity` create it, without reading it back.
+pub fn new_device_user(user_id: String, username: String, created_at: i64) -> User {
+    User {
+        id: user_id,
+        username,
+        email: None,
+        email_verified: false,
+        avatar_url: None,
+        preferences: serde_json::Value::Object(Default::default()),
+        linked: vec![super::device::PROVIDER.to_owned()],
+        created_at,
+    }
+}
+
+/// Whether `username` is taken in the project (case-insensitively, as the unique index says).
+pub async fn username_taken(pool: &AnyPool, project_id: &str, username: &str) -> ApiResult<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM users WHERE project_id = $1 AND username_lower = $2")
+            .bind(project_id)
+            .bind(username.to_lowercase())
+            .fetch_optional(pool)
+            .await?
+            .is_some(),
+    )
 }
 
 /// The providers an account can sign in with, sorted.
