@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use aethex_protocol::auth::{
-    DeviceAuthRequest, ForgotPasswordRequest, LinkEmailRequest, LoginRequest, RefreshRequest,
-    RegisterRequest, ResetPasswordRequest, UpdateProfileRequest, VerifyEmailRequest,
+    DeviceAuthRequest, ForgotPasswordRequest, LinkDeviceRequest, LinkEmailRequest, LoginRequest,
+    RefreshRequest, RegisterRequest, ResetPasswordRequest, UpdateProfileRequest,
+    VerifyEmailRequest,
 };
-use aethex_protocol::saves::{SaveSlotInfo, WriteSaveRequest};
+use aethex_protocol::saves::{RestoreSaveRequest, SaveSlotInfo, WriteSaveRequest};
 use aethex_protocol::{ErrorCode, CLIENT_KEY_HEADER};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -264,12 +265,6 @@ fn player(inner: &Inner, headers: &HeaderMap) -> MockResult<(String, String)> {
 }
 
 /// `me` or the caller's own id; any other id is 403, as on the real server.
-/// `POST /api/v1/auth/link/device` body (`LinkDeviceRequest` in newer protocol revisions).
-#[derive(Deserialize)]
-struct LinkDeviceRequest {
-    device_id: String,
-}
-
 fn target_user(caller: &str, path_user_id: &str) -> MockResult<String> {
     if path_user_id == "me" || path_user_id == caller {
         Ok(caller.to_owned())
@@ -504,24 +499,15 @@ async fn history(
     let (caller, _) = player(&inner, &headers)?;
     let user_id = target_user(&caller, &path_user)?;
     let history = query(history)?;
-    let versions = lock(&inner.store).history_json(&user_id, history.slot.as_deref());
+    let versions = lock(&inner.store).history(&user_id, history.slot.as_deref());
     Ok(Json(versions).into_response())
-}
-
-/// The real server's `RestoreSaveRequest`, which has `base_version` in newer protocol
-/// revisions than this crate may be built against; defined here so the mock always accepts it.
-#[derive(Deserialize)]
-struct RestoreRequest {
-    version: i64,
-    #[serde(default)]
-    base_version: Option<i64>,
 }
 
 async fn restore(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     Path((path_user, slot)): Path<(String, String)>,
-    ApiJson(req): ApiJson<RestoreRequest>,
+    ApiJson(req): ApiJson<RestoreSaveRequest>,
 ) -> MockResult<Response> {
     let (caller, _) = player(&inner, &headers)?;
     let user_id = target_user(&caller, &path_user)?;

@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aethex_protocol::auth::{AuthResponse, UpdateProfileRequest, User};
-use aethex_protocol::saves::{SaveData, SaveList, SaveSlotInfo, SaveVersionInfo};
+use aethex_protocol::saves::{
+    SaveConflictDetails, SaveData, SaveHistory, SaveList, SaveSlotInfo, SaveVersionInfo,
+};
 use aethex_protocol::ErrorCode;
 use base64::Engine;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -75,33 +77,9 @@ struct Session {
     revoked: bool,
 }
 
-/// One kept version as the API shows it in history. Local rather than the protocol's
-/// `SaveVersionInfo` so the mock serves `restored_from` whichever protocol revision it is built
-/// against; converted through serde.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct VersionRecord {
-    slot: String,
-    version: i64,
-    size: i64,
-    created_at: i64,
-    checksum: String,
-    metadata: Value,
-    kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    restored_from: Option<i64>,
-}
-
-impl VersionRecord {
-    fn to_protocol(&self) -> SaveVersionInfo {
-        serde_json::to_value(self)
-            .and_then(serde_json::from_value)
-            .expect("VersionRecord has every SaveVersionInfo field")
-    }
-}
-
 #[derive(Clone)]
 struct Version {
-    record: VersionRecord,
+    record: SaveVersionInfo,
     /// `None` for a delete version.
     data: Option<Value>,
 }
@@ -725,14 +703,14 @@ impl Store {
             .sum()
     }
 
-    /// 409 `save_conflict` with `details = {current, current_version}` (the real server's
-    /// `SaveConflictDetails`).
+    /// 409 `save_conflict` with `SaveConflictDetails`, as the real server answers.
     fn conflict(&self, user_id: &str, slot: &str) -> MockError {
         let latest = self.latest(user_id, slot);
-        let details = json!({
-            "current": self.current(user_id, slot).map(Version::slot_info),
-            "current_version": latest.map_or(0, |v| v.record.version),
-        });
+        let details = serde_json::to_value(SaveConflictDetails {
+            current: self.current(user_id, slot).map(Version::slot_info),
+            current_version: latest.map_or(0, |v| v.record.version),
+        })
+        .expect("conflict details serialize");
         MockError::new(
             ErrorCode::SaveConflict,
             "the slot changed since base_version; nothing was overwritten",
@@ -806,7 +784,7 @@ impl Store {
             .last()
             .map(|v| (v.record.version, v.record.created_at));
         let version = Version {
-            record: VersionRecord {
+            record: SaveVersionInfo {
                 slot: slot.to_owned(),
                 version: last.map_or(1, |(version, _)| version + 1),
                 size,
@@ -919,8 +897,8 @@ impl Store {
         Ok(())
     }
 
-    fn records(&self, user_id: &str, slot: Option<&str>) -> Vec<VersionRecord> {
-        let mut records: Vec<VersionRecord> = self
+    fn records(&self, user_id: &str, slot: Option<&str>) -> Vec<SaveVersionInfo> {
+        let mut records: Vec<SaveVersionInfo> = self
             .slots
             .iter()
             .filter(|((owner, name), _)| owner == user_id && slot.is_none_or(|s| s == name))
@@ -935,17 +913,18 @@ impl Store {
         records
     }
 
-    /// Every kept version, newest first; only `slot`'s when given. Serialized as the API's
-    /// `SaveHistory`.
-    pub fn history_json(&self, user_id: &str, slot: Option<&str>) -> Value {
-        json!({ "versions": self.records(user_id, slot) })
+    /// Every kept version, newest first; only `slot`'s when given.
+    pub fn history(&self, user_id: &str, slot: Option<&str>) -> SaveHistory {
+        SaveHistory {
+            versions: self.records(user_id, slot),
+        }
     }
 
     /// Every kept version of one slot, oldest first, deletions included.
     pub fn versions(&self, user_id: &str, slot: &str) -> Vec<SaveVersionInfo> {
         let mut records = self.records(user_id, Some(slot));
         records.reverse();
-        records.iter().map(VersionRecord::to_protocol).collect()
+        records
     }
 
     /// Makes a kept version current again as a new `restore` version; works on a deleted slot.
