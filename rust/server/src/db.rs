@@ -8,6 +8,10 @@
 //!
 //! SQLite allows one writer at a time; `Db::write` is a single-connection pool there so writers
 //! queue in-process instead of failing with SQLITE_BUSY, while readers use the WAL in parallel.
+//!
+//! Concurrency rule: PostgreSQL runs write transactions in parallel (READ COMMITTED), so a
+//! read-then-write must either be one statement (`SET v = v + $1`, `WHERE count < max`,
+//! `ON CONFLICT`) or first lock what it reads with `Db::lock_rows` (taking locks in one order).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -117,6 +121,20 @@ fn sqlite_pool(max: u32, pragmas: &'static str) -> PoolOptions<Any> {
                 Ok(())
             })
         })
+}
+
+impl Db {
+    /// The row-lock clause to append to a `SELECT` inside a write transaction: on PostgreSQL
+    /// ` FOR NO KEY UPDATE`, which makes a second read-modify-write of the same rows wait for the
+    /// first to commit and then read its result (it does not block foreign-key checks of other
+    /// rows pointing here); empty on SQLite, whose one writer connection already runs write
+    /// transactions one at a time (and which has no `FOR UPDATE`).
+    pub fn lock_rows(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR NO KEY UPDATE",
+        }
+    }
 }
 
 /// Reads a BIGINT 0/1 flag.

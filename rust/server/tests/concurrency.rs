@@ -56,10 +56,7 @@ async fn fire(requests: Vec<RequestBuilder>) -> Vec<(StatusCode, Value)> {
 /// Asserts every answer is `status` (or one of the typed errors listed), and none is a 5xx.
 fn count(answers: &[(StatusCode, Value)], status: StatusCode) -> usize {
     for (got, body) in answers {
-        assert!(
-            !got.is_server_error(),
-            "a racing request got {got}: {body}"
-        );
+        assert!(!got.is_server_error(), "a racing request got {got}: {body}");
     }
     answers.iter().filter(|(got, _)| *got == status).count()
 }
@@ -130,14 +127,24 @@ async fn concurrent_stat_increments_all_count() {
         totals.sort_unstable();
         assert_eq!(totals, (1..=n as i64).collect::<Vec<_>>(), "{backend:?}");
         let stats = get(&s, "/api/v1/stats/me", &p.token).await;
-        assert_eq!(stat(&stats, "kills"), n as i64, "{backend:?}: lost increments");
+        assert_eq!(
+            stat(&stats, "kills"),
+            n as i64,
+            "{backend:?}: lost increments"
+        );
         let unlocks = answers
             .iter()
             .filter(|(_, b)| b["newly_unlocked"] == json!(["killer"]))
             .count();
-        assert_eq!(unlocks, 1, "{backend:?}: the stat unlocks its achievement once");
+        assert_eq!(
+            unlocks, 1,
+            "{backend:?}: the stat unlocks its achievement once"
+        );
         let rank = get(&s, "/api/v1/leaderboards/kills_total/ranks/me", &p.token).await;
-        assert_eq!(rank["score"], n as i64, "{backend:?}: the fed board adds every change");
+        assert_eq!(
+            rank["score"], n as i64,
+            "{backend:?}: the fed board adds every change"
+        );
         s.stop().await;
     }
 }
@@ -158,7 +165,8 @@ async fn concurrent_stat_sets_and_increments_on_several_stats_stay_consistent() 
                     } else {
                         json!({"increment": {"b": 1}, "set": {"a_set": i}})
                     };
-                    s.player(Method::POST, "/api/v1/stats/me", &p.token).json(&body)
+                    s.player(Method::POST, "/api/v1/stats/me", &p.token)
+                        .json(&body)
                 })
                 .collect(),
         )
@@ -176,7 +184,12 @@ async fn concurrent_leaderboard_submissions_add_up() {
     for backend in backends() {
         let s = TestServer::start(backend).await;
         let p = player(&s).await;
-        admin_put(&s, "/api/v1/leaderboards/inc", json!({"operator": "increment"})).await;
+        admin_put(
+            &s,
+            "/api/v1/leaderboards/inc",
+            json!({"operator": "increment"}),
+        )
+        .await;
         admin_put(&s, "/api/v1/leaderboards/sum", json!({"operator": "sum"})).await;
         admin_put(&s, "/api/v1/leaderboards/best", json!({"operator": "best"})).await;
         let n = 40;
@@ -198,7 +211,11 @@ async fn concurrent_leaderboard_submissions_add_up() {
             );
         }
         let answers = fire(requests).await;
-        assert_eq!(count(&answers, StatusCode::OK), 3 * n as usize, "{backend:?}");
+        assert_eq!(
+            count(&answers, StatusCode::OK),
+            3 * n as usize,
+            "{backend:?}"
+        );
         for (board, score) in [("inc", n), ("sum", n), ("best", n)] {
             let rank = get(
                 &s,
@@ -230,8 +247,12 @@ async fn concurrent_achievement_unlocks_report_newly_unlocked_once() {
             .map(|_| s.player(Method::POST, "/api/v1/achievements/first/unlock", &p.token))
             .collect();
         requests.extend((1..=n).map(|v| {
-            s.player(Method::POST, "/api/v1/achievements/climb/progress", &p.token)
-                .json(&json!({"progress": v}))
+            s.player(
+                Method::POST,
+                "/api/v1/achievements/climb/progress",
+                &p.token,
+            )
+            .json(&json!({"progress": v}))
         }));
         let answers = fire(requests).await;
         assert_eq!(count(&answers, StatusCode::OK), 2 * n, "{backend:?}");
@@ -283,7 +304,11 @@ async fn concurrent_joins_never_exceed_max_members() {
             joiners
                 .iter()
                 .map(|p| {
-                    s.player(Method::POST, &format!("/api/v1/groups/{group}/join"), &p.token)
+                    s.player(
+                        Method::POST,
+                        &format!("/api/v1/groups/{group}/join"),
+                        &p.token,
+                    )
                 })
                 .collect(),
         )
@@ -291,11 +316,19 @@ async fn concurrent_joins_never_exceed_max_members() {
         // The owner is one of the three.
         assert_eq!(count(&answers, StatusCode::OK), 2, "{backend:?}");
         assert_eq!(count(&answers, StatusCode::CONFLICT), 14, "{backend:?}");
-        assert_eq!(errors_with_code(&answers, "conflict").len(), 14, "{backend:?}");
+        assert_eq!(
+            errors_with_code(&answers, "conflict").len(),
+            14,
+            "{backend:?}"
+        );
         let g = get(&s, &format!("/api/v1/groups/{group}"), &owner.token).await;
         assert_eq!(g["member_count"], 3, "{backend:?}: {g}");
         let members = get(&s, &format!("/api/v1/groups/{group}/members"), &owner.token).await;
-        assert_eq!(members["members"].as_array().unwrap().len(), 3, "{backend:?}");
+        assert_eq!(
+            members["members"].as_array().unwrap().len(),
+            3,
+            "{backend:?}"
+        );
 
         // One player joining many times at once joins once.
         let roomy = create_group(&s, &owner, "Roomy clan", 100).await;
@@ -303,7 +336,11 @@ async fn concurrent_joins_never_exceed_max_members() {
         let answers = fire(
             (0..16)
                 .map(|_| {
-                    s.player(Method::POST, &format!("/api/v1/groups/{roomy}/join"), &p.token)
+                    s.player(
+                        Method::POST,
+                        &format!("/api/v1/groups/{roomy}/join"),
+                        &p.token,
+                    )
                 })
                 .collect(),
         )
@@ -333,7 +370,11 @@ async fn owner_leaving_while_players_join_never_leaves_an_ownerless_group() {
                 &owner.token,
             )];
             requests.extend(joiners.iter().map(|p| {
-                s.player(Method::POST, &format!("/api/v1/groups/{group}/join"), &p.token)
+                s.player(
+                    Method::POST,
+                    &format!("/api/v1/groups/{group}/join"),
+                    &p.token,
+                )
             }));
             let answers = fire(requests).await;
             count(&answers, StatusCode::OK);
@@ -362,7 +403,10 @@ async fn owner_leaving_while_players_join_never_leaves_an_ownerless_group() {
             let mine = get(&s, "/api/v1/groups/mine", &joiners[0].token).await;
             for g in mine["groups"].as_array().unwrap() {
                 assert_eq!(g["id"], group.as_str());
-                assert!(*left != StatusCode::NO_CONTENT, "{backend:?}: orphan member");
+                assert!(
+                    *left != StatusCode::NO_CONTENT,
+                    "{backend:?}: orphan member"
+                );
             }
         }
         s.stop().await;
@@ -488,7 +532,11 @@ async fn concurrent_writers_of_one_version_get_one_success_and_save_conflicts() 
                     .collect(),
             )
             .await;
-            assert_eq!(count(&answers, StatusCode::OK), 1, "{backend:?} base {base}");
+            assert_eq!(
+                count(&answers, StatusCode::OK),
+                1,
+                "{backend:?} base {base}"
+            );
             let conflicts = errors_with_code(&answers, "save_conflict");
             assert_eq!(conflicts.len(), n - 1, "{backend:?} base {base}");
             let (_, won) = answers
@@ -498,8 +546,14 @@ async fn concurrent_writers_of_one_version_get_one_success_and_save_conflicts() 
             assert_eq!(won["version"], winner_version, "{backend:?}");
             for c in conflicts {
                 let details = &c["error"]["details"];
-                assert_eq!(details["current_version"], winner_version, "{backend:?}: {c}");
-                assert_eq!(details["current"]["checksum"], won["checksum"], "{backend:?}: {c}");
+                assert_eq!(
+                    details["current_version"], winner_version,
+                    "{backend:?}: {c}"
+                );
+                assert_eq!(
+                    details["current"]["checksum"], won["checksum"],
+                    "{backend:?}: {c}"
+                );
             }
         }
         s.stop().await;
@@ -535,9 +589,18 @@ async fn concurrent_writers_never_exceed_the_quota() {
             .map(|slot| slot["size"].as_i64().unwrap())
             .sum();
         assert_eq!(list["slots"].as_array().unwrap().len(), ok, "{backend:?}");
-        assert_eq!(used, sizes, "{backend:?}: usage matches the stored versions");
-        assert!(used <= quota, "{backend:?}: {used} bytes over a {quota}-byte quota");
-        assert!(ok >= 1 && refused >= 1, "{backend:?}: {ok} stored, {refused} refused");
+        assert_eq!(
+            used, sizes,
+            "{backend:?}: usage matches the stored versions"
+        );
+        assert!(
+            used <= quota,
+            "{backend:?}: {used} bytes over a {quota}-byte quota"
+        );
+        assert!(
+            ok >= 1 && refused >= 1,
+            "{backend:?}: {ok} stored, {refused} refused"
+        );
         s.stop().await;
     }
 }

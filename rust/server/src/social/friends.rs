@@ -400,6 +400,17 @@ pub async fn friend_action(
     }
     ensure_user_in_project(&state, project, &other).await?;
     let mut tx = state.db.write.begin().await?;
+    // Both edges of a pair change together: lock the two players' rows (in id order, so two
+    // players acting on each other at once queue instead of deadlocking) before reading them.
+    // Otherwise two players asking each other at once both see no request and both end "sent".
+    sqlx::query(&format!(
+        "SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id{}",
+        state.db.lock_rows()
+    ))
+    .bind(me)
+    .bind(&other)
+    .fetch_all(&mut *tx)
+    .await?;
     let mine = edge(&mut tx, project, me, &other).await?;
     let theirs = edge(&mut tx, project, &other, me).await?;
     let result = match action.as_str() {

@@ -22,7 +22,7 @@ use super::ApiQuery;
 use super::{ensure_user_in_project, page_limit, prefix_pattern};
 use crate::app::AppState;
 use crate::caller::Player;
-use crate::db::{get_flag, is_unique_violation, new_id};
+use crate::db::{get_flag, is_unique_violation, new_id, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::http::ApiJson;
 
@@ -118,6 +118,27 @@ async fn load_group(
         .ok_or_else(|| ApiError::not_found("no such group"))?;
     let role = role_of(conn, group_id, user_id).await?;
     Ok(group_from_row(&row, role)?)
+}
+
+/// Locks the group's row for the rest of the transaction. Every membership change takes it
+/// first, so on PostgreSQL changes to one group run one at a time and each sees the member count
+/// and roles the previous one committed (the `max_members` cap, the owner leaving last).
+async fn lock_group(
+    conn: &mut AnyConnection,
+    db: &Db,
+    project_id: &str,
+    group_id: &str,
+) -> ApiResult<()> {
+    sqlx::query(&format!(
+        "SELECT id FROM social_groups WHERE id = $1 AND project_id = $2{}",
+        db.lock_rows()
+    ))
+    .bind(group_id)
+    .bind(project_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| ApiError::not_found("no such group"))?;
+    Ok(())
 }
 
 async fn role_of(
@@ -374,6 +395,7 @@ pub async fn join_group(
 ) -> ApiResult<Json<Group>> {
     let now = state.clock.now_ms();
     let mut tx = state.db.write.begin().await?;
+    lock_group(&mut tx, &state.db, &player.project.id, &id).await?;
     let group = load_group(&mut tx, &player.project.id, &id, &player.user_id).await?;
     let new_role = match group.my_role {
         Some(r) if r >= GroupRole::Member => {
@@ -410,6 +432,7 @@ pub async fn leave_group(
     Path(id): Path<String>,
 ) -> ApiResult<axum::http::StatusCode> {
     let mut tx = state.db.write.begin().await?;
+    lock_group(&mut tx, &state.db, &player.project.id, &id).await?;
     let group = load_group(&mut tx, &player.project.id, &id, &player.user_id).await?;
     match group.my_role {
         None => return Err(ApiError::not_found("you are not in this group")),
@@ -456,6 +479,7 @@ pub async fn invite(
     ensure_user_in_project(&state, &player.project.id, &req.user_id).await?;
     let now = state.clock.now_ms();
     let mut tx = state.db.write.begin().await?;
+    lock_group(&mut tx, &state.db, &player.project.id, &id).await?;
     let group = load_group(&mut tx, &player.project.id, &id, &player.user_id).await?;
     if group.my_role.is_none_or(|r| r < GroupRole::Admin) {
         return Err(ApiError::forbidden("only admins and the owner invite"));
@@ -521,6 +545,7 @@ pub async fn member_action(
     }
     let now = state.clock.now_ms();
     let mut tx = state.db.write.begin().await?;
+    lock_group(&mut tx, &state.db, &player.project.id, &id).await?;
     let group = load_group(&mut tx, &player.project.id, &id, &player.user_id).await?;
     let actor = group
         .my_role

@@ -123,23 +123,37 @@ pub async fn update_stats(
     let mut tx = state.db.write.begin().await?;
     // name -> (old, new)
     let mut changes: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for (name, op) in req
+    // By name across `set` and `increment`, so concurrent updates lock rows in one order and
+    // cannot deadlock.
+    let ops: BTreeMap<&String, Result<i64, i64>> = req
         .set
         .iter()
         .map(|(n, v)| (n, Ok(*v)))
         .chain(req.increment.iter().map(|(n, v)| (n, Err(*v))))
-    {
-        let old: i64 = sqlx::query(
-            "SELECT value FROM player_stats WHERE project_id = $1 AND user_id = $2 AND name = $3",
+        .collect();
+    for (name, op) in ops {
+        // Create the row if missing, then read it locked: a concurrent update of this stat waits
+        // here until this transaction commits, then reads the new value (no lost increment).
+        sqlx::query(
+            "INSERT INTO player_stats (project_id, user_id, name, value, updated_at) VALUES ($1, $2, $3, 0, $4) \
+             ON CONFLICT (project_id, user_id, name) DO NOTHING",
         )
         .bind(&project)
         .bind(&user_id)
         .bind(name)
-        .fetch_optional(&mut *tx)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let old: i64 = sqlx::query(&format!(
+            "SELECT value FROM player_stats WHERE project_id = $1 AND user_id = $2 AND name = $3{}",
+            state.db.lock_rows()
+        ))
+        .bind(&project)
+        .bind(&user_id)
+        .bind(name)
+        .fetch_one(&mut *tx)
         .await?
-        .map(|r| r.try_get("value"))
-        .transpose()?
-        .unwrap_or(0);
+        .try_get("value")?;
         let new = match op {
             Ok(value) => value,
             Err(delta) => old
@@ -159,14 +173,13 @@ pub async fn update_stats(
             }
         }
         sqlx::query(
-            "INSERT INTO player_stats (project_id, user_id, name, value, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (project_id, user_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            "UPDATE player_stats SET value = $1, updated_at = $2 WHERE project_id = $3 AND user_id = $4 AND name = $5",
         )
+        .bind(new)
+        .bind(now)
         .bind(&project)
         .bind(&user_id)
         .bind(name)
-        .bind(new)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
         changes.insert(name.clone(), (old, new));
