@@ -649,3 +649,54 @@ async fn one_refresh_token_used_concurrently_rotates_once() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_email_links_leave_one_email_on_the_account() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let p = player(&s).await;
+        let n = 8;
+        let emails: Vec<String> = (0..n).map(|i| format!("racer{i}@example.com")).collect();
+        let answers = fire(
+            emails
+                .iter()
+                .map(|email| {
+                    s.player(Method::POST, "/api/v1/auth/link/email", &p.token)
+                        .json(&json!({"email": email, "password": "correct horse"}))
+                })
+                .collect(),
+        )
+        .await;
+        assert_eq!(count(&answers, StatusCode::OK), 1, "{backend:?}");
+        assert_eq!(
+            errors_with_code(&answers, "conflict").len(),
+            n - 1,
+            "{backend:?}"
+        );
+        // Only the winning address is linked: a loser's identity must not point at the account.
+        let (_, won) = answers
+            .iter()
+            .find(|(status, _)| *status == StatusCode::OK)
+            .unwrap();
+        let linked: Vec<String> = sqlx::query_scalar(
+            "SELECT subject FROM identities WHERE user_id = $1 AND provider = 'email'",
+        )
+        .bind(&p.id)
+        .fetch_all(&s.state.db.read)
+        .await
+        .unwrap();
+        assert_eq!(
+            linked,
+            vec![won["email"].as_str().unwrap().to_owned()],
+            "{backend:?}"
+        );
+        let resp = s
+            .req(Method::POST, "/api/v1/auth/login")
+            .json(&json!({"email": won["email"], "password": "correct horse"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{backend:?}");
+        s.stop().await;
+    }
+}

@@ -96,11 +96,16 @@ pub async fn link_email(
     let email_lower = users::normalize_email(address);
     let now = state.clock.now_ms();
     let mut tx = state.db.write.begin().await?;
-    let current = sqlx::query("SELECT username, email_lower FROM users WHERE id = $1")
-        .bind(&player.user_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    // Locked: two links racing on one account would otherwise both see no email and both add
+    // an email identity.
+    let current = sqlx::query(&format!(
+        "SELECT username, email_lower FROM users WHERE id = $1{}",
+        state.db.lock_rows()
+    ))
+    .bind(&player.user_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("no such user"))?;
     if current
         .try_get::<Option<String>, _>("email_lower")?
         .is_some()
