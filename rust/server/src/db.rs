@@ -155,6 +155,15 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` is PostgreSQL aborting a transaction because of a concurrent one: a
+/// serialization failure (40001) or a deadlock (40P01). Retrying the request succeeds.
+pub fn is_concurrency_abort(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
+    }
+}
+
 /// A fresh time-ordered id.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

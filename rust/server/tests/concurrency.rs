@@ -700,3 +700,53 @@ async fn concurrent_email_links_leave_one_email_on_the_account() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_collisions_become_typed_errors() {
+    use aethex_protocol::ErrorCode;
+    use aethex_server::ApiError;
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let db = &s.state.db;
+        let (p, q) = (player(&s).await, player(&s).await);
+        // A real duplicate a handler did not expect: 409 `conflict`, not 500.
+        let duplicate = sqlx::query(
+            "INSERT INTO sessions (id, project_id, user_id, created_at) \
+             SELECT id, project_id, user_id, created_at FROM sessions WHERE user_id = $1",
+        )
+        .bind(&p.id)
+        .execute(&db.write)
+        .await
+        .unwrap_err();
+        let mapped = ApiError::from(duplicate);
+        assert_eq!(mapped.code, ErrorCode::Conflict, "{backend:?}: {mapped}");
+        if backend == common::Backend::Postgres {
+            // A real deadlock: two transactions lock two rows in opposite orders. The one
+            // PostgreSQL aborts is a retryable 503 with Retry-After.
+            let touch = "UPDATE users SET updated_at = updated_at + 1 WHERE id = $1";
+            let mut a = db.write.begin().await.unwrap();
+            let mut b = db.write.begin().await.unwrap();
+            sqlx::query(touch)
+                .bind(&p.id)
+                .execute(&mut *a)
+                .await
+                .unwrap();
+            sqlx::query(touch)
+                .bind(&q.id)
+                .execute(&mut *b)
+                .await
+                .unwrap();
+            let second = |mut tx: sqlx::Transaction<'static, sqlx::Any>, id: String| async move {
+                let result = sqlx::query(touch).bind(&id).execute(&mut *tx).await;
+                let _ = tx.rollback().await;
+                result.err()
+            };
+            let (ea, eb) = tokio::join!(second(a, q.id.clone()), second(b, p.id.clone()));
+            let aborted = ea.or(eb).expect("PostgreSQL aborts one side of a deadlock");
+            let mapped = ApiError::from(aborted);
+            assert_eq!(mapped.code, ErrorCode::Unavailable, "{mapped}");
+            assert_eq!(mapped.retry_after, Some(1));
+        }
+        s.stop().await;
+    }
+}
