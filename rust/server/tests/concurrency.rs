@@ -750,3 +750,71 @@ async fn database_collisions_become_typed_errors() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_ownership_handovers_leave_exactly_one_owner() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let owner = player(&s).await;
+        let group = create_group(&s, &owner, "Handover clan", 100).await;
+        let mut admins = Vec::new();
+        for _ in 0..8 {
+            let p = player(&s).await;
+            expect_status(
+                s.player(
+                    Method::POST,
+                    &format!("/api/v1/groups/{group}/join"),
+                    &p.token,
+                )
+                .send()
+                .await
+                .unwrap(),
+                StatusCode::OK,
+            )
+            .await;
+            expect_status(
+                s.player(
+                    Method::POST,
+                    &format!("/api/v1/groups/{group}/members/{}/promote", p.id),
+                    &owner.token,
+                )
+                .send()
+                .await
+                .unwrap(),
+                StatusCode::OK,
+            )
+            .await;
+            admins.push(p);
+        }
+        // The owner hands the group to every admin at once: the first wins, after which the old
+        // owner is an admin and may not hand over anything.
+        let answers = fire(
+            admins
+                .iter()
+                .map(|a| {
+                    s.player(
+                        Method::POST,
+                        &format!("/api/v1/groups/{group}/members/{}/promote", a.id),
+                        &owner.token,
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        assert_eq!(count(&answers, StatusCode::OK), 1, "{backend:?}");
+        assert_eq!(
+            errors_with_code(&answers, "forbidden").len(),
+            7,
+            "{backend:?}"
+        );
+        let members = get(&s, &format!("/api/v1/groups/{group}/members"), &owner.token).await;
+        let owners = members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "owner")
+            .count();
+        assert_eq!(owners, 1, "{backend:?}: {members}");
+        s.stop().await;
+    }
+}
