@@ -44,7 +44,10 @@ pub unsafe extern "C" fn aethex_probe_sign_in(
     let outcome = loop {
         client.drain_events(&mut events, 64);
         let done = events.iter().find_map(|e| match e {
-            Event::Completed { request: r, outcome } if *r == request => Some(outcome.is_ok()),
+            Event::Completed {
+                request: r,
+                outcome,
+            } if *r == request => Some(outcome.is_ok()),
             _ => None,
         });
         match done {

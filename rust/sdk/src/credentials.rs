@@ -4,6 +4,10 @@
 //! and falls back to an encrypted file in `data_dir` when the store is missing or fails (headless
 //! Linux, CI). `FileOnly` always uses the file.
 //!
+//! The OS store is opened at first use and closed with the client, and none of the stores starts
+//! a thread: the library can be unloaded (Godot at exit) once the client has shut down. On Linux
+//! that rules out the zbus-based Secret Service store, whose threads are process-global.
+//!
 //! The file is `session.token` = `"AXT1" || nonce (12) || AES-256-GCM(token)`, with the key derived
 //! by HKDF-SHA256 from 32 random bytes in `credentials.key` (mode 0600), the machine id (when the
 //! OS has one) and the API URL + client key.
@@ -15,10 +19,12 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use hkdf::Hkdf;
+use keyring_core::CredentialStore as OsStore;
 use sha2::Sha256;
 
 use crate::storage::write_atomic;
@@ -40,6 +46,8 @@ pub(crate) struct TokenStore {
     account: String,
     token_file: PathBuf,
     key_file: PathBuf,
+    /// The OS store once opened (`None` when it could not be); dropped with the client.
+    os_store: OnceLock<Option<Arc<OsStore>>>,
 }
 
 impl TokenStore {
@@ -49,16 +57,22 @@ impl TokenStore {
             account: format!("{api_url}|{client_key}"),
             token_file: data_dir.join("session.token"),
             key_file: data_dir.join("credentials.key"),
+            os_store: OnceLock::new(),
         }
     }
 
-    fn keyring_entry(&self) -> Option<keyring::Entry> {
-        match &self.kind {
-            CredentialStore::Keyring { service } => keyring::Entry::new(service, &self.account)
+    fn keyring_entry(&self) -> Option<keyring_core::Entry> {
+        let CredentialStore::Keyring { service } = &self.kind else {
+            return None;
+        };
+        let store = self.os_store.get_or_init(|| {
+            open_os_store()
                 .map_err(|e| tracing::debug!(error = %e, "OS credential store unavailable"))
-                .ok(),
-            CredentialStore::FileOnly => None,
-        }
+                .ok()
+        });
+        keyring_core::Entry::new_in_store(store.as_ref()?, service, &self.account)
+            .map_err(|e| tracing::debug!(error = %e, "OS credential store refused the entry"))
+            .ok()
     }
 
     /// The stored token, if any. Blocking (keyring and file I/O): call off the game thread.
@@ -156,6 +170,41 @@ impl TokenStore {
         .expect("32 bytes is a valid HKDF length");
         Ok(key.into())
     }
+}
+
+#[cfg(target_os = "macos")]
+fn open_os_store() -> keyring_core::Result<Arc<OsStore>> {
+    let store: Arc<OsStore> = apple_native_keyring_store::keychain::Store::new()?;
+    Ok(store)
+}
+
+#[cfg(target_os = "windows")]
+fn open_os_store() -> keyring_core::Result<Arc<OsStore>> {
+    let store: Arc<OsStore> = windows_native_keyring_store::Store::new()?;
+    Ok(store)
+}
+
+/// Secret Service over libdbus: synchronous calls on the caller's thread (the tokio blocking
+/// pool), no threads of its own.
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+fn open_os_store() -> keyring_core::Result<Arc<OsStore>> {
+    let store: Arc<OsStore> = dbus_secret_service_keyring_store::Store::new()?;
+    Ok(store)
+}
+
+#[cfg(not(any(
+    target_os = "macos",
+    target_os = "windows",
+    all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    )
+)))]
+fn open_os_store() -> keyring_core::Result<Arc<OsStore>> {
+    Err(keyring_core::Error::NoDefaultStore)
 }
 
 #[cfg(test)]

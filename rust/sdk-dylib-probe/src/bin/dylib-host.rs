@@ -10,12 +10,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-type SignIn = unsafe extern "C" fn(
-    *const c_char,
-    *const c_char,
-    *const c_char,
-    *const c_char,
-) -> c_int;
+type SignIn =
+    unsafe extern "C" fn(*const c_char, *const c_char, *const c_char, *const c_char) -> c_int;
 
 fn threads() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
@@ -34,20 +30,30 @@ fn mapped(library: &Path) -> bool {
 fn round(library: &Path, args: &[CString; 3], device: &CString) -> Result<(), String> {
     // SAFETY: the probe library runs no code at load or unload beyond Rust's own, and the symbol
     // has the signature declared above.
-    let outcome = unsafe {
-        let lib = libloading::Library::new(library).map_err(|e| format!("dlopen: {e}"))?;
-        let sign_in: libloading::Symbol<SignIn> = lib
-            .get(b"aethex_probe_sign_in\0")
-            .map_err(|e| format!("dlsym: {e}"))?;
-        let outcome = sign_in(
-            args[0].as_ptr(),
-            args[1].as_ptr(),
-            args[2].as_ptr(),
-            device.as_ptr(),
-        );
-        lib.close().map_err(|e| format!("dlclose: {e}"))?;
-        outcome
-    };
+    let lib = unsafe { libloading::Library::new(library) }.map_err(|e| format!("dlopen: {e}"))?;
+    // The call runs on a thread that ends before dlclose: glibc keeps a library mapped while a
+    // live thread holds thread-local destructors from it, and this test wants it really unmapped
+    // so that a thread left behind faults instead of idling in mapped code.
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: as above; the strings outlive the call.
+                unsafe {
+                    let sign_in: libloading::Symbol<SignIn> = lib
+                        .get(b"aethex_probe_sign_in\0")
+                        .map_err(|e| format!("dlsym: {e}"))?;
+                    Ok::<_, String>(sign_in(
+                        args[0].as_ptr(),
+                        args[1].as_ptr(),
+                        args[2].as_ptr(),
+                        device.as_ptr(),
+                    ))
+                }
+            })
+            .join()
+            .map_err(|_| "the call panicked".to_owned())?
+    })?;
+    lib.close().map_err(|e| format!("dlclose: {e}"))?;
     if outcome != 0 {
         return Err(format!("sign-in through the library returned {outcome}"));
     }
