@@ -8,7 +8,9 @@
 //! a thread: the library can be unloaded (Godot at exit) once the client has shut down. On Linux
 //! that rules out the zbus-based Secret Service store, whose threads are process-global.
 //!
-//! The file is `session.token` = `"AXT1" || nonce (12) || AES-256-GCM(token)`, with the key derived
+//! Every server + game (api_url + client key) has its own session: a game that switches servers
+//! (`reconfigure()` in Godot) and back resumes instead of signing in again. The file is
+//! `session-<server tag>.token` = `"AXT1" || nonce (12) || AES-256-GCM(token)`, with the key derived
 //! by HKDF-SHA256 from 32 random bytes in `credentials.key` (mode 0600), the machine id (when the
 //! OS has one) and the API URL + client key.
 //!
@@ -25,7 +27,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use hkdf::Hkdf;
 use keyring_core::CredentialStore as OsStore;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::storage::write_atomic;
 
@@ -55,7 +57,7 @@ impl TokenStore {
         Self {
             kind,
             account: format!("{api_url}|{client_key}"),
-            token_file: data_dir.join("session.token"),
+            token_file: data_dir.join(format!("session-{}.token", server_tag(api_url, client_key))),
             key_file: data_dir.join("credentials.key"),
             os_store: OnceLock::new(),
         }
@@ -172,6 +174,12 @@ impl TokenStore {
     }
 }
 
+/// Names the per-server files in `data_dir`: a hash, because URLs do not make file names.
+pub(crate) fn server_tag(api_url: &str, client_key: &str) -> String {
+    let digest = Sha256::digest(format!("{api_url}|{client_key}"));
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(target_os = "macos")]
 fn open_os_store() -> keyring_core::Result<Arc<OsStore>> {
     let store: Arc<OsStore> = apple_native_keyring_store::keychain::Store::new()?;
@@ -228,7 +236,7 @@ mod tests {
         s.save("first").unwrap();
         s.save("second").unwrap();
         assert_eq!(store(dir.path()).load().as_deref(), Some("second"));
-        let raw = fs::read(dir.path().join("session.token")).unwrap();
+        let raw = fs::read(&s.token_file).unwrap();
         assert!(
             !raw.windows(6).any(|w| w == b"second"),
             "token stored in clear"
@@ -236,12 +244,9 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for f in ["session.token", "credentials.key"] {
-                let mode = fs::metadata(dir.path().join(f))
-                    .unwrap()
-                    .permissions()
-                    .mode();
-                assert_eq!(mode & 0o777, 0o600, "{f}");
+            for f in [&s.token_file, &s.key_file] {
+                let mode = fs::metadata(f).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", f.display());
             }
         }
         s.clear();
@@ -253,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         s.save("token").unwrap();
-        let path = dir.path().join("session.token");
+        let path = s.token_file.clone();
         let mut raw = fs::read(&path).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
