@@ -283,6 +283,11 @@ async fn save_load_list_history_restore_delete() {
     assert_eq!(string(&saved, "checksum").len(), 64);
     let completed = p.signal("saves", "save_completed").await;
     assert_eq!(completed[0], Value::String("slot1".into()));
+    // A load right after an online save: the server confirms the cached version (304), so the
+    // data is served from the cache (documented in docs/sdk.md).
+    let mine = p.load("slot1").await.unwrap();
+    assert_eq!(mine.get("data"), Some(&data));
+    assert_eq!(mine.get("from_cache"), Some(&Value::Bool(true)));
 
     // A fresh client (empty cache) gets the Godot types back from the server.
     let other_dir = tempfile::tempdir().unwrap();
