@@ -155,7 +155,12 @@ impl Hub {
             .map(|(_, object)| object.clone())
             .collect();
         objects.extend(self.pending.borrow().values().map(|h| h.clone().upcast()));
-        objects.extend(self.refused.borrow().iter().map(|(h, _)| h.clone().upcast()));
+        objects.extend(
+            self.refused
+                .borrow()
+                .iter()
+                .map(|(h, _)| h.clone().upcast()),
+        );
         for mut object in objects {
             for signal in object.get_signal_list().iter_shared() {
                 let Some(name) = signal.get("name").map(|n| n.to::<StringName>()) else {
