@@ -110,4 +110,14 @@ async fn the_sdk_leaves_no_thread_behind_when_its_library_is_unloaded() {
         String::from_utf8_lossy(&host.stdout),
         String::from_utf8_lossy(&host.stderr)
     );
+    // The keyring path ran and fell back: no Secret Service on the bus, so the token is in the file.
+    let token_files = std::fs::read_dir(client_dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("session-") && name.ends_with(".token"))
+        .count();
+    assert_eq!(
+        token_files, 1,
+        "the session fell back to the encrypted file"
+    );
 }
