@@ -61,6 +61,8 @@ impl UserSingleton for AeThexCloud {}
 impl AeThexCloud {
     /// Restarts the SDK client with the current `aethex_cloud/*` project settings (e.g. after
     /// changing the server URL at runtime). Calls still running complete with `unavailable`.
+    /// Blocks until the old client's threads have ended (at most 2 s). Each server keeps its own
+    /// stored session, so switching back lets `auth.resume_session()` sign in again.
     #[func]
     fn reconfigure(&self) {
         self.hub.reconfigure();
