@@ -184,7 +184,8 @@ impl Hub {
         Ok(())
     }
 
-    fn hook_frame(self: &Rc<Self>) {
+    /// Connects the per-frame drain and the exit-time disconnect, once a SceneTree exists.
+    pub fn hook_frame(self: &Rc<Self>) {
         if self.frame_hook.borrow().is_some() {
             return;
         }
