@@ -14,7 +14,7 @@ use tokio::runtime::{Handle, Runtime};
 
 use crate::auth::Auth;
 use crate::codec::plain_from_json;
-use crate::credentials::{server_tag, TokenStore};
+use crate::credentials::TokenStore;
 use crate::http::{Api, Reply, Request};
 use crate::saves::{Saves, SyncState};
 use crate::social::Social;
@@ -246,11 +246,8 @@ impl Shared {
     /// The signed-in user (not secret: the same data the save cache holds), so a game started
     /// offline can resume the session and keep saving; see `resume_offline`. One per server, as
     /// the refresh token.
-    fn session_user_file(&self) -> std::path::PathBuf {
-        let tag = server_tag(&self.config.api_url, &self.config.client_key);
-        self.config
-            .data_dir
-            .join(format!("session_user-{tag}.json"))
+    fn session_user_file(&self) -> &std::path::Path {
+        self.tokens.user_file()
     }
 
     /// Takes a sign-in answer: memory, persisted refresh token, `logged_in`.
@@ -258,7 +255,7 @@ impl Shared {
         let user = user_value(&auth.user);
         let user_file = self.session_user_file();
         if let Err(e) = write_atomic(
-            &user_file,
+            user_file,
             &serde_json::to_vec(&auth.user).expect("users serialize"),
             true,
         ) {

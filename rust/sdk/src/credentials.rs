@@ -20,7 +20,7 @@
 //! the token. Only the OS credential store protects against that.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use aes_gcm::aead::{Aead, KeyInit};
@@ -48,19 +48,29 @@ pub(crate) struct TokenStore {
     account: String,
     token_file: PathBuf,
     key_file: PathBuf,
+    /// The signed-in user of this server's session (see `Shared::resume_offline`).
+    user_file: PathBuf,
+    data_dir: PathBuf,
     /// The OS store once opened (`None` when it could not be); dropped with the client.
     os_store: OnceLock<Option<Arc<OsStore>>>,
 }
 
 impl TokenStore {
     pub fn new(kind: CredentialStore, data_dir: PathBuf, api_url: &str, client_key: &str) -> Self {
+        let tag = server_tag(api_url, client_key);
         Self {
             kind,
             account: format!("{api_url}|{client_key}"),
-            token_file: data_dir.join(format!("session-{}.token", server_tag(api_url, client_key))),
+            token_file: data_dir.join(format!("session-{tag}.token")),
             key_file: data_dir.join("credentials.key"),
+            user_file: data_dir.join(format!("session_user-{tag}.json")),
+            data_dir,
             os_store: OnceLock::new(),
         }
+    }
+
+    pub fn user_file(&self) -> &Path {
+        &self.user_file
     }
 
     fn keyring_entry(&self) -> Option<keyring_core::Entry> {
@@ -84,7 +94,8 @@ impl TokenStore {
                 return Some(token);
             }
         }
-        match self.load_file() {
+        match self.load_file(&self.token_file) {
+            Ok(None) => self.take_over_legacy(),
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(error = %e, "stored session unreadable; signing in again is needed");
@@ -124,8 +135,20 @@ impl TokenStore {
         let _ = fs::remove_file(&self.token_file);
     }
 
-    fn load_file(&self) -> std::io::Result<Option<String>> {
-        let bytes = match fs::read(&self.token_file) {
+    /// SDK versions before per-server sessions kept one `session.token` (and
+    /// `session_user.json`). It decrypts only with its own server's key, so the first load by
+    /// that server moves both to its names; for any other server it stays untouched.
+    fn take_over_legacy(&self) -> Option<String> {
+        let legacy = self.data_dir.join("session.token");
+        let token = self.load_file(&legacy).ok().flatten()?;
+        if fs::rename(&legacy, &self.token_file).is_ok() {
+            let _ = fs::rename(self.data_dir.join("session_user.json"), &self.user_file);
+        }
+        Some(token)
+    }
+
+    fn load_file(&self, path: &Path) -> std::io::Result<Option<String>> {
+        let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -175,7 +198,7 @@ impl TokenStore {
 }
 
 /// Names the per-server files in `data_dir`: a hash, because URLs do not make file names.
-pub(crate) fn server_tag(api_url: &str, client_key: &str) -> String {
+fn server_tag(api_url: &str, client_key: &str) -> String {
     let digest = Sha256::digest(format!("{api_url}|{client_key}"));
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -283,6 +306,34 @@ mod tests {
 
         fs::write(&path, b"garbage").unwrap();
         assert_eq!(s.load(), None);
+    }
+
+    #[test]
+    fn a_session_stored_before_per_server_files_is_taken_over_by_its_server_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.save("old-token").unwrap();
+        // What SDK versions before per-server sessions left behind.
+        fs::rename(&s.token_file, dir.path().join("session.token")).unwrap();
+        fs::write(dir.path().join("session_user.json"), b"{}").unwrap();
+
+        // Another server's store neither reads nor removes it.
+        let other = TokenStore::new(
+            CredentialStore::FileOnly,
+            dir.path().to_path_buf(),
+            "http://elsewhere",
+            "key",
+        );
+        assert_eq!(other.load(), None);
+        assert!(dir.path().join("session.token").exists());
+
+        // Its own server takes it over, with the signed-in user file.
+        assert_eq!(s.load().as_deref(), Some("old-token"));
+        assert!(!dir.path().join("session.token").exists());
+        assert_eq!(store(dir.path()).load().as_deref(), Some("old-token"));
+        let tag = server_tag("http://x", "key");
+        assert!(dir.path().join(format!("session_user-{tag}.json")).exists());
+        assert!(!dir.path().join("session_user.json").exists());
     }
 
     #[test]
