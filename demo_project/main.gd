@@ -14,6 +14,10 @@ const SCREENS := {
 var _signed_in := false
 var _current_screen := ""
 
+# By name, not as the global `AeThexCloud`: on a project's first open the Godot 4.3 editor parses
+# scripts before the extension has registered the singleton ("Identifier not found").
+var _cloud = Engine.get_singleton("AeThexCloud")
+
 @onready var _screen_holder: Control = %ScreenHolder
 @onready var _nav: Control = %Nav
 @onready var _saves_button: Button = %SavesButton
@@ -25,19 +29,19 @@ var _current_screen := ""
 
 
 func _ready() -> void:
-	AeThexCloud.auth.logged_in.connect(_on_logged_in)
-	AeThexCloud.auth.logged_out.connect(_on_signed_out)
-	AeThexCloud.auth.session_expired.connect(_on_session_expired)
-	AeThexCloud.saves.sync_status_changed.connect(_on_sync_status_changed)
+	_cloud.auth.logged_in.connect(_on_logged_in)
+	_cloud.auth.logged_out.connect(_on_signed_out)
+	_cloud.auth.session_expired.connect(_on_session_expired)
+	_cloud.saves.sync_status_changed.connect(_on_sync_status_changed)
 	_saves_button.pressed.connect(_show_screen.bind("saves"))
 	_leaderboards_button.pressed.connect(_show_screen.bind("leaderboards"))
 	_achievements_button.pressed.connect(_show_screen.bind("achievements"))
 	_logout_button.pressed.connect(_on_logout_pressed)
-	_on_sync_status_changed(AeThexCloud.saves.get_sync_status())
+	_on_sync_status_changed(_cloud.saves.get_sync_status())
 	_set_signed_in_ui(false)
 	_account_label.text = "Resuming session..."
 	# A refresh token stored by an earlier run signs the player back in without a login.
-	var resumed = await AeThexCloud.auth.resume_session()
+	var resumed = await _cloud.auth.resume_session()
 	if resumed.success:
 		_on_logged_in(resumed.user)
 		if resumed.payload.get("offline", false):
@@ -51,7 +55,7 @@ func _on_logged_in(user: Dictionary) -> void:
 	if not _signed_in:
 		_set_signed_in_ui(true)
 		# Saves made offline queue on disk and upload in the background once reachable.
-		AeThexCloud.saves.enable_auto_sync(true)
+		_cloud.saves.enable_auto_sync(true)
 		_show_screen("saves")
 
 
@@ -68,7 +72,7 @@ func _on_session_expired() -> void:
 
 func _on_logout_pressed() -> void:
 	_logout_button.disabled = true
-	var result = await AeThexCloud.auth.logout()
+	var result = await _cloud.auth.logout()
 	if result.success:
 		_on_signed_out()
 	else:

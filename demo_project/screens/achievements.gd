@@ -8,6 +8,10 @@ const KILL_GOAL_ID := "kill_100_enemies"
 
 var _kills := 0
 
+# By name, not as the global `AeThexCloud`: on a project's first open the Godot 4.3 editor parses
+# scripts before the extension has registered the singleton ("Identifier not found").
+var _cloud = Engine.get_singleton("AeThexCloud")
+
 @onready var _achievement_list: ItemList = %AchievementList
 @onready var _summary_label: Label = %SummaryLabel
 @onready var _kills_label: Label = %KillsLabel
@@ -21,13 +25,13 @@ func _ready() -> void:
 	%UnlockButton.pressed.connect(_on_unlock_pressed)
 	%KillButton.pressed.connect(_on_kill_pressed)
 	%StatButton.pressed.connect(_on_stat_pressed)
-	AeThexCloud.social.achievements.achievement_unlocked.connect(_on_achievement_unlocked)
+	_cloud.social.achievements.achievement_unlocked.connect(_on_achievement_unlocked)
 	_banner_label.text = ""
 	_refresh()
 
 
 func _on_unlock_pressed() -> void:
-	var result = await AeThexCloud.social.achievements.unlock("first_kill")
+	var result = await _cloud.social.achievements.unlock("first_kill")
 	if not result.success:
 		_show_error("Unlock failed", result.error)
 		return
@@ -39,7 +43,7 @@ func _on_unlock_pressed() -> void:
 func _on_kill_pressed() -> void:
 	# Progress never goes down on the server, so sending the running count is safe to repeat.
 	_kills += 15
-	var result = await AeThexCloud.social.achievements.set_progress(KILL_GOAL_ID, _kills)
+	var result = await _cloud.social.achievements.set_progress(KILL_GOAL_ID, _kills)
 	if not result.success:
 		_show_error("Progress failed", result.error)
 		return
@@ -50,7 +54,7 @@ func _on_kill_pressed() -> void:
 
 func _on_stat_pressed() -> void:
 	# Statistics feed achievements tied to them (and leaderboards fed by them) on the server.
-	var result = await AeThexCloud.social.stats.increment("enemies_killed", 25)
+	var result = await _cloud.social.stats.increment("enemies_killed", 25)
 	if not result.success:
 		_show_error("Stat update failed", result.error)
 		return
@@ -63,12 +67,12 @@ func _on_achievement_unlocked(achievement: Dictionary) -> void:
 
 
 func _refresh() -> void:
-	var achievements = await AeThexCloud.social.achievements.get_all()
+	var achievements = await _cloud.social.achievements.get_all()
 	if not achievements.success:
 		_show_error("Listing failed", achievements.error)
 		return
 	var rates := {}
-	var percentages = await AeThexCloud.social.achievements.get_percentages()
+	var percentages = await _cloud.social.achievements.get_percentages()
 	if percentages.success:
 		for rate in percentages:
 			rates[rate.id] = rate.percent
@@ -89,7 +93,7 @@ func _refresh() -> void:
 			_kills = int(ach.progress)
 			_kills_label.text = "%d / %d enemies" % [ach.progress, ach.goal]
 	_summary_label.text = "%d of %d unlocked" % [unlocked_count, achievements.size()]
-	var stats = await AeThexCloud.social.stats.get()
+	var stats = await _cloud.social.stats.get()
 	if stats.success:
 		_stats_label.text = "enemies_killed = %d" % stats.values.get("enemies_killed", 0)
 

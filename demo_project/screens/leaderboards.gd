@@ -11,6 +11,10 @@ const PAGE_SIZE := 10
 var _cursors: Array[String] = [""]
 var _next_cursor := ""
 
+# By name, not as the global `AeThexCloud`: on a project's first open the Godot 4.3 editor parses
+# scripts before the extension has registered the singleton ("Identifier not found").
+var _cloud = Engine.get_singleton("AeThexCloud")
+
 @onready var _board_edit: LineEdit = %BoardEdit
 @onready var _range_option: OptionButton = %RangeOption
 @onready var _period_option: OptionButton = %PeriodOption
@@ -36,7 +40,7 @@ func _ready() -> void:
 	%SubmitButton.pressed.connect(_on_submit_pressed)
 	_prev_button.pressed.connect(_on_prev_pressed)
 	_next_button.pressed.connect(_on_next_pressed)
-	AeThexCloud.social.leaderboards.score_submitted.connect(_on_score_submitted)
+	_cloud.social.leaderboards.score_submitted.connect(_on_score_submitted)
 	_on_filter_changed()
 
 
@@ -47,11 +51,11 @@ func _on_submit_pressed() -> void:
 	_status_label.text = "Submitting %d to %s..." % [score, board]
 	var result
 	if note.is_empty():
-		result = await AeThexCloud.social.leaderboards.submit_score(board, score)
+		result = await _cloud.social.leaderboards.submit_score(board, score)
 	else:
 		# Metadata is stored with the score and shown next to it in every entry.
 		var metadata := {"note": note, "date": Time.get_date_string_from_system()}
-		var boards = AeThexCloud.social.leaderboards
+		var boards = _cloud.social.leaderboards
 		result = await boards.submit_score_with_metadata(board, score, metadata)
 	if not result.success:
 		_show_error("Submit failed", result.error)
@@ -89,7 +93,7 @@ func _load_page() -> void:
 	}
 	if range_name == "global" and not _cursors.back().is_empty():
 		options["cursor"] = _cursors.back()
-	var leaderboard = await AeThexCloud.social.leaderboards.get(_board(), options)
+	var leaderboard = await _cloud.social.leaderboards.get(_board(), options)
 	_entry_list.clear()
 	if not leaderboard.success:
 		_next_cursor = ""
@@ -128,7 +132,7 @@ func _board() -> String:
 
 
 func _my_user_id() -> String:
-	var user = AeThexCloud.auth.get_current_user()
+	var user = _cloud.auth.get_current_user()
 	return str(user.get("id", "")) if user is Dictionary else ""
 
 

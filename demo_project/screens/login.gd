@@ -5,6 +5,10 @@ extends CenterContainer
 ## Emitted with the user Dictionary after any successful sign-in.
 signal signed_in(user: Dictionary)
 
+# By name, not as the global `AeThexCloud`: on a project's first open the Godot 4.3 editor parses
+# scripts before the extension has registered the singleton ("Identifier not found").
+var _cloud = Engine.get_singleton("AeThexCloud")
+
 @onready var _email_edit: LineEdit = %EmailEdit
 @onready var _password_edit: LineEdit = %PasswordEdit
 @onready var _username_edit: LineEdit = %UsernameEdit
@@ -32,7 +36,7 @@ func _ready() -> void:
 
 
 func _on_login_pressed() -> void:
-	_sign_in(AeThexCloud.auth.login_email(_email(), _password_edit.text), "Signing in...")
+	_sign_in(_cloud.auth.login_email(_email(), _password_edit.text), "Signing in...")
 
 
 func _on_register_pressed() -> void:
@@ -40,17 +44,17 @@ func _on_register_pressed() -> void:
 	if username.is_empty():
 		_status_label.text = "Pick a username to create an account."
 		return
-	var pending := AeThexCloud.auth.register(_email(), _password_edit.text, username)
+	var pending: Signal = _cloud.auth.register(_email(), _password_edit.text, username)
 	_sign_in(pending, "Creating your account...")
 
 
 func _on_device_pressed() -> void:
 	# No device id given: the SDK generates one once and keeps it under user://.
-	_sign_in(AeThexCloud.auth.login_device(), "Signing in as a guest...")
+	_sign_in(_cloud.auth.login_device(), "Signing in as a guest...")
 
 
 func _on_oauth_pressed(provider: String) -> void:
-	_sign_in(AeThexCloud.auth.login_oauth(provider), "Finish signing in in your browser...")
+	_sign_in(_cloud.auth.login_oauth(provider), "Finish signing in in your browser...")
 
 
 func _on_reset_pressed() -> void:
@@ -58,7 +62,7 @@ func _on_reset_pressed() -> void:
 		_status_label.text = "Enter your email first."
 		return
 	_set_busy(true, "Requesting a reset email...")
-	var result = await AeThexCloud.auth.request_password_reset(_email())
+	var result = await _cloud.auth.request_password_reset(_email())
 	_set_busy(false, "")
 	if result.success:
 		_status_label.text = "If this address has an account, a reset email is on its way."

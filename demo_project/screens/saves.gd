@@ -15,6 +15,10 @@ var _versions: Array[int] = []
 ## Conflicts waiting for the dialog, each [slot, local, remote].
 var _conflicts: Array = []
 
+# By name, not as the global `AeThexCloud`: on a project's first open the Godot 4.3 editor parses
+# scripts before the extension has registered the singleton ("Identifier not found").
+var _cloud = Engine.get_singleton("AeThexCloud")
+
 @onready var _slot_list: ItemList = %SlotList
 @onready var _quota_label: Label = %QuotaLabel
 @onready var _history_list: ItemList = %HistoryList
@@ -38,15 +42,15 @@ func _ready() -> void:
 	%LoadButton.pressed.connect(_on_load_pressed)
 	%SyncNowButton.pressed.connect(_on_sync_now_pressed)
 	_slot_list.item_selected.connect(_on_slot_selected)
-	_auto_sync_check.button_pressed = AeThexCloud.saves.get_sync_status() != "disabled"
+	_auto_sync_check.button_pressed = _cloud.saves.get_sync_status() != "disabled"
 	_auto_sync_check.toggled.connect(_on_auto_sync_toggled)
 	_conflict_dialog.confirmed.connect(_resolve_conflict.bind(true))
 	_conflict_dialog.canceled.connect(_resolve_conflict.bind(false))
 
-	AeThexCloud.saves.save_completed.connect(_on_save_completed)
-	AeThexCloud.saves.save_failed.connect(_on_save_failed)
-	AeThexCloud.saves.conflict_detected.connect(_on_conflict_detected)
-	AeThexCloud.saves.conflict_resolved.connect(_on_conflict_resolved)
+	_cloud.saves.save_completed.connect(_on_save_completed)
+	_cloud.saves.save_failed.connect(_on_save_failed)
+	_cloud.saves.conflict_detected.connect(_on_conflict_detected)
+	_cloud.saves.conflict_resolved.connect(_on_conflict_resolved)
 
 	_update_position_label()
 	_refresh_slots()
@@ -64,7 +68,7 @@ func _on_save_pressed() -> void:
 	# Metadata is shown by list() and history() without downloading the data.
 	var metadata := {"level": int(_level_spin.value)}
 	_status_label.text = "Saving %s..." % slot
-	var result = await AeThexCloud.saves.save_with_metadata(slot, state, metadata)
+	var result = await _cloud.saves.save_with_metadata(slot, state, metadata)
 	if not result.success:
 		_show_error("Save failed", result.error)
 		return
@@ -78,7 +82,7 @@ func _on_save_pressed() -> void:
 func _on_load_pressed() -> void:
 	var slot := _slot()
 	_status_label.text = "Loading %s..." % slot
-	var loaded = await AeThexCloud.saves.load(slot)
+	var loaded = await _cloud.saves.load(slot)
 	if not loaded.success:
 		_show_error("Load failed", loaded.error)
 		return
@@ -99,7 +103,7 @@ func _on_delete_pressed() -> void:
 	if slot.is_empty():
 		_status_label.text = "Select a slot to delete."
 		return
-	var result = await AeThexCloud.saves.delete(slot)
+	var result = await _cloud.saves.delete(slot)
 	if result.success:
 		_status_label.text = "Deleted %s (its history stays restorable)." % slot
 		_refresh_slots()
@@ -114,7 +118,7 @@ func _on_restore_pressed() -> void:
 		_status_label.text = "Select a slot and one of its versions."
 		return
 	var version: int = _versions[selected[0]]
-	var result = await AeThexCloud.saves.restore(slot, version)
+	var result = await _cloud.saves.restore(slot, version)
 	if result.success:
 		_status_label.text = (
 			"Restored version %d of %s as version %s." % [version, slot, result.version]
@@ -125,7 +129,7 @@ func _on_restore_pressed() -> void:
 
 
 func _on_sync_now_pressed() -> void:
-	var result = await AeThexCloud.saves.sync_now()
+	var result = await _cloud.saves.sync_now()
 	if result.success:
 		_status_label.text = "Uploaded %d, %d still queued." % [result.uploaded, result.pending]
 	else:
@@ -133,7 +137,7 @@ func _on_sync_now_pressed() -> void:
 
 
 func _on_auto_sync_toggled(enabled: bool) -> void:
-	AeThexCloud.saves.enable_auto_sync(enabled)
+	_cloud.saves.enable_auto_sync(enabled)
 
 
 func _on_move_pressed() -> void:
@@ -146,7 +150,7 @@ func _on_slot_selected(index: int) -> void:
 	_slot_edit.text = slot
 	_history_list.clear()
 	_versions.clear()
-	var result = await AeThexCloud.saves.history(slot)
+	var result = await _cloud.saves.history(slot)
 	if not result.success:
 		_show_error("History failed", result.error)
 		return
@@ -158,7 +162,7 @@ func _on_slot_selected(index: int) -> void:
 
 
 func _refresh_slots() -> void:
-	var saves_list = await AeThexCloud.saves.list()
+	var saves_list = await _cloud.saves.list()
 	if not saves_list.success:
 		_show_error("Listing failed", saves_list.error)
 		return
@@ -207,7 +211,7 @@ func _resolve_conflict(keep_local: bool) -> void:
 		return
 	var conflict: Array = _conflicts.pop_front()
 	var chosen = conflict[1] if keep_local else conflict[2]
-	var result = await AeThexCloud.saves.resolve_conflict(conflict[0], chosen)
+	var result = await _cloud.saves.resolve_conflict(conflict[0], chosen)
 	if not result.success:
 		_show_error("Resolving the conflict failed", result.error)
 	_show_next_conflict()

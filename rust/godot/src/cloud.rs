@@ -34,22 +34,22 @@ use crate::social::AeThexSocial;
 #[class(no_init, base = Object)]
 pub struct AeThexCloud {
     /// Accounts and sessions ([AeThexAuth]).
-    #[var(no_set)]
+    #[var(get = get_auth, no_set)]
     auth: Gd<AeThexAuth>,
     /// Cloud saves ([AeThexSaves]).
-    #[var(no_set)]
+    #[var(get = get_saves, no_set)]
     saves: Gd<AeThexSaves>,
     /// Multiplayer: matchmaking and voice ([AeThexMultiplayer]).
-    #[var(no_set)]
+    #[var(get = get_multiplayer, no_set)]
     multiplayer: Gd<AeThexMultiplayer>,
     /// Analytics ([AeThexAnalytics]).
-    #[var(no_set)]
+    #[var(get = get_analytics, no_set)]
     analytics: Gd<AeThexAnalytics>,
     /// Content delivery ([AeThexCdn]).
-    #[var(no_set)]
+    #[var(get = get_cdn, no_set)]
     cdn: Gd<AeThexCdn>,
     /// Leaderboards, achievements, statistics, friends and groups ([AeThexSocial]).
-    #[var(no_set)]
+    #[var(get = get_social, no_set)]
     social: Gd<AeThexSocial>,
     hub: Rc<Hub>,
     base: Base<Object>,
@@ -61,6 +61,8 @@ impl UserSingleton for AeThexCloud {}
 impl AeThexCloud {
     /// Restarts the SDK client with the current `aethex_cloud/*` project settings (e.g. after
     /// changing the server URL at runtime). Calls still running complete with `unavailable`.
+    /// Blocks until the old client's threads have ended (at most 2 s). Each server keeps its own
+    /// stored session, so switching back lets `auth.resume_session()` sign in again.
     #[func]
     fn reconfigure(&self) {
         self.hub.reconfigure();
@@ -71,9 +73,52 @@ impl AeThexCloud {
     fn get_version(&self) -> GString {
         GString::from(env!("CARGO_PKG_VERSION"))
     }
+
+    // Custom getters of the service properties: see `service_accessed`.
+    #[func]
+    fn get_auth(&self) -> Gd<AeThexAuth> {
+        self.service_accessed();
+        self.auth.clone()
+    }
+
+    #[func]
+    fn get_saves(&self) -> Gd<AeThexSaves> {
+        self.service_accessed();
+        self.saves.clone()
+    }
+
+    #[func]
+    fn get_multiplayer(&self) -> Gd<AeThexMultiplayer> {
+        self.service_accessed();
+        self.multiplayer.clone()
+    }
+
+    #[func]
+    fn get_analytics(&self) -> Gd<AeThexAnalytics> {
+        self.service_accessed();
+        self.analytics.clone()
+    }
+
+    #[func]
+    fn get_cdn(&self) -> Gd<AeThexCdn> {
+        self.service_accessed();
+        self.cdn.clone()
+    }
+
+    #[func]
+    fn get_social(&self) -> Gd<AeThexSocial> {
+        self.service_accessed();
+        self.social.clone()
+    }
 }
 
 impl AeThexCloud {
+    /// A script reaching a service may connect to its signals without making a call; the hub's
+    /// exit-time disconnect must be in place before that (see hub.rs).
+    fn service_accessed(&self) {
+        self.hub.hook_frame();
+    }
+
     /// Builds the singleton and its service objects; registered by the extension at Scene init.
     pub fn register() {
         let hub = Hub::new();

@@ -8,13 +8,18 @@
 //! off the main thread.
 //!
 //! No RefCell borrow is held while a signal is emitted: handlers may call back into the binding.
+//!
+//! When the root Window leaves the tree (SceneTree finalize at exit, before nodes and scripts are
+//! freed) every connection to the service objects' signals is disconnected: Godot 4.3 crashes at
+//! exit when a GDScript lambda is still connected to an engine singleton's signal once the
+//! script side is gone (the connection is torn down after GDScript at extension deinit).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use aethex_protocol::ErrorCode;
-use godot::builtin::{Callable, Signal, Variant};
+use godot::builtin::{Callable, Signal, StringName, Variant};
 use godot::classes::{Engine, Object, SceneTree};
 use godot::global::{godot_error, godot_warn};
 use godot::obj::{Gd, Singleton};
@@ -27,6 +32,10 @@ use crate::{log_bridge, settings};
 /// Upper bound on events handled per frame, so a burst cannot stall one frame.
 const MAX_EVENTS_PER_FRAME: usize = 1024;
 
+/// How long `reconfigure()` and deinit wait for the SDK's threads (they end within milliseconds
+/// unless a blocking call, e.g. a credential store prompt, is in progress).
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Default)]
 pub struct Hub {
     client: RefCell<Option<Client>>,
@@ -38,6 +47,8 @@ pub struct Hub {
     services: RefCell<Vec<(&'static str, Gd<Object>)>>,
     /// The drain Callable once connected to `SceneTree.process_frame`.
     frame_hook: RefCell<Option<Callable>>,
+    /// The Callable connected to the root Window's `tree_exiting` (see the module docs).
+    exit_hook: RefCell<Option<Callable>>,
     /// Reused between frames to avoid an allocation per drain.
     events: RefCell<Vec<Event>>,
 }
@@ -87,10 +98,12 @@ impl Hub {
     }
 
     /// Drops the client so the next call builds a new one from the current ProjectSettings.
-    /// Calls still in flight complete with `unavailable`.
+    /// Calls still in flight complete with `unavailable`. Waits for the old client's threads as
+    /// deinit does: a thread still running when Godot unloads the library crashes the exit.
     pub fn reconfigure(&self) {
-        if let Some(client) = self.client.borrow_mut().take() {
-            client.shutdown();
+        let old = self.client.borrow_mut().take();
+        if let Some(client) = old {
+            client.shutdown_and_wait(SHUTDOWN_WAIT);
         }
         let orphaned: Vec<_> = self.pending.borrow_mut().drain().map(|(_, h)| h).collect();
         let mut refused = self.refused.borrow_mut();
@@ -108,8 +121,9 @@ impl Hub {
     /// Stops the SDK and drops every Godot object held; called at extension deinit. Waits
     /// briefly for the SDK's threads so none runs while Godot unloads the library.
     pub fn shutdown(&self) {
-        if let Some(client) = self.client.borrow_mut().take() {
-            client.shutdown_and_wait(std::time::Duration::from_secs(2));
+        let old = self.client.borrow_mut().take();
+        if let Some(client) = old {
+            client.shutdown_and_wait(SHUTDOWN_WAIT);
         }
         self.pending.borrow_mut().clear();
         self.refused.borrow_mut().clear();
@@ -119,6 +133,43 @@ impl Hub {
             if let Some(mut tree) = scene_tree() {
                 if tree.is_connected("process_frame", &drain) {
                     tree.disconnect("process_frame", &drain);
+                }
+            }
+        }
+        if let Some(release) = self.exit_hook.borrow_mut().take() {
+            if let Some(mut root) = scene_tree().and_then(|tree| tree.get_root()) {
+                if root.is_connected("tree_exiting", &release) {
+                    root.disconnect("tree_exiting", &release);
+                }
+            }
+        }
+    }
+
+    /// Disconnects every connection to every signal of the service objects and of the requests
+    /// still in flight (see the module docs).
+    fn release_connections(&self) {
+        let mut objects: Vec<Gd<Object>> = self
+            .services
+            .borrow()
+            .iter()
+            .map(|(_, object)| object.clone())
+            .collect();
+        objects.extend(self.pending.borrow().values().map(|h| h.clone().upcast()));
+        objects.extend(
+            self.refused
+                .borrow()
+                .iter()
+                .map(|(h, _)| h.clone().upcast()),
+        );
+        for mut object in objects {
+            for signal in object.get_signal_list().iter_shared() {
+                let Some(name) = signal.get("name").map(|n| n.to::<StringName>()) else {
+                    continue;
+                };
+                for connection in object.get_signal_connection_list(&name).iter_shared() {
+                    if let Some(callable) = connection.get("callable") {
+                        object.disconnect(&name, &callable.to::<Callable>());
+                    }
                 }
             }
         }
@@ -133,7 +184,8 @@ impl Hub {
         Ok(())
     }
 
-    fn hook_frame(self: &Rc<Self>) {
+    /// Connects the per-frame drain and the exit-time disconnect, once a SceneTree exists.
+    pub fn hook_frame(self: &Rc<Self>) {
         if self.frame_hook.borrow().is_some() {
             return;
         }
@@ -149,6 +201,20 @@ impl Hub {
         });
         tree.connect("process_frame", &drain);
         *self.frame_hook.borrow_mut() = Some(drain);
+
+        if let Some(mut root) = tree.get_root() {
+            let hub: Weak<Hub> = Rc::downgrade(self);
+            let release = Callable::from_fn(
+                "AeThexCloud.release_connections",
+                move |_args: &[&Variant]| {
+                    if let Some(hub) = hub.upgrade() {
+                        hub.release_connections();
+                    }
+                },
+            );
+            root.connect("tree_exiting", &release);
+            *self.exit_hook.borrow_mut() = Some(release);
+        }
     }
 
     /// Delivers everything queued since the last frame: refused calls, then SDK events in order.

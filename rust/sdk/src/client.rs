@@ -25,10 +25,6 @@ use crate::{ClientConfig, Event, RequestId, SdkError, Value};
 /// that expires in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-/// The signed-in user (not secret: the same data the save cache holds), so a game started
-/// offline can resume the session and keep saving; see `resume_offline`.
-const SESSION_USER_FILE: &str = "session_user.json";
-
 pub(crate) struct Session {
     pub user_id: String,
     pub user: Value,
@@ -247,12 +243,19 @@ impl Shared {
         value
     }
 
+    /// The signed-in user (not secret: the same data the save cache holds), so a game started
+    /// offline can resume the session and keep saving; see `resume_offline`. One per server, as
+    /// the refresh token.
+    fn session_user_file(&self) -> &std::path::Path {
+        self.tokens.user_file()
+    }
+
     /// Takes a sign-in answer: memory, persisted refresh token, `logged_in`.
     pub async fn establish(self: &Arc<Self>, auth: AuthResponse, announce: bool) -> Value {
         let user = user_value(&auth.user);
-        let user_file = self.config.data_dir.join(SESSION_USER_FILE);
+        let user_file = self.session_user_file();
         if let Err(e) = write_atomic(
-            &user_file,
+            user_file,
             &serde_json::to_vec(&auth.user).expect("users serialize"),
             true,
         ) {
@@ -291,7 +294,7 @@ impl Shared {
     /// Forgets the session locally (memory and stored token).
     pub async fn clear_session(self: &Arc<Self>) {
         *self.session.write().expect("session lock") = None;
-        let _ = std::fs::remove_file(self.config.data_dir.join(SESSION_USER_FILE));
+        let _ = std::fs::remove_file(self.session_user_file());
         let shared = self.clone();
         let _ = tokio::task::spawn_blocking(move || shared.tokens.clear()).await;
     }
@@ -308,7 +311,7 @@ impl Shared {
     /// be reached at resume: saves queue locally, and the first request that gets through
     /// refreshes the access token (or ends the session if the token was revoked meanwhile).
     pub fn resume_offline(&self, refresh_token: String) -> Option<Value> {
-        let bytes = std::fs::read(self.config.data_dir.join(SESSION_USER_FILE)).ok()?;
+        let bytes = std::fs::read(self.session_user_file()).ok()?;
         let user: User = serde_json::from_slice(&bytes).ok()?;
         let value = user_value(&user);
         *self.session.write().expect("session lock") = Some(Session {

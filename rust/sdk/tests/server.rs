@@ -209,6 +209,43 @@ async fn new_client_resumes_the_session_without_login() {
     assert_eq!(fourth.err(id).await.code, ErrorCode::Unauthorized);
 }
 
+/// What the binding's `reconfigure()` does when the game switches servers: a new client on the
+/// same `data_dir` with another api_url and client key. Each server keeps its own session, so
+/// switching back resumes instead of needing a new login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_kept_per_server_so_switching_back_resumes() {
+    let mut a = RealServer::start().await;
+    let b = RealServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut on_a = Probe::new(a.config(dir.path()));
+    let user_a = user_id(&on_a.login_device("switch-device-a").await);
+    drop(on_a);
+
+    let mut on_b = Probe::new(b.config(dir.path()));
+    let id = on_b.client.auth().resume_session();
+    assert_eq!(on_b.err(id).await.code, ErrorCode::Unauthorized);
+    let user_b = user_id(&on_b.login_device("switch-device-b").await);
+    drop(on_b);
+
+    let mut back_on_a = Probe::new(a.config(dir.path()));
+    let id = back_on_a.client.auth().resume_session();
+    assert_eq!(user_id(&back_on_a.ok(id).await), user_a);
+    drop(back_on_a);
+
+    let mut back_on_b = Probe::new(b.config(dir.path()));
+    let id = back_on_b.client.auth().resume_session();
+    assert_eq!(user_id(&back_on_b.ok(id).await), user_b);
+    drop(back_on_b);
+
+    // Offline resume reads the stored user of the same server, never the other one's.
+    a.stop().await;
+    let mut offline_a = Probe::new(a.config(dir.path()));
+    let id = offline_a.client.auth().resume_session();
+    let resumed = offline_a.ok(id).await;
+    assert_eq!(resumed.get("offline"), Some(&Value::Bool(true)));
+    assert_eq!(user_id(&resumed), user_a);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_access_token_is_refreshed_and_the_call_retried() {
     let server = RealServer::start().await;
@@ -246,6 +283,11 @@ async fn save_load_list_history_restore_delete() {
     assert_eq!(string(&saved, "checksum").len(), 64);
     let completed = p.signal("saves", "save_completed").await;
     assert_eq!(completed[0], Value::String("slot1".into()));
+    // A load right after an online save: the server confirms the cached version (304), so the
+    // data is served from the cache (documented in docs/sdk.md).
+    let mine = p.load("slot1").await.unwrap();
+    assert_eq!(mine.get("data"), Some(&data));
+    assert_eq!(mine.get("from_cache"), Some(&Value::Bool(true)));
 
     // A fresh client (empty cache) gets the Godot types back from the server.
     let other_dir = tempfile::tempdir().unwrap();
