@@ -50,7 +50,11 @@ impl Auth {
 
     pub fn login_email(&self, email: String, password: String) -> RequestId {
         self.shared.spawn_call(move |shared| async move {
-            let body = LoginRequest { email, password };
+            let body = LoginRequest {
+                email,
+                password,
+                captcha: None,
+            };
             sign_in(
                 &shared,
                 Request::new(Method::POST, "/api/v1/auth/login").json(&body),
