@@ -18,7 +18,8 @@ impl Blobs {
     /// `file://DIR` or `s3://BUCKET[/PREFIX]` (credentials and endpoint from AWS_* variables).
     pub fn open(url: &str) -> anyhow::Result<Self> {
         let store: Arc<dyn ObjectStore> = if let Some(dir) = url.strip_prefix("file://") {
-            std::fs::create_dir_all(dir)?;
+            // Owner-only: saves are encrypted, but their sizes and owners are not.
+            crate::data_files::private_dir(std::path::Path::new(dir))?;
             Arc::new(LocalFileSystem::new_with_prefix(dir)?)
         } else if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));

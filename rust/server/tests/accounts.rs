@@ -428,3 +428,68 @@ async fn wrong_passwords_from_elsewhere_do_not_lock_the_owner_out() {
         s.stop().await;
     }
 }
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// What the embedded default keeps on disk, with the mode each must have.
+#[cfg(unix)]
+fn private_paths(data_dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    let mut paths = vec![
+        (data_dir.to_path_buf(), 0o700),
+        (data_dir.join("blobs"), 0o700),
+        (data_dir.join("aethex.db"), 0o600),
+        (data_dir.join("default-project-key"), 0o600),
+        (data_dir.join("default-server-key"), 0o600),
+        (data_dir.join("save-encryption-key"), 0o600),
+    ];
+    // Present while the database is open.
+    for suffix in ["-wal", "-shm"] {
+        paths.push((data_dir.join(format!("aethex.db{suffix}")), 0o600));
+    }
+    paths
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn data_files_are_private_on_fresh_and_existing_installs() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start(common::Backend::Sqlite).await;
+    // A write creates the blob tree and fills the WAL.
+    let player = s.device_player().await;
+    let (id, token) = (
+        player["user"]["id"].as_str().unwrap().to_owned(),
+        player["access_token"].as_str().unwrap().to_owned(),
+    );
+    expect_status(
+        s.player(Method::POST, &format!("/api/v1/saves/{id}"), &token)
+            .json(&json!({"slot": "main", "data": {"level": 3}, "base_version": 0}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let dir = s.data_dir.path().to_path_buf();
+    for (path, want) in private_paths(&dir) {
+        assert_eq!(mode(&path), want, "fresh start: {}", path.display());
+    }
+
+    // An install from before: everything world-readable. A start makes it private again.
+    for (path, want) in private_paths(&dir) {
+        let open = if want == 0o700 { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(open)).unwrap();
+    }
+    let s = s.restart().await;
+    for (path, want) in private_paths(&dir) {
+        assert_eq!(mode(&path), want, "restart: {}", path.display());
+    }
+    s.stop().await;
+}
