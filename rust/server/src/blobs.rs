@@ -50,6 +50,32 @@ impl Blobs {
         self.store.get(&Path::from(key)).await?.bytes().await
     }
 
+    /// The "folders" right under `prefix` (`saves` → `saves/<user>`), on every store.
+    pub async fn list_folders(&self, prefix: &str) -> object_store::Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&Path::from(prefix)))
+            .await?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    /// Every object under `prefix` with when it was last written.
+    pub async fn list(
+        &self,
+        prefix: &str,
+    ) -> object_store::Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(&Path::from(prefix)))
+            .map_ok(|meta| (meta.location.to_string(), meta.last_modified))
+            .try_collect()
+            .await
+    }
+
     /// Deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> object_store::Result<()> {
         match self.store.delete(&Path::from(key)).await {

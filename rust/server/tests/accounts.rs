@@ -493,3 +493,101 @@ async fn data_files_are_private_on_fresh_and_existing_installs() {
     }
     s.stop().await;
 }
+
+/// Backdates a blob of the local blob folder by `secs`.
+fn age_blob(s: &TestServer, key: &str, secs: u64) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(s.data_dir.path().join("blobs").join(key))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+        .unwrap();
+}
+
+async fn blob_exists(s: &TestServer, key: &str) -> bool {
+    match s.state.blobs.get(key).await {
+        Ok(_) => true,
+        Err(object_store::Error::NotFound { .. }) => false,
+        Err(e) => panic!("{key}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn orphaned_save_blobs_are_swept_after_a_grace_period() {
+    use aethex_server::saves::sweep;
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let player = s.device_player().await;
+        let (id, token) = (
+            player["user"]["id"].as_str().unwrap().to_owned(),
+            player["access_token"].as_str().unwrap().to_owned(),
+        );
+        expect_status(
+            s.player(Method::POST, "/api/v1/saves/me", &token)
+                .json(&json!({"slot": "main", "data": {"level": 3}, "base_version": 0}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        let referenced: String =
+            sqlx::query_scalar("SELECT blob_key FROM save_versions WHERE user_id = $1")
+                .bind(&id)
+                .fetch_one(&s.state.db.read)
+                .await
+                .unwrap();
+        // As a write that died between storing its blob and committing its row, long ago and
+        // just now; and an orphan of a player without any save row.
+        let old_orphan = format!("saves/{id}/{}", uuid::Uuid::now_v7());
+        let fresh_orphan = format!("saves/{id}/{}", uuid::Uuid::now_v7());
+        let stray_orphan = format!("saves/{}/{}", uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        for key in [&old_orphan, &fresh_orphan, &stray_orphan] {
+            s.state
+                .blobs
+                .put(key, bytes::Bytes::from_static(b"AXS1 partial"))
+                .await
+                .unwrap();
+        }
+        let two_hours = 2 * 3600;
+        age_blob(&s, &referenced, two_hours);
+        age_blob(&s, &old_orphan, two_hours);
+        age_blob(&s, &stray_orphan, two_hours);
+
+        let swept = sweep::sweep_orphans(&s.state.db, &s.state.blobs, sweep::ORPHAN_GRACE)
+            .await
+            .unwrap();
+        assert_eq!(swept, 2);
+        assert!(!blob_exists(&s, &old_orphan).await);
+        assert!(!blob_exists(&s, &stray_orphan).await);
+        assert!(
+            blob_exists(&s, &fresh_orphan).await,
+            "in-flight write swept"
+        );
+        assert!(blob_exists(&s, &referenced).await, "referenced blob swept");
+        let read = expect_status(
+            s.player(Method::GET, "/api/v1/saves/me/main", &token)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(read["data"]["level"], 3);
+
+        // A start sweeps too.
+        age_blob(&s, &fresh_orphan, two_hours);
+        let s = s.restart().await;
+        let mut gone = false;
+        for _ in 0..100 {
+            if !blob_exists(&s, &fresh_orphan).await {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(gone, "the sweep at start left an old orphan");
+        assert!(blob_exists(&s, &referenced).await);
+        s.stop().await;
+    }
+}
