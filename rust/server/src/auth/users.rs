@@ -161,8 +161,8 @@ pub fn normalize_username(username: &str) -> String {
     username.nfkc().collect()
 }
 
-/// Full case folding approximated with std (`ß` → `ss`, `ǅ` → `ǆ`); `to_lowercase` alone keeps
-/// `ß` and `ẞ` apart.
+/// Full case folding approximated with std: `to_lowercase` alone keeps `ß` and `ss` apart, via
+/// uppercase both become `ss`.
 fn fold_case(text: &str) -> String {
     text.to_uppercase().to_lowercase()
 }
