@@ -72,6 +72,9 @@ pub struct RegisterRequest {
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+    /// Required only while the account is under attack (the server answers `captcha_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captcha: Option<CaptchaSolution>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

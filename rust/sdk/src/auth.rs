@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use aethex_protocol::auth::{
-    AuthResponse, DeviceAuthRequest, ForgotPasswordRequest, LinkDeviceRequest, LinkEmailRequest,
-    LoginRequest, RegisterRequest, ResetPasswordRequest, User, VerifyEmailRequest,
+    AuthResponse, CaptchaChallenge, CaptchaSolution, DeviceAuthRequest, ForgotPasswordRequest,
+    LinkDeviceRequest, LinkEmailRequest, LoginRequest, RegisterRequest, ResetPasswordRequest, User,
+    VerifyEmailRequest,
 };
 use aethex_protocol::ErrorCode;
 use reqwest::Method;
@@ -50,12 +51,22 @@ impl Auth {
 
     pub fn login_email(&self, email: String, password: String) -> RequestId {
         self.shared.spawn_call(move |shared| async move {
-            let body = LoginRequest { email, password };
-            sign_in(
-                &shared,
-                Request::new(Method::POST, "/api/v1/auth/login").json(&body),
-            )
-            .await
+            let mut body = LoginRequest {
+                email,
+                password,
+                captcha: None,
+            };
+            let login =
+                |body: &LoginRequest| Request::new(Method::POST, "/api/v1/auth/login").json(body);
+            match sign_in(&shared, login(&body)).await {
+                // The account is under attack: the server lets the owner in with a solved
+                // proof of work, so pay it and try once more.
+                Err(e) if e.code == ErrorCode::CaptchaRequired => {
+                    body.captcha = Some(solve_captcha(&shared).await?);
+                    sign_in(&shared, login(&body)).await
+                }
+                other => other,
+            }
         })
     }
 
@@ -266,6 +277,56 @@ async fn sign_in(shared: &Arc<Shared>, request: Request) -> Result<Value, SdkErr
     // Saves written before a crash or while offline go up now.
     shared.start_replay();
     Ok(signed_in)
+}
+
+/// Hardest captcha the SDK solves: each bit doubles the work (2^18, the server's default, takes
+/// a fraction of a second).
+const MAX_CAPTCHA_DIFFICULTY: u32 = 28;
+
+/// Fetches a challenge and finds its nonce off the async workers.
+async fn solve_captcha(shared: &Arc<Shared>) -> Result<CaptchaSolution, SdkError> {
+    let challenge: CaptchaChallenge = shared
+        .api
+        .send(&Request::new(Method::GET, "/api/v1/auth/captcha"))
+        .await?
+        .json()?;
+    if challenge.difficulty > MAX_CAPTCHA_DIFFICULTY {
+        return Err(SdkError::new(
+            ErrorCode::CaptchaRequired,
+            format!("captcha difficulty {} is too high", challenge.difficulty),
+        ));
+    }
+    let CaptchaChallenge {
+        challenge,
+        difficulty,
+        ..
+    } = challenge;
+    tokio::task::spawn_blocking(move || {
+        let nonce = (0u64..)
+            .map(|n| n.to_string())
+            .find(|nonce| leading_zero_bits(&challenge, nonce) >= difficulty)
+            .expect("a nonce exists below 2^64 for difficulties up to 28");
+        CaptchaSolution { challenge, nonce }
+    })
+    .await
+    .map_err(|e| SdkError::new(ErrorCode::Internal, format!("solving the captcha: {e}")))
+}
+
+/// Leading zero bits of SHA-256(challenge || nonce), as the server checks.
+fn leading_zero_bits(challenge: &str, nonce: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(challenge.as_bytes())
+        .chain_update(nonce.as_bytes())
+        .finalize();
+    let mut zeros = 0;
+    for byte in digest {
+        zeros += byte.leading_zeros();
+        if byte != 0 {
+            break;
+        }
+    }
+    zeros
 }
 
 async fn user_call(shared: &Arc<Shared>, build: impl Fn() -> Request) -> Result<Value, SdkError> {

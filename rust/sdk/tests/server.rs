@@ -607,3 +607,50 @@ async fn sync_now_uploads_the_queue_and_reports_counts() {
     assert_eq!(loaded.get("data"), Some(&Value::Int(2)));
     assert_eq!(codec::encode(&Value::Int(2)), b"2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_logs_in_while_the_account_is_under_attack() {
+    let server = RealServer::start_with(|c| {
+        c.rate_limit.enabled = true;
+        c.rate_limit.auth_per_account_burst = 3;
+        c.rate_limit.auth_per_account_per_minute = 1;
+        c.auth.captcha_difficulty = 12;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Probe::new(server.config(dir.path()));
+    let id = p.client.auth().register(
+        "eve.target@example.com".into(),
+        "correct horse battery".into(),
+        "target".into(),
+    );
+    let registered = p.ok(id).await;
+    let id = p.client.auth().logout();
+    p.ok(id).await;
+
+    // Wrong passwords from another address until that address is throttled.
+    let attacker = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = attacker
+            .post(format!("{}/api/v1/auth/login", server.url))
+            .header("X-AeThex-Key", &server.client_key)
+            .json(
+                &serde_json::json!({"email": "eve.target@example.com", "password": "guess guess"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+
+    // The owner's game answers the server's captcha by itself and gets in.
+    let again = p
+        .login_email("eve.target@example.com", "correct horse battery")
+        .await;
+    assert_eq!(user_id(&again), user_id(&registered));
+}

@@ -63,7 +63,7 @@ impl Server {
     }
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        crate::data_files::secure_data_dir(&config.data_dir)?;
         let db = Db::connect(&config.database_url()).await?;
         let blobs = Blobs::open(&config.blob_store_url())?;
         let projects = Projects::new(db.clone());
@@ -131,13 +131,7 @@ async fn ensure_default_project(
 }
 
 fn write_secret_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, format!("{contents}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
+    crate::data_files::write_secret(path, &format!("{contents}\n"))
 }
 
 fn prometheus() -> &'static PrometheusHandle {

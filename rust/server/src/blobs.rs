@@ -18,7 +18,8 @@ impl Blobs {
     /// `file://DIR` or `s3://BUCKET[/PREFIX]` (credentials and endpoint from AWS_* variables).
     pub fn open(url: &str) -> anyhow::Result<Self> {
         let store: Arc<dyn ObjectStore> = if let Some(dir) = url.strip_prefix("file://") {
-            std::fs::create_dir_all(dir)?;
+            // Owner-only: saves are encrypted, but their sizes and owners are not.
+            crate::data_files::private_dir(std::path::Path::new(dir))?;
             Arc::new(LocalFileSystem::new_with_prefix(dir)?)
         } else if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -47,6 +48,32 @@ impl Blobs {
 
     pub async fn get(&self, key: &str) -> object_store::Result<Bytes> {
         self.store.get(&Path::from(key)).await?.bytes().await
+    }
+
+    /// The "folders" right under `prefix` (`saves` → `saves/<user>`), on every store.
+    pub async fn list_folders(&self, prefix: &str) -> object_store::Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&Path::from(prefix)))
+            .await?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    /// Every object under `prefix` with when it was last written.
+    pub async fn list(
+        &self,
+        prefix: &str,
+    ) -> object_store::Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(&Path::from(prefix)))
+            .map_ok(|meta| (meta.location.to_string(), meta.last_modified))
+            .try_collect()
+            .await
     }
 
     /// Deleting a missing object is not an error.

@@ -61,6 +61,9 @@ impl Db {
                 std::fs::create_dir_all(parent)?;
             }
         }
+        if path != ":memory:" {
+            crate::data_files::secure_sqlite_file(std::path::Path::new(path))?;
+        }
         // Create the file and switch it to WAL once; journal mode is persistent.
         let setup = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod caller;
 pub mod clock;
 pub mod config;
+pub mod data_files;
 pub mod db;
 pub mod error;
 pub mod http;

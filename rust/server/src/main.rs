@@ -42,7 +42,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn create_project(config: Config, name: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    aethex_server::data_files::secure_data_dir(&config.data_dir)?;
     let db = aethex_server::db::Db::connect(&config.database_url()).await?;
     let projects = aethex_server::projects::Projects::new(db);
     let now = std::time::SystemTime::now()

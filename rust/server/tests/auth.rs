@@ -1274,3 +1274,27 @@ async fn openapi_documents_every_auth_endpoint() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn oauth_names_that_look_like_a_taken_one_are_replaced() {
+    for backend in backends() {
+        let provider = FakeProvider::start().await;
+        let google = provider.config("google");
+        let s = TestServer::start_with(backend, |c| c.oauth.google = Some(google)).await;
+        register(&s, "marie@example.com", "marie", PASSWORD).await;
+        // `rn` looks like `m`: the provider's name is refused for a generated one.
+        let (code, verifier) = authorize(&s, "google", "rnarie").await;
+        let signed_in = expect_status(
+            s.req(Method::POST, "/api/v1/auth/oauth/google")
+                .json(&code_body(&code, &verifier))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        let name = signed_in["user"]["username"].as_str().unwrap();
+        assert!(name.starts_with("player_"), "{name}");
+        s.stop().await;
+    }
+}

@@ -134,16 +134,16 @@ pub fn meets_difficulty(challenge: &str, nonce: &str, difficulty: u32) -> bool {
     zeros >= difficulty
 }
 
-/// Registration's captcha gate: a valid, unused solution or 400 `captcha_required`.
+/// The captcha gate (registration, logins to an account under attack): a valid, unused solution
+/// or 400 `captcha_required` with `missing` as the message when there is none.
 pub async fn require_solution(
     state: &AppState,
     project_id: &str,
     solution: Option<&CaptchaSolution>,
+    missing: &str,
 ) -> ApiResult<()> {
     let rejected = |message: &str| ApiError::new(ErrorCode::CaptchaRequired, message);
-    let solution = solution.ok_or_else(|| {
-        rejected("registration requires a solved captcha (GET /api/v1/auth/captcha)")
-    })?;
+    let solution = solution.ok_or_else(|| rejected(missing))?;
     let now = state.clock.now_ms();
     let expires_at = state
         .auth

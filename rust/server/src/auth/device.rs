@@ -2,6 +2,7 @@
 //! time; the first call creates it.
 
 use aethex_protocol::auth::{AuthResponse, DeviceAuthRequest};
+use aethex_protocol::ErrorCode;
 use axum::extract::State;
 use axum::Json;
 
@@ -43,7 +44,8 @@ pub async fn device_login(
     ApiJson(req): ApiJson<DeviceAuthRequest>,
 ) -> ApiResult<Json<AuthResponse>> {
     validate_device_id(&req.device_id)?;
-    if let Some(name) = &req.username {
+    let requested = req.username.as_deref().map(users::normalize_username);
+    if let Some(name) = &requested {
         users::validate_username(name)?;
     }
     let now = state.clock.now_ms();
@@ -58,32 +60,48 @@ pub async fn device_login(
             (user, opened)
         }
         None => {
-            let username = match &req.username {
-                Some(name) => {
-                    // Most conflicts are caught here, so they do not break a writer batch.
-                    if users::username_taken(&state.db.read, &project.id, name).await? {
-                        return Err(ApiError::conflict(format!("username {name:?} is taken")));
-                    }
-                    name.clone()
+            if let Some(name) = &requested {
+                // Most conflicts are caught here, so they do not break a writer batch.
+                if users::username_taken(&state.db.read, &project.id, name).await? {
+                    return Err(ApiError::conflict(format!("username {name:?} is taken")));
                 }
-                None => users::generated_username(),
-            };
-            match writer
-                .register_device(&project.id, &req.device_id, &username, now)
-                .await?
-            {
-                Some((user_id, opened)) => (users::new_device_user(user_id, username, now), opened),
-                None => {
-                    // Lost a race with a concurrent first sign-in of this device: the identity's
-                    // primary key chose the winner's account, which this sign-in joins.
-                    let user = lookup
-                        .user(&project.id, PROVIDER, &req.device_id)
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::internal("device identity vanished after a conflict")
-                        })?;
-                    let opened = writer.open_session(&project.id, &user.id, now).await?;
-                    (user, opened)
+            }
+            let mut attempts = 0;
+            loop {
+                let username = match &requested {
+                    Some(name) => name.clone(),
+                    None => state.auth.username_generator.next_name(),
+                };
+                attempts += 1;
+                match writer
+                    .register_device(&project.id, &req.device_id, &username, now)
+                    .await
+                {
+                    Ok(Some((user_id, opened))) => {
+                        break (users::new_device_user(user_id, username, now), opened)
+                    }
+                    Ok(None) => {
+                        // Lost a race with a concurrent first sign-in of this device: the
+                        // identity's primary key chose the winner's account, which this sign-in
+                        // joins.
+                        let user = lookup
+                            .user(&project.id, PROVIDER, &req.device_id)
+                            .await?
+                            .ok_or_else(|| {
+                                ApiError::internal("device identity vanished after a conflict")
+                            })?;
+                        let opened = writer.open_session(&project.id, &user.id, now).await?;
+                        break (user, opened);
+                    }
+                    // A generated name that is taken is the server's problem, never the player's.
+                    Err(e)
+                        if requested.is_none()
+                            && e.code == ErrorCode::Conflict
+                            && attempts < users::MAX_GENERATED_NAME_ATTEMPTS =>
+                    {
+                        tracing::debug!(%username, "generated username taken; trying another");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }

@@ -8,7 +8,7 @@ use axum::Json;
 use sqlx::Row;
 
 use super::passwords::Passwords;
-use super::rate_limit::IpLimited;
+use super::rate_limit::{IpLimited, LoginGate};
 use super::{captcha, recovery, sessions, users};
 use crate::app::AppState;
 use crate::caller::ClientProject;
@@ -39,22 +39,24 @@ pub async fn register(
     let email = req.email.trim();
     users::validate_email(email)?;
     Passwords::validate(&req.password, state.config.auth.min_password_len)?;
-    users::validate_username(&req.username)?;
+    let username = users::normalize_username(&req.username);
+    users::validate_username(&username)?;
     if state.config.auth.captcha_required {
-        captcha::require_solution(&state, &project.id, req.captcha.as_ref()).await?;
+        captcha::require_solution(
+            &state,
+            &project.id,
+            req.captcha.as_ref(),
+            "registration requires a solved captcha (GET /api/v1/auth/captcha)",
+        )
+        .await?;
     }
     let hash = state.auth.passwords.hash(&req.password).await?;
     let now = state.clock.now_ms();
     let email_lower = users::normalize_email(email);
     let mut tx = state.db.write.begin().await?;
-    let user_id = users::insert_with_password(
-        &mut tx,
-        &project.id,
-        &req.username,
-        Some((email, &hash)),
-        now,
-    )
-    .await?;
+    let user_id =
+        users::insert_with_password(&mut tx, &project.id, &username, Some((email, &hash)), now)
+            .await?;
     users::add_identity(&mut tx, &project.id, PROVIDER, &email_lower, &user_id, now).await?;
     let (session_id, refresh) =
         sessions::create(&mut tx, &state, &project.id, &user_id, now).await?;
@@ -63,7 +65,7 @@ pub async fn register(
         &state,
         &project.id,
         &user_id,
-        &req.username,
+        &username,
         email,
         now,
     )
@@ -83,21 +85,31 @@ pub async fn register(
     params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 200, description = "Signed in", body = AuthResponse),
+        (status = 400, description = "`captcha_required`: the account is under attack; send a solved `captcha`", body = aethex_protocol::ErrorEnvelope),
         (status = 401, description = "`invalid_credentials`: unknown email or wrong password (one answer for both)", body = aethex_protocol::ErrorEnvelope),
-        (status = 429, description = "Rate limited (per IP and per account)", body = aethex_protocol::ErrorEnvelope),
+        (status = 429, description = "Rate limited (per IP, and per account from this IP)", body = aethex_protocol::ErrorEnvelope),
     )
 )]
 pub async fn login(
-    _limit: IpLimited,
+    IpLimited(ip): IpLimited,
     State(state): State<AppState>,
     ClientProject(project): ClientProject,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<AuthResponse>> {
     let email_lower = users::normalize_email(&req.email);
-    state
+    let gate = state
         .auth
         .rate_limits
-        .check_account(&project.id, &email_lower)?;
+        .check_login(&project.id, &email_lower, ip)?;
+    if gate == LoginGate::UnderAttack {
+        captcha::require_solution(
+            &state,
+            &project.id,
+            req.captcha.as_ref(),
+            "this account is receiving many sign-in attempts: solve a captcha (GET /api/v1/auth/captcha) and send it as `captcha`",
+        )
+        .await?;
+    }
     // The whole account comes with the hash, so a successful login reads the user only once.
     let row = sqlx::query(&format!(
         "SELECT {}, password_hash FROM users WHERE project_id = $1 AND email_lower = $2",

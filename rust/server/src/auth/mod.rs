@@ -48,11 +48,14 @@ pub struct AuthService {
     pub identity_lookup: Arc<identity_lookup::IdentityLookup>,
     /// Group-commits the sessions and accounts device sign-ins create.
     pub sign_in_writer: sign_in_writer::SignInWriter,
+    /// Names accounts created without a requested username.
+    pub username_generator: users::UsernameGenerator,
 }
 
 impl AuthService {
     pub async fn new(config: &Config, db: &Db) -> anyhow::Result<Self> {
         let access_token_ttl_ms = config.auth.access_token_ttl_secs as i64 * 1000;
+        users::backfill_skeletons(&db.write).await?;
         let revoked_sessions = Arc::new(RwLock::new(HashMap::new()));
         // Sessions revoked while this node was down may still have live access tokens.
         let newest: Option<i64> = sqlx::query("SELECT MAX(revoked_at) AS newest FROM sessions")
@@ -92,6 +95,7 @@ impl AuthService {
                 db,
                 config.auth.refresh_token_ttl_days as i64 * 24 * 3600 * 1000,
             ),
+            username_generator: users::UsernameGenerator::default(),
         })
     }
 

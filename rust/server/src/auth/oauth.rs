@@ -339,14 +339,15 @@ pub async fn sign_in(
         match users::find_by_identity(&mut tx, &project.id, provider.name, &who.subject).await? {
             Some(id) => id,
             None => {
-                let username = match &who.username {
+                let provided = who.username.as_deref().map(users::normalize_username);
+                let username = match provided {
                     Some(name)
-                        if users::validate_username(name).is_ok()
-                            && !username_taken(&mut tx, &project.id, name).await? =>
+                        if users::validate_username(&name).is_ok()
+                            && !users::username_taken(&mut *tx, &project.id, &name).await? =>
                     {
-                        name.clone()
+                        name
                     }
-                    _ => users::generated_username(),
+                    _ => free_generated_username(&state, &mut tx, &project.id).await?,
                 };
                 let id = users::insert(&mut tx, &project.id, &username, now).await?;
                 users::add_identity(&mut tx, &project.id, provider.name, &who.subject, &id, now)
@@ -368,17 +369,18 @@ pub async fn sign_in(
     )?))
 }
 
-async fn username_taken(
+/// A generated name no account holds yet. Checked before the insert: on PostgreSQL a failed
+/// insert would abort the sign-in's transaction.
+async fn free_generated_username(
+    state: &AppState,
     conn: &mut sqlx::AnyConnection,
     project_id: &str,
-    username: &str,
-) -> ApiResult<bool> {
-    Ok(
-        sqlx::query("SELECT 1 FROM users WHERE project_id = $1 AND username_lower = $2")
-            .bind(project_id)
-            .bind(username.to_lowercase())
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some(),
-    )
+) -> ApiResult<String> {
+    for _ in 0..users::MAX_GENERATED_NAME_ATTEMPTS {
+        let name = state.auth.username_generator.next_name();
+        if !users::username_taken(&mut *conn, project_id, &name).await? {
+            return Ok(name);
+        }
+    }
+    Err(ApiError::internal("no free generated username"))
 }

@@ -69,7 +69,8 @@ pub async fn update_profile(
     player: Player,
     ApiJson(req): ApiJson<UpdateProfileRequest>,
 ) -> ApiResult<Json<User>> {
-    if let Some(name) = &req.username {
+    let username = req.username.as_deref().map(users::normalize_username);
+    if let Some(name) = &username {
         users::validate_username(name)?;
     }
     if let Some(url) = &req.avatar_url {
@@ -95,17 +96,18 @@ pub async fn update_profile(
     let mut tx = state.db.write.begin().await?;
     // COALESCE keeps what the request leaves out; NULLIF turns "" into "no avatar".
     sqlx::query(
-        "UPDATE users SET username = COALESCE($1, username), username_lower = COALESCE($2, username_lower), avatar_url = CASE WHEN $3 IS NULL THEN avatar_url ELSE NULLIF($3, '') END, preferences = COALESCE($4, preferences), updated_at = $5 WHERE id = $6",
+        "UPDATE users SET username = COALESCE($1, username), username_lower = COALESCE($2, username_lower), username_skeleton = COALESCE($3, username_skeleton), avatar_url = CASE WHEN $4 IS NULL THEN avatar_url ELSE NULLIF($4, '') END, preferences = COALESCE($5, preferences), updated_at = $6 WHERE id = $7",
     )
-    .bind(req.username.as_deref())
-    .bind(req.username.as_deref().map(str::to_lowercase))
+    .bind(username.as_deref())
+    .bind(username.as_deref().map(str::to_lowercase))
+    .bind(username.as_deref().map(users::username_skeleton))
     .bind(req.avatar_url.as_deref())
     .bind(preferences)
     .bind(now)
     .bind(&player.user_id)
     .execute(&mut *tx)
     .await
-    .map_err(|e| users::user_conflict(e, req.username.as_deref().unwrap_or_default()))?;
+    .map_err(|e| users::user_conflict(e, username.as_deref().unwrap_or_default()))?;
     let user = users::load(&mut tx, &player.user_id).await?;
     tx.commit().await?;
     Ok(Json(user))

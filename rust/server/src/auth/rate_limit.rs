@@ -1,6 +1,11 @@
 //! Rate limits of the auth endpoints (token buckets from `governor`): one per client IP on every
-//! auth endpoint, one per account (project + email) on login and password-reset requests, so a
-//! botnet spread over many IPs still cannot hammer one account.
+//! auth endpoint; on login one per (account, IP), so one address cannot hammer an account; and
+//! one per account (project + email) over all addresses. Login treats the per-account one as an
+//! alarm, not a wall: while it is exhausted the account is under attack and a login must carry a
+//! solved proof-of-work captcha, so a botnet spread over many IPs pays per guess while the owner
+//! (from any address) still gets in. A 429 there would lock the owner out: a denial of service
+//! anyone could trigger with ten wrong passwords. Password-reset requests still get a 429 from
+//! the per-account bucket (it bounds mails to one inbox).
 //!
 //! The client IP is the TCP peer address. Behind a reverse proxy every player shares the proxy's
 //! address; such deployments should raise `auth_per_ip_*` or rate limit at the proxy.
@@ -30,6 +35,15 @@ pub struct RateLimits {
 struct Limiters {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_account: DefaultKeyedRateLimiter<String>,
+    per_account_address: DefaultKeyedRateLimiter<(String, IpAddr)>,
+}
+
+/// Whether a login may go ahead as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginGate {
+    Open,
+    /// The account saw too many attempts from all addresses: a solved captcha is required.
+    UnderAttack,
 }
 
 fn quota(per_minute: u32, burst: u32) -> Quota {
@@ -62,6 +76,10 @@ impl RateLimits {
                 config.auth_per_account_per_minute,
                 config.auth_per_account_burst,
             )),
+            per_account_address: RateLimiter::keyed(quota(
+                config.auth_per_account_per_minute,
+                config.auth_per_account_burst,
+            )),
         });
         let weak = Arc::downgrade(&limiters);
         tokio::spawn(async move {
@@ -73,6 +91,7 @@ impl RateLimits {
                 };
                 limiters.per_ip.retain_recent();
                 limiters.per_account.retain_recent();
+                limiters.per_account_address.retain_recent();
             }
         });
         Self {
@@ -94,19 +113,44 @@ impl RateLimits {
             None => Ok(()),
         }
     }
+
+    /// A login attempt on (`project_id`, `email_lower`) from `ip`: 429 when this address tried
+    /// this account too often, `UnderAttack` when all addresses together did.
+    pub fn check_login(
+        &self,
+        project_id: &str,
+        email_lower: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<LoginGate, ApiError> {
+        let Some(l) = &self.inner else {
+            return Ok(LoginGate::Open);
+        };
+        let account = format!("{project_id}\n{email_lower}");
+        if let Some(ip) = ip {
+            check(&l.per_account_address, &(account.clone(), ip))?;
+        }
+        Ok(match l.per_account.check_key(&account) {
+            Ok(()) => LoginGate::Open,
+            Err(_) => LoginGate::UnderAttack,
+        })
+    }
 }
 
 /// Extractor every auth handler takes first: rejects with 429 before any other work when the
-/// client IP is over its limit.
-pub struct IpLimited;
+/// client IP is over its limit. Carries the IP (absent when served without connect info).
+pub struct IpLimited(pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for IpLimited {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            state.auth.rate_limits.check_ip(addr.ip())?;
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        if let Some(ip) = ip {
+            state.auth.rate_limits.check_ip(ip)?;
         }
-        Ok(IpLimited)
+        Ok(IpLimited(ip))
     }
 }

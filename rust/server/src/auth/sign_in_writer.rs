@@ -257,10 +257,10 @@ async fn insert_rows(tx: &mut Transaction<'static, Any>, jobs: &[&Job]) -> Resul
         .collect();
     if !registrations.is_empty() {
         let sql = format!(
-            "INSERT INTO users (id, project_id, username, username_lower, preferences, created_at, updated_at) VALUES {}",
-            values(registrations.len(), 5, |p| format!(
-                "({}, {}, {}, {}, '{{}}', {}, {})",
-                p[0], p[1], p[2], p[3], p[4], p[4]
+            "INSERT INTO users (id, project_id, username, username_lower, username_skeleton, preferences, created_at, updated_at) VALUES {}",
+            values(registrations.len(), 6, |p| format!(
+                "({}, {}, {}, {}, {}, '{{}}', {}, {})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[5]
             ))
         );
         let mut query = sqlx::query(&sql);
@@ -270,6 +270,7 @@ async fn insert_rows(tx: &mut Transaction<'static, Any>, jobs: &[&Job]) -> Resul
                 .bind(&user.project_id)
                 .bind(&user.username)
                 .bind(user.username.to_lowercase())
+                .bind(users::username_skeleton(&user.username))
                 .bind(session.created_at);
         }
         query.execute(&mut **tx).await.map_err(Failure::Users)?;

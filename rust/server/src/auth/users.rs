@@ -1,9 +1,12 @@
 //! Reading and creating user rows.
 
+use std::sync::{Arc, RwLock};
+
 use aethex_protocol::auth::User;
 use rand::Rng;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::db::{get_flag, is_unique_violation, new_id};
 use crate::error::{ApiError, ApiResult};
@@ -65,16 +68,22 @@ pub fn new_device_user(user_id: String, username: String, created_at: i64) -> Us
     }
 }
 
-/// Whether `username` is taken in the project (case-insensitively, as the unique index says).
-pub async fn username_taken(pool: &AnyPool, project_id: &str, username: &str) -> ApiResult<bool> {
-    Ok(
-        sqlx::query("SELECT 1 FROM users WHERE project_id = $1 AND username_lower = $2")
-            .bind(project_id)
-            .bind(username.to_lowercase())
-            .fetch_optional(pool)
-            .await?
-            .is_some(),
+/// Whether `username` or a look-alike of it is taken in the project (as the unique indexes on
+/// `username_lower` and `username_skeleton` say).
+pub async fn username_taken<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    username: &str,
+) -> ApiResult<bool> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM users WHERE project_id = $1 AND (username_lower = $2 OR username_skeleton = $3)",
     )
+    .bind(project_id)
+    .bind(username.to_lowercase())
+    .bind(username_skeleton(username))
+    .fetch_optional(executor)
+    .await?
+    .is_some())
 }
 
 /// The providers an account can sign in with, sorted.
@@ -146,6 +155,27 @@ pub fn user_conflict(e: sqlx::Error, username: &str) -> ApiError {
     }
 }
 
+/// The form a username is stored and shown in: NFKC, so compatibility variants (`ｕｓｅｒ１`,
+/// `𝕬𝖉𝖒`) become the plain characters they stand for.
+pub fn normalize_username(username: &str) -> String {
+    username.nfkc().collect()
+}
+
+/// Full case folding approximated with std: `to_lowercase` alone keeps `ß` and `ss` apart, via
+/// uppercase both become `ss`.
+fn fold_case(text: &str) -> String {
+    text.to_uppercase().to_lowercase()
+}
+
+/// The key look-alike usernames share, unique per project: NFKC, case folded, then the UTS #39
+/// confusable skeleton (`аdmin` with a Cyrillic `а` → `admin`, `user1` → `userl`), folded again
+/// because the skeleton maps some characters to uppercase prototypes (`0` → `O`).
+pub fn username_skeleton(username: &str) -> String {
+    let folded = fold_case(&normalize_username(username));
+    let skeleton: String = unicode_security::confusable_detection::skeleton(&folded).collect();
+    fold_case(&skeleton)
+}
+
 /// 3 to 32 characters: letters, digits, `_`, `-`, `.`.
 pub fn validate_username(username: &str) -> ApiResult<()> {
     let len = username.chars().count();
@@ -161,8 +191,67 @@ pub fn validate_username(username: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// 80 random bits: 32 collided from tens of thousands of accounts on. Even so a collision only
+/// costs a retry (`MAX_GENERATED_NAME_ATTEMPTS`).
 pub fn generated_username() -> String {
-    format!("player_{:08x}", rand::thread_rng().gen::<u32>())
+    let bits = rand::thread_rng().gen::<u128>() >> 48;
+    format!("player_{bits:020x}")
+}
+
+/// Names tried for one account created without a requested name before giving up; each
+/// collides with probability ~accounts / 2^80.
+pub const MAX_GENERATED_NAME_ATTEMPTS: usize = 8;
+
+type NameFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Makes the names of accounts created without one (`generated_username`). Replaceable so a test
+/// can make generated names collide on purpose and exercise the retry.
+#[derive(Clone)]
+pub struct UsernameGenerator(Arc<RwLock<NameFn>>);
+
+impl Default for UsernameGenerator {
+    fn default() -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(generated_username))))
+    }
+}
+
+impl UsernameGenerator {
+    pub fn next_name(&self) -> String {
+        let generate = self.0.read().expect("lock").clone();
+        generate()
+    }
+
+    pub fn replace(&self, generate: impl Fn() -> String + Send + Sync + 'static) {
+        *self.0.write().expect("lock") = Arc::new(generate);
+    }
+}
+
+/// Fills `username_skeleton` of rows written before it existed (or before a change of the rule).
+/// A row whose skeleton another account already holds keeps NULL: both old look-alikes keep
+/// their names, and new ones are still refused because one of them holds the skeleton.
+pub async fn backfill_skeletons(pool: &AnyPool) -> anyhow::Result<()> {
+    let rows = sqlx::query(
+        "SELECT id, username FROM users WHERE username_skeleton IS NULL ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let username: String = row.try_get("username")?;
+        let updated = sqlx::query("UPDATE users SET username_skeleton = $1 WHERE id = $2")
+            .bind(username_skeleton(&username))
+            .bind(&id)
+            .execute(pool)
+            .await;
+        match updated {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tracing::warn!(user_id = %id, %username, "username looks like another account's; left as is");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Inserts a user row; a taken username is a 409 `conflict`.
@@ -186,12 +275,13 @@ pub async fn insert_with_password(
     let id = new_id();
     let (email, hash) = email_and_hash.unzip();
     sqlx::query(
-        "INSERT INTO users (id, project_id, username, username_lower, email, email_lower, password_hash, preferences, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, '{}', $8, $8)",
+        "INSERT INTO users (id, project_id, username, username_lower, username_skeleton, email, email_lower, password_hash, preferences, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{}', $9, $9)",
     )
     .bind(&id)
     .bind(project_id)
     .bind(username)
     .bind(username.to_lowercase())
+    .bind(username_skeleton(username))
     .bind(email)
     .bind(email.map(normalize_email))
     .bind(hash)

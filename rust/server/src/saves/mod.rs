@@ -8,11 +8,12 @@
 //! Crash safety: the bytes go to the blob store first under a fresh key, then one SQL
 //! transaction checks the base version, the quota and commits the version row. A version is
 //! visible only once its row commits, and its row only commits after its blob is stored; a crash
-//! in between leaves an unreferenced blob, never a version without data.
+//! in between leaves an unreferenced blob, never a version without data; `sweep` reclaims those.
 
 mod codec;
 mod handlers;
 pub mod store;
+pub mod sweep;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -36,10 +37,12 @@ pub struct SavesService {
     codec: BlobCodec,
     limits: store::Limits,
     max_slot_bytes: i64,
+    /// Keeps the orphan sweep running.
+    _sweeper: std::sync::Arc<sweep::Sweeper>,
 }
 
 impl SavesService {
-    pub async fn new(config: &Config, _db: &Db, _blobs: &Blobs) -> anyhow::Result<Self> {
+    pub async fn new(config: &Config, db: &Db, blobs: &Blobs) -> anyhow::Result<Self> {
         anyhow::ensure!(
             config.saves.max_slot_bytes > 0,
             "saves.max_slot_bytes must be positive"
@@ -55,6 +58,7 @@ impl SavesService {
                 user_quota_bytes: config.saves.user_quota_bytes,
             },
             max_slot_bytes: config.saves.max_slot_bytes,
+            _sweeper: sweep::start(db.clone(), blobs.clone()),
         })
     }
 }
