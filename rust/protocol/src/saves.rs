@@ -25,6 +25,14 @@ pub struct SaveSlotInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WriteSaveRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+        )
+    )]
     pub slot: String,
     /// The save itself: any JSON value (the SDK sends its type-tagged encoding).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -35,6 +43,7 @@ pub struct WriteSaveRequest {
     /// The version this write was based on; `None` or `0` means "the slot must not exist yet".
     /// A mismatch answers 409 `save_conflict` with `details.current`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub base_version: Option<i64>,
 }
 
@@ -86,10 +95,12 @@ pub struct SaveHistory {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreSaveRequest {
     /// The kept version whose content becomes the slot's new current version.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub version: i64,
     /// When set, the restore happens only if the slot's current version is still this one
     /// (`0` = the slot is deleted); otherwise 409 `save_conflict` as for writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub base_version: Option<i64>,
 }
 

@@ -60,6 +60,10 @@ pub struct LeaderboardDefinition {
     pub server_authoritative: bool,
     /// A player statistic feeding this board: updating the stat submits to it.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")
+    )]
     pub stat: Option<String>,
 }
 
@@ -142,8 +146,13 @@ pub struct AchievementDefinition {
     /// Filled from the path; ignored in the body.
     #[serde(default)]
     pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = r"\S")
+    )]
     pub name: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     #[serde(default)]
     pub icon_url: Option<String>,
@@ -152,9 +161,14 @@ pub struct AchievementDefinition {
     pub hidden: bool,
     /// Progress needed to unlock; 1 for plain unlock-once achievements.
     #[serde(default = "default_goal")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub goal: i64,
     /// A statistic whose value is this achievement's progress.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")
+    )]
     pub stat: Option<String>,
 }
 
@@ -186,6 +200,7 @@ pub struct AchievementList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetProgressRequest {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub progress: i64,
     /// Server key only: whose progress this is.
     #[serde(default)]
@@ -350,13 +365,17 @@ pub enum GroupRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateGroupRequest {
+    /// 3 to 64 characters once leading and trailing whitespace is trimmed.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^\s*\S[\s\S]{1,62}\S\s*$"))]
     pub name: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// Anyone may join an open group; a closed one needs an accepted request or an invite.
     #[serde(default = "default_true")]
     pub open: bool,
     #[serde(default = "default_max_members")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub max_members: i64,
 }
 

@@ -128,8 +128,8 @@ pub async fn queue_verification(
     post,
     path = "/api/v1/auth/email/verify",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = VerifyEmailRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 200, description = "Email verified; the updated account", body = User),
         (status = 400, description = "Token invalid, expired, used, or for an address the account no longer has", body = aethex_protocol::ErrorEnvelope),
@@ -167,8 +167,8 @@ pub async fn verify_email(
     post,
     path = "/api/v1/auth/password/forgot",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = ForgotPasswordRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 202, description = "Accepted. A reset mail is sent if an account has this email; the answer is the same either way"),
         (status = 429, description = "Rate limited (per IP and per account)", body = aethex_protocol::ErrorEnvelope),
@@ -241,8 +241,8 @@ async fn send_reset_mail(state: &AppState, project_id: &str, email_lower: &str) 
     post,
     path = "/api/v1/auth/password/reset",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = ResetPasswordRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 204, description = "Password changed; every session of the account is signed out"),
         (status = 400, description = "Token invalid, expired or used; or the new password is invalid", body = aethex_protocol::ErrorEnvelope),

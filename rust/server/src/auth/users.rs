@@ -110,11 +110,12 @@ pub fn from_row(row: &AnyRow, linked: Vec<String>) -> ApiResult<User> {
 /// A plausible address: one `@`, something before it, a dotted domain after it, no spaces.
 /// Deliverability is what the verification mail proves.
 pub fn validate_email(email: &str) -> ApiResult<()> {
-    let valid = email.len() <= 254
+    // Characters, not bytes: the schema's maxLength counts characters.
+    let valid = email.chars().count() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(email.split_once('@'), Some((local, domain))
             if !local.is_empty()
-                && local.len() <= 64
+                && local.chars().count() <= 64
                 && !domain.contains('@')
                 && domain.contains('.')
                 && !domain.starts_with('.')

@@ -28,12 +28,14 @@ use crate::projects::hex;
 const INLINE_CODEC_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only this slot's versions; every slot's when absent.
     pub slot: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// A kept older version (see history); the current version when absent.
     pub version: Option<i64>,
@@ -285,6 +287,7 @@ fn info_response(row: &VersionRow) -> Response {
     get,
     path = "/api/v1/saves/{user_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     responses(
         (status = 200, description = "Every slot's current version, plus used and quota bytes", body = SaveList),
@@ -311,6 +314,7 @@ pub async fn list_saves(
     post,
     path = "/api/v1/saves/{user_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     request_body = WriteSaveRequest,
     responses(
@@ -351,6 +355,7 @@ pub async fn write_save(
     get,
     path = "/api/v1/saves/{user_id}/{save_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
         ("save_id" = String, Path, description = "The slot name"),
@@ -432,6 +437,7 @@ fn save_data_response(row: &VersionRow, data: &[u8]) -> ApiResult<Response> {
     delete,
     path = "/api/v1/saves/{user_id}/{save_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
         ("save_id" = String, Path, description = "The slot name"),
@@ -479,6 +485,7 @@ pub async fn delete_save(
     get,
     path = "/api/v1/saves/{user_id}/history",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`"), HistoryQuery),
     responses(
         (status = 200, description = "Every kept version, newest first", body = SaveHistory),
@@ -506,6 +513,7 @@ pub async fn history(
     post,
     path = "/api/v1/saves/{user_id}/{save_id}/restore",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
         ("save_id" = String, Path, description = "The slot name"),

@@ -204,6 +204,7 @@ async fn delete_edge(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this relationship: `friend`, `sent`, `received` or `blocked` (default: all).
     state: Option<String>,
@@ -213,6 +214,7 @@ pub struct ListQuery {
     get,
     path = "/api/v1/friends",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "The caller's relationships with presence", body = FriendList),
@@ -272,6 +274,7 @@ pub async fn list_friends(
     post,
     path = "/api/v1/friends/heartbeat",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     request_body = HeartbeatRequest,
     responses((status = 204, description = "Presence stamped"))
 )]
@@ -288,8 +291,10 @@ pub async fn heartbeat(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Username prefix (case-insensitive), 1 to 32 characters.
+    #[param(min_length = 1, max_length = 32)]
     q: String,
     /// Default 20, at most 100.
     limit: Option<u32>,
@@ -301,6 +306,7 @@ pub struct SearchQuery {
     get,
     path = "/api/v1/friends/search",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(SearchQuery),
     responses(
         (status = 200, description = "Players whose username starts with `q`, blocks hidden both ways", body = PlayerSearchPage),
@@ -356,6 +362,7 @@ pub async fn search_players(
     delete,
     path = "/api/v1/friends/{user_id}",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(("user_id" = String, Path, description = "The friend to remove")),
     responses(
         (status = 200, description = "Friendship removed on both sides", body = FriendStatus),
@@ -374,6 +381,7 @@ pub async fn remove_friend(
     post,
     path = "/api/v1/friends/{user_id}/{action}",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(
         ("user_id" = String, Path, description = "The other player"),
         ("action" = String, Path, description = "`request`, `accept`, `decline`, `cancel`, `remove`, `block` or `unblock`"),

@@ -169,6 +169,7 @@ async fn remove_member(conn: &mut AnyConnection, group_id: &str, user_id: &str) 
     post,
     path = "/api/v1/groups",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     request_body = CreateGroupRequest,
     responses(
         (status = 200, description = "Created; the caller owns it", body = Group),
@@ -185,8 +186,10 @@ pub async fn create_group(
     if !(3..=64).contains(&name.chars().count()) {
         return Err(ApiError::invalid("group name must be 3 to 64 characters"));
     }
-    if req.description.len() > 1024 {
-        return Err(ApiError::invalid("description must be at most 1024 bytes"));
+    if req.description.chars().count() > 1024 {
+        return Err(ApiError::invalid(
+            "description must be at most 1024 characters",
+        ));
     }
     if !(1..=10_000).contains(&req.max_members) {
         return Err(ApiError::invalid("max_members must be 1 to 10000"));
@@ -221,6 +224,7 @@ pub async fn create_group(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Name prefix (case-insensitive); all groups when absent.
     q: Option<String>,
@@ -232,6 +236,7 @@ pub struct SearchQuery {
     get,
     path = "/api/v1/groups",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(SearchQuery),
     responses((status = 200, description = "Groups by name", body = GroupList))
 )]
@@ -268,6 +273,7 @@ pub async fn search_groups(
     get,
     path = "/api/v1/groups/mine",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     responses((status = 200, description = "Groups the caller belongs to, is invited to or asked to join", body = GroupList))
 )]
 pub async fn my_groups(
@@ -297,6 +303,7 @@ pub async fn my_groups(
     get,
     path = "/api/v1/groups/{id}",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 200, description = "The group", body = Group),
@@ -318,6 +325,7 @@ pub async fn get_group(
     get,
     path = "/api/v1/groups/{id}/members",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 200, description = "Members by role; pending invites and requests only for admins", body = GroupMembers),
@@ -360,6 +368,7 @@ pub async fn list_members(
     post,
     path = "/api/v1/groups/{id}/join",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 200, description = "Joined (open group or invited), or a join request is pending (closed group): see `my_role`", body = Group),
@@ -397,6 +406,7 @@ pub async fn join_group(
     post,
     path = "/api/v1/groups/{id}/leave",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 204, description = "Left (or withdrew a request/invite); the last member leaving deletes the group"),
@@ -438,6 +448,7 @@ pub async fn leave_group(
     post,
     path = "/api/v1/groups/{id}/invite",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     request_body = GroupInviteRequest,
     responses(
@@ -496,6 +507,7 @@ async fn member(state: &AppState, group_id: &str, user_id: &str) -> ApiResult<Gr
     post,
     path = "/api/v1/groups/{id}/members/{user_id}/{action}",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(
         ("id" = String, Path, description = "Group id"),
         ("user_id" = String, Path, description = "The member acted on"),

@@ -66,6 +66,7 @@ async fn read_all(state: &AppState, project_id: &str, user_id: &str) -> ApiResul
     get,
     path = "/api/v1/stats/{user_id}",
     tag = "stats",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     responses(
         (status = 200, description = "All of the player's stats", body = StatsResponse),
@@ -88,6 +89,7 @@ pub async fn get_stats(
     post,
     path = "/api/v1/stats/{user_id}",
     tag = "stats",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     request_body = UpdateStatsRequest,
     responses(

@@ -38,6 +38,7 @@ pub struct LeaderboardsApi;
     get,
     path = "/api/v1/leaderboards",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     responses((status = 200, description = "The project's board definitions", body = LeaderboardList))
 )]
 pub async fn list_boards(
@@ -53,6 +54,7 @@ pub async fn list_boards(
     post,
     path = "/api/v1/leaderboards",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     request_body = LeaderboardDefinition,
     responses(
         (status = 200, description = "Created or replaced", body = LeaderboardDefinition),
@@ -80,6 +82,7 @@ pub async fn create_board(
     put,
     path = "/api/v1/leaderboards/{id}",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("id" = String, Path, description = "Board id")),
     request_body = LeaderboardDefinition,
     responses(
@@ -110,6 +113,7 @@ pub async fn put_board(
     post,
     path = "/api/v1/leaderboards/{id}/scores",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("id" = String, Path, description = "Board id")),
     request_body = SubmitScoreRequest,
     responses(
@@ -151,6 +155,7 @@ pub async fn submit(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// `global` (default), `around_me` or `friends`.
     range: Option<String>,
@@ -193,6 +198,7 @@ fn viewer(caller: &Caller, named: Option<&str>) -> ApiResult<Option<String>> {
     get,
     path = "/api/v1/leaderboards/{id}",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("id" = String, Path, description = "Board id"), ReadQuery),
     responses(
         (status = 200, description = "A page of ranked entries", body = LeaderboardPage),
@@ -299,6 +305,7 @@ pub async fn read_board(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RankQuery {
     /// `current` (default), `previous`, or a period start (unix ms).
     period: Option<String>,
@@ -308,6 +315,7 @@ pub struct RankQuery {
     get,
     path = "/api/v1/leaderboards/{id}/ranks/{user_id}",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("id" = String, Path, description = "Board id"),
         ("user_id" = String, Path, description = "A player id, or `me`"),
