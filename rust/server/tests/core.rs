@@ -301,3 +301,124 @@ async fn openapi_schemas_state_the_validation_the_server_does() {
         s.stop().await;
     }
 }
+
+/// Requests the OpenAPI document allows are not refused as malformed: 400 is only for input
+/// the schema forbids.
+#[tokio::test]
+async fn schema_valid_requests_are_not_refused_as_invalid() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let player = s.device_player().await;
+        let token = player["access_token"].as_str().unwrap();
+        let me = player["user"]["id"].as_str().unwrap();
+        let send = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap() };
+
+        // JSON Schema counts 3.0 as an integer.
+        expect_status(
+            send(
+                s.admin(Method::PUT, "/api/v1/leaderboards/hs")
+                    .json(&json!({"min_score": -1000.0, "max_score": 1e6})),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        let submitted = expect_status(
+            send(
+                s.player(Method::POST, "/api/v1/leaderboards/hs/scores", token)
+                    .json(&json!({"score": 42.0})),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(submitted["entry"]["score"], 42);
+        let stats = expect_status(
+            send(
+                s.player(Method::POST, "/api/v1/stats/me", token)
+                    .json(&json!({"set": {"kills": 2.0}, "increment": {}})),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(stats["stats"][0]["value"], 2);
+        let empty = expect_status(
+            send(
+                s.player(Method::POST, "/api/v1/stats/me", token)
+                    .json(&json!({"set": {}, "increment": {}})),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(empty["stats"], json!([]));
+        // A limit above the range's maximum is cut to it.
+        let page = expect_status(
+            send(s.player(Method::GET, "/api/v1/leaderboards/hs?limit=1000", token)).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+
+        // Well-formed requests this caller may not make, or naming nothing that exists.
+        for (resp, status, code) in [
+            (
+                send(s.player(
+                    Method::POST,
+                    &format!("/api/v1/friends/{me}/request"),
+                    token,
+                ))
+                .await,
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
+            (
+                send(
+                    s.req(Method::POST, "/api/v1/auth/email/verify")
+                        .json(&json!({"token": "mt_unknown"})),
+                )
+                .await,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                send(s.admin(Method::GET, "/api/v1/saves/me")).await,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                send(s.player(
+                    Method::GET,
+                    "/api/v1/leaderboards/hs?period=previous",
+                    token,
+                ))
+                .await,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            // Each field valid, together contradictory.
+            (
+                send(
+                    s.admin(Method::PUT, "/api/v1/leaderboards/bad")
+                        .json(&json!({"min_score": 5, "max_score": 1})),
+                )
+                .await,
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                send(
+                    s.player(Method::POST, "/api/v1/stats/me", token)
+                        .json(&json!({"set": {"kills": 1}, "increment": {"kills": 1}})),
+                )
+                .await,
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+        ] {
+            expect_error(resp, status, code).await;
+        }
+        s.stop().await;
+    }
+}

@@ -61,7 +61,8 @@ async fn spend_token(
     token: &str,
     now_ms: i64,
 ) -> ApiResult<(String, String)> {
-    let invalid = || ApiError::invalid("token is invalid, expired or already used");
+    // Not found rather than invalid: any string is a well-formed token; this one is unknown.
+    let invalid = || ApiError::not_found("token is invalid, expired or already used");
     let token_hash = hash_secret(token);
     let row = sqlx::query(
         "SELECT user_id, email, expires_at FROM auth_tokens WHERE token_hash = $1 AND kind = $2 AND project_id = $3 AND used_at IS NULL",
@@ -132,7 +133,8 @@ pub async fn queue_verification(
     request_body = VerifyEmailRequest,
     responses(
         (status = 200, description = "Email verified; the updated account", body = User),
-        (status = 400, description = "Token invalid, expired, used, or for an address the account no longer has", body = aethex_protocol::ErrorEnvelope),
+        (status = 404, description = "Token invalid, expired or used", body = aethex_protocol::ErrorEnvelope),
+        (status = 409, description = "The account's email changed since the token was sent", body = aethex_protocol::ErrorEnvelope),
     )
 )]
 pub async fn verify_email(
@@ -154,7 +156,7 @@ pub async fn verify_email(
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflict(
             "the account's email address changed since this token was sent",
         ));
     }
@@ -245,7 +247,8 @@ async fn send_reset_mail(state: &AppState, project_id: &str, email_lower: &str) 
     request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "Password changed; every session of the account is signed out"),
-        (status = 400, description = "Token invalid, expired or used; or the new password is invalid", body = aethex_protocol::ErrorEnvelope),
+        (status = 400, description = "The new password is invalid", body = aethex_protocol::ErrorEnvelope),
+        (status = 404, description = "Token invalid, expired or used", body = aethex_protocol::ErrorEnvelope),
     )
 )]
 pub async fn reset_password(

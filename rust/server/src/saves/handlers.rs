@@ -31,6 +31,11 @@ const INLINE_CODEC_BYTES: usize = 64 * 1024;
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only this slot's versions; every slot's when absent.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+    )]
     pub slot: Option<String>,
 }
 
@@ -38,6 +43,7 @@ pub struct HistoryQuery {
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// A kept older version (see history); the current version when absent.
+    #[param(minimum = 1)]
     pub version: Option<i64>,
 }
 
@@ -358,7 +364,7 @@ pub async fn write_save(
     security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
-        ("save_id" = String, Path, description = "The slot name"),
+        ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
         ("If-None-Match" = Option<String>, Header, description = "A version ETag the client already has"),
         ReadQuery,
     ),
@@ -440,8 +446,8 @@ fn save_data_response(row: &VersionRow, data: &[u8]) -> ApiResult<Response> {
     security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
-        ("save_id" = String, Path, description = "The slot name"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the current version is this ETag"),
+        ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the current version is this ETag (`*`: any)", pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#),
     ),
     responses(
         (status = 204, description = "Deleted: a `delete` version was added; history stays restorable"),
@@ -516,7 +522,7 @@ pub async fn history(
     security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
-        ("save_id" = String, Path, description = "The slot name"),
+        ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
     ),
     request_body = RestoreSaveRequest,
     responses(

@@ -251,7 +251,7 @@ pub async fn create_achievement(
     path = "/api/v1/achievements/{id}",
     tag = "achievements",
     security(("client_key" = [], "bearer" = []), ("server_key" = [])),
-    params(("id" = String, Path, description = "Achievement id")),
+    params(("id" = String, Path, description = "Achievement id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = AchievementDefinition,
     responses(
         (status = 200, description = "Created or replaced", body = AchievementDefinition),
@@ -410,7 +410,7 @@ async fn progress_call(
     path = "/api/v1/achievements/{id}/unlock",
     tag = "achievements",
     security(("client_key" = [], "bearer" = []), ("server_key" = [])),
-    params(("id" = String, Path, description = "Achievement id")),
+    params(("id" = String, Path, description = "Achievement id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = UnlockRequest,
     responses(
         (status = 200, description = "Unlocked; `newly_unlocked` names it only the first time", body = AchievementUpdate),
@@ -438,7 +438,7 @@ pub async fn unlock(
     path = "/api/v1/achievements/{id}/progress",
     tag = "achievements",
     security(("client_key" = [], "bearer" = []), ("server_key" = [])),
-    params(("id" = String, Path, description = "Achievement id")),
+    params(("id" = String, Path, description = "Achievement id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = SetProgressRequest,
     responses(
         (status = 200, description = "Progress after the call (lower values are ignored); reaching the goal unlocks", body = AchievementUpdate),

@@ -207,6 +207,7 @@ async fn delete_edge(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this relationship: `friend`, `sent`, `received` or `blocked` (default: all).
+    #[param(pattern = "^(friend|sent|received|blocked)$")]
     state: Option<String>,
 }
 
@@ -297,6 +298,7 @@ pub struct SearchQuery {
     #[param(min_length = 1, max_length = 32)]
     q: String,
     /// Default 20, at most 100.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -384,12 +386,12 @@ pub async fn remove_friend(
     security(("client_key" = [], "bearer" = [])),
     params(
         ("user_id" = String, Path, description = "The other player"),
-        ("action" = String, Path, description = "`request`, `accept`, `decline`, `cancel`, `remove`, `block` or `unblock`"),
+        ("action" = String, Path, description = "`request`, `accept`, `decline`, `cancel`, `remove`, `block` or `unblock`", pattern = "^(request|accept|decline|cancel|remove|block|unblock)$"),
     ),
     responses(
         (status = 200, description = "The relationship afterwards", body = FriendStatus),
-        (status = 400, description = "Unknown action, or acting on yourself", body = ErrorEnvelope),
-        (status = 403, description = "That player blocked you", body = ErrorEnvelope),
+        (status = 400, description = "Unknown action", body = ErrorEnvelope),
+        (status = 403, description = "That player blocked you, or acting on yourself", body = ErrorEnvelope),
         (status = 404, description = "No such player, or nothing to accept/decline/cancel/remove/unblock", body = ErrorEnvelope),
         (status = 409, description = "You blocked that player (unblock first)", body = ErrorEnvelope),
     )
@@ -404,7 +406,8 @@ pub async fn friend_action(
     let project = &player.project.id;
     let me = &player.user_id;
     if other == *me {
-        return Err(ApiError::invalid("you cannot befriend or block yourself"));
+        // Forbidden rather than invalid: the request is well formed, this caller may not make it.
+        return Err(ApiError::forbidden("you cannot befriend or block yourself"));
     }
     ensure_user_in_project(&state, project, &other).await?;
     let mut tx = state.db.write.begin().await?;

@@ -229,6 +229,7 @@ pub struct SearchQuery {
     /// Name prefix (case-insensitive); all groups when absent.
     q: Option<String>,
     /// Default 20, at most 100.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -511,12 +512,12 @@ async fn member(state: &AppState, group_id: &str, user_id: &str) -> ApiResult<Gr
     params(
         ("id" = String, Path, description = "Group id"),
         ("user_id" = String, Path, description = "The member acted on"),
-        ("action" = String, Path, description = "`accept` (a join request), `kick`, `promote` or `demote`"),
+        ("action" = String, Path, description = "`accept` (a join request), `kick`, `promote` or `demote`", pattern = "^(accept|kick|promote|demote)$"),
     ),
     responses(
         (status = 200, description = "The member afterwards (kick answers their last role)", body = GroupMember),
-        (status = 400, description = "Unknown action, or acting on yourself", body = ErrorEnvelope),
-        (status = 403, description = "Your role does not allow this", body = ErrorEnvelope),
+        (status = 400, description = "Unknown action", body = ErrorEnvelope),
+        (status = 403, description = "Your role does not allow this, or acting on yourself", body = ErrorEnvelope),
         (status = 404, description = "No such group or member", body = ErrorEnvelope),
         (status = 409, description = "The member's state does not allow this (e.g. accepting a non-request)", body = ErrorEnvelope),
     )
@@ -527,7 +528,7 @@ pub async fn member_action(
     Path((id, target, action)): Path<(String, String, String)>,
 ) -> ApiResult<Json<GroupMember>> {
     if target == player.user_id {
-        return Err(ApiError::invalid(
+        return Err(ApiError::forbidden(
             "act on another member; to leave, use /leave",
         ));
     }
