@@ -157,6 +157,15 @@ async fn openapi_declares_path_parameters_only_for_the_path_template() {
         if in_path != template {
             wrong.push(format!("{method} {path}: path parameters {in_path:?}"));
         }
+        // A header is text or absent; a client sending the word `null` is wrong.
+        for p in params.iter().filter(|p| p["in"] == "header") {
+            if p["schema"]["type"] != "string" {
+                wrong.push(format!(
+                    "{method} {path}: header {} is {}",
+                    p["name"], p["schema"]
+                ));
+            }
+        }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // A documented query parameter is read from the query.
@@ -360,6 +369,18 @@ async fn schema_valid_requests_are_not_refused_as_invalid() {
         )
         .await;
         assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+        // Any cursor the pattern allows is one: out-of-range numbers saturate.
+        let beyond = expect_status(
+            send(s.player(
+                Method::GET,
+                "/api/v1/leaderboards/hs?cursor=-9999999999999999999_0_0",
+                token,
+            ))
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(beyond["entries"].as_array().unwrap().len(), 1);
 
         // Well-formed requests this caller may not make, or naming nothing that exists.
         for (resp, status, code) in [

@@ -365,7 +365,7 @@ pub async fn write_save(
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
         ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
-        ("If-None-Match" = Option<String>, Header, description = "A version ETag the client already has"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "A version ETag the client already has"),
         ReadQuery,
     ),
     responses(
@@ -447,7 +447,7 @@ fn save_data_response(row: &VersionRow, data: &[u8]) -> ApiResult<Response> {
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
         ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the current version is this ETag (`*`: any)", pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Delete only if the current version is this ETag (`*`: any)", pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#),
     ),
     responses(
         (status = 204, description = "Deleted: a `delete` version was added; history stays restorable"),
