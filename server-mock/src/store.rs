@@ -399,7 +399,8 @@ impl Store {
     }
 
     fn spend_mail_token(&mut self, token: &str, kind: &str) -> MockResult<(String, String)> {
-        let invalid = || MockError::invalid("token is invalid, expired or already used");
+        // As the server: any string is a well-formed token, so an unknown one is not found.
+        let invalid = || MockError::not_found("token is invalid, expired or already used");
         let record = self.mail_tokens.get_mut(token).ok_or_else(invalid)?;
         if record.used || record.kind != kind {
             return Err(invalid());

@@ -553,7 +553,7 @@ async fn linking_verification_and_password_reset() {
         .send()
         .await
         .unwrap();
-    expect_error(reused, 400, "invalid_request").await;
+    expect_error(reused, 404, "not_found").await;
 
     for email in ["cat@example.com", "nobody@example.com"] {
         let resp = req(&mock, &http, Method::POST, "/api/v1/auth/password/forgot")

@@ -60,8 +60,20 @@ pub struct CaptchaChallenge {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 254,
+            pattern = r"^(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+        )
+    )]
     pub email: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 1024))]
     pub password: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 3, max_length = 32, pattern = r"^[\w.-]{3,32}$")
+    )]
     pub username: String,
     #[serde(default)]
     pub captcha: Option<CaptchaSolution>,
@@ -87,9 +99,17 @@ pub struct RefreshRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceAuthRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 8, max_length = 128, pattern = r"^[!-~]{8,128}$")
+    )]
     pub device_id: String,
     /// Username for a new account; a generated one is used when absent.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 3, max_length = 32, pattern = r"^[\w.-]{3,32}$")
+    )]
     pub username: Option<String>,
 }
 
@@ -97,8 +117,20 @@ pub struct DeviceAuthRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateProfileRequest {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 3, max_length = 32, pattern = r"^[\w.-]{3,32}$")
+    )]
     pub username: Option<String>,
+    /// An http(s) URL, or `""` to clear the avatar.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 2048,
+            pattern = r"^(|https?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*(:[0-9]{1,4})?([/?#][!-~]*)?)$"
+        )
+    )]
     pub avatar_url: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -112,7 +144,16 @@ pub struct OAuthStartRequest {
     /// Where the provider sends the browser back, e.g. the SDK's loopback listener.
     pub redirect_uri: String,
     /// PKCE S256 challenge of a verifier only the client knows.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 43,
+            max_length = 128,
+            pattern = r"^[A-Za-z0-9._~-]{43,128}$"
+        )
+    )]
     pub code_challenge: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 512))]
     pub state: String,
 }
 
@@ -126,7 +167,16 @@ pub struct OAuthStartResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthCodeRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 2048))]
     pub code: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 43,
+            max_length = 128,
+            pattern = r"^[A-Za-z0-9._~-]{43,128}$"
+        )
+    )]
     pub code_verifier: String,
     pub redirect_uri: String,
 }
@@ -135,6 +185,10 @@ pub struct OAuthCodeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkDeviceRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 8, max_length = 128, pattern = r"^[!-~]{8,128}$")
+    )]
     pub device_id: String,
 }
 
@@ -142,7 +196,15 @@ pub struct LinkDeviceRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkEmailRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 254,
+            pattern = r"^(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+        )
+    )]
     pub email: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 1024))]
     pub password: String,
 }
 
@@ -162,6 +224,7 @@ pub struct ForgotPasswordRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResetPasswordRequest {
     pub token: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 1024))]
     pub new_password: String,
 }
 

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod int;
 pub mod saves;
 pub mod social;
 

@@ -25,6 +25,14 @@ pub struct SaveSlotInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WriteSaveRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+        )
+    )]
     pub slot: String,
     /// The save itself: any JSON value (the SDK sends its type-tagged encoding).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -34,7 +42,8 @@ pub struct WriteSaveRequest {
     pub metadata: Option<Value>,
     /// The version this write was based on; `None` or `0` means "the slot must not exist yet".
     /// A mismatch answers 409 `save_conflict` with `details.current`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::int::option_i64")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub base_version: Option<i64>,
 }
 
@@ -86,10 +95,17 @@ pub struct SaveHistory {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreSaveRequest {
     /// The kept version whose content becomes the slot's new current version.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    #[serde(deserialize_with = "crate::int::i64")]
     pub version: i64,
     /// When set, the restore happens only if the slot's current version is still this one
     /// (`0` = the slot is deleted); otherwise 409 `save_conflict` as for writes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::int::option_i64"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub base_version: Option<i64>,
 }
 

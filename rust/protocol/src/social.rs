@@ -38,28 +38,48 @@ pub enum ScoreOperator {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaderboardDefinition {
-    /// Filled from the path; ignored in the body.
+    /// Required by `POST`; `PUT` takes it from the path (its body schema has no `id`).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[A-Za-z0-9_.-]+$"
+        )
+    )]
     pub id: String,
     #[serde(default)]
     pub sort_order: SortOrder,
     #[serde(default)]
     pub operator: ScoreOperator,
     /// `none`, `daily`, `weekly` (weeks start Monday 00:00 UTC), `monthly`, or a cron expression
-    /// (5 fields, or 6 with seconds first; UTC) whose fire times start new periods.
+    /// (5 fields, or 6 with seconds first; UTC) whose fire times start new periods. The schema's
+    /// pattern covers numbers and `*`/`*/n` per field; the server takes any cron expression.
     #[serde(default = "default_reset")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[ \t\r\n]*(|none|daily|weekly|monthly|((\*(/[1-7])?|[1-5]?[0-9]) )?(\*(/[1-7])?|[1-5]?[0-9]) (\*(/[1-7])?|1?[0-9]|2[0-3]) (\*(/[1-7])?|[1-9]|[12][0-9]|3[01]) (\*(/[1-7])?|[1-9]|1[0-2]) (\*(/[1-7])?|[1-7]))[ \t\r\n]*$"
+        )
+    )]
     pub reset: String,
-    /// Submissions below this are rejected with 400.
-    #[serde(default)]
+    /// Submissions below this are rejected with 409.
+    #[serde(default, deserialize_with = "crate::int::option_i64")]
     pub min_score: Option<i64>,
-    /// Submissions above this are rejected with 400.
-    #[serde(default)]
+    /// Submissions above this are rejected with 409.
+    #[serde(default, deserialize_with = "crate::int::option_i64")]
     pub max_score: Option<i64>,
     /// Scores only from a server key; players get 403.
     #[serde(default)]
     pub server_authoritative: bool,
     /// A player statistic feeding this board: updating the stat submits to it.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")
+    )]
     pub stat: Option<String>,
 }
 
@@ -77,6 +97,7 @@ pub struct LeaderboardList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitScoreRequest {
+    #[serde(deserialize_with = "crate::int::i64")]
     pub score: i64,
     /// Stored with the entry and returned on reads (at most 4 KiB as JSON).
     #[serde(default)]
@@ -139,11 +160,25 @@ pub struct LeaderboardPage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AchievementDefinition {
-    /// Filled from the path; ignored in the body.
+    /// Required by `POST`; `PUT` takes it from the path (its body schema has no `id`).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[A-Za-z0-9_.-]+$"
+        )
+    )]
     pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = r"\S")
+    )]
     pub name: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     #[serde(default)]
     pub icon_url: Option<String>,
@@ -151,10 +186,15 @@ pub struct AchievementDefinition {
     #[serde(default)]
     pub hidden: bool,
     /// Progress needed to unlock; 1 for plain unlock-once achievements.
-    #[serde(default = "default_goal")]
+    #[serde(default = "default_goal", deserialize_with = "crate::int::i64")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub goal: i64,
     /// A statistic whose value is this achievement's progress.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")
+    )]
     pub stat: Option<String>,
 }
 
@@ -186,6 +226,8 @@ pub struct AchievementList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetProgressRequest {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
+    #[serde(deserialize_with = "crate::int::i64")]
     pub progress: i64,
     /// Server key only: whose progress this is.
     #[serde(default)]
@@ -239,11 +281,35 @@ pub struct Stat {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateStatsRequest {
     /// Name -> new value.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::int::map_i64")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = stat_map_schema))]
     pub set: std::collections::BTreeMap<String, i64>,
     /// Name -> amount added (may be negative).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::int::map_i64")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = stat_map_schema))]
     pub increment: std::collections::BTreeMap<String, i64>,
+}
+
+/// Stat name -> value: up to 50 stats named like other ids.
+#[cfg(feature = "openapi")]
+fn stat_map_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+    use utoipa::openapi::KnownFormat;
+    ObjectBuilder::new()
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64))
+                .pattern(Some(r"^[A-Za-z0-9_.-]+$")),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+        ))
+        .max_properties(Some(50))
+        .build()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,13 +416,17 @@ pub enum GroupRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateGroupRequest {
+    /// 3 to 64 characters once leading and trailing whitespace is trimmed.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^\s*\S[\s\S]{1,62}\S\s*$"))]
     pub name: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// Anyone may join an open group; a closed one needs an accepted request or an invite.
     #[serde(default = "default_true")]
     pub open: bool,
-    #[serde(default = "default_max_members")]
+    #[serde(default = "default_max_members", deserialize_with = "crate::int::i64")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub max_members: i64,
 }
 

@@ -51,7 +51,8 @@ impl Caller {
             (Caller::Player(_), _) => Err(ApiError::forbidden(
                 "players may only access their own data",
             )),
-            (Caller::Server(_), "me") => Err(ApiError::invalid(
+            // Not found rather than invalid: for a server key, `me` names no player.
+            (Caller::Server(_), "me") => Err(ApiError::not_found(
                 "`me` needs a player token; a server key must name the user id",
             )),
             (Caller::Server(_), id) => Ok(id.to_owned()),

@@ -8,7 +8,10 @@ use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::marker::PhantomData;
 
 use crate::error::ApiError;
 
@@ -24,11 +27,44 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+        match axum::Json::<ObjectBody<T>>::from_request(req, state).await {
+            Ok(axum::Json(ObjectBody(value))) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_rejection_to_error(rejection)),
         }
     }
+}
+
+/// A request body that must be a JSON object. Serde lets a struct be read from an array too
+/// (`[]` fills every defaulted field), which no schema of ours allows.
+struct ObjectBody<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectBody<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(ObjectBody)
+    }
+}
+
+/// Parses a raw body as a JSON object into `T`, refusing other JSON values like [`ApiJson`].
+pub fn object_from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice::<ObjectBody<T>>(body)
+        .map(|ObjectBody(value)| value)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
 fn json_rejection_to_error(rejection: JsonRejection) -> ApiError {

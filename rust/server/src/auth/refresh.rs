@@ -18,8 +18,8 @@ use crate::projects::hash_secret;
     post,
     path = "/api/v1/auth/refresh",
     tag = "auth",
+    security(("client_key" = [])),
     request_body = RefreshRequest,
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
     responses(
         (status = 200, description = "New access token and the next refresh token (the presented one is spent)", body = AuthResponse),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token (reuse revokes the whole session)", body = aethex_protocol::ErrorEnvelope),
@@ -97,8 +97,7 @@ pub async fn refresh(
     post,
     path = "/api/v1/auth/logout",
     tag = "auth",
-    params(("X-AeThex-Key" = String, Header, description = "The game's client key")),
-    security(("bearer" = [])),
+    security(("client_key" = [], "bearer" = [])),
     responses(
         (status = 204, description = "The caller's session is revoked: its refresh token and access tokens stop working"),
         (status = 401, description = "Not signed in", body = aethex_protocol::ErrorEnvelope),

@@ -28,14 +28,22 @@ use crate::projects::hex;
 const INLINE_CODEC_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only this slot's versions; every slot's when absent.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+    )]
     pub slot: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// A kept older version (see history); the current version when absent.
+    #[param(minimum = 1)]
     pub version: Option<i64>,
 }
 
@@ -285,6 +293,7 @@ fn info_response(row: &VersionRow) -> Response {
     get,
     path = "/api/v1/saves/{user_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     responses(
         (status = 200, description = "Every slot's current version, plus used and quota bytes", body = SaveList),
@@ -311,6 +320,7 @@ pub async fn list_saves(
     post,
     path = "/api/v1/saves/{user_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     request_body = WriteSaveRequest,
     responses(
@@ -351,10 +361,11 @@ pub async fn write_save(
     get,
     path = "/api/v1/saves/{user_id}/{save_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
-        ("save_id" = String, Path, description = "The slot name"),
-        ("If-None-Match" = Option<String>, Header, description = "A version ETag the client already has"),
+        ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "A version ETag the client already has"),
         ReadQuery,
     ),
     responses(
@@ -432,10 +443,11 @@ fn save_data_response(row: &VersionRow, data: &[u8]) -> ApiResult<Response> {
     delete,
     path = "/api/v1/saves/{user_id}/{save_id}",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
-        ("save_id" = String, Path, description = "The slot name"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the current version is this ETag"),
+        ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Delete only if the current version is this ETag (`*`: any)", pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#),
     ),
     responses(
         (status = 204, description = "Deleted: a `delete` version was added; history stays restorable"),
@@ -479,6 +491,7 @@ pub async fn delete_save(
     get,
     path = "/api/v1/saves/{user_id}/history",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`"), HistoryQuery),
     responses(
         (status = 200, description = "Every kept version, newest first", body = SaveHistory),
@@ -506,9 +519,10 @@ pub async fn history(
     post,
     path = "/api/v1/saves/{user_id}/{save_id}/restore",
     tag = "saves",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
         ("user_id" = String, Path, description = "A player id, or `me`"),
-        ("save_id" = String, Path, description = "The slot name"),
+        ("save_id" = String, Path, description = "The slot name", min_length = 1, max_length = 64, pattern = r"^(?!history$)[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
     ),
     request_body = RestoreSaveRequest,
     responses(

@@ -196,11 +196,13 @@ async fn define(
     if let Some(stat) = &def.stat {
         validate_id("stat", stat)?;
     }
-    if def.name.trim().is_empty() || def.name.len() > 128 {
+    if def.name.trim().is_empty() || def.name.chars().count() > 128 {
         return Err(ApiError::invalid("name must be 1 to 128 characters"));
     }
-    if def.description.len() > 1024 {
-        return Err(ApiError::invalid("description must be at most 1024 bytes"));
+    if def.description.chars().count() > 1024 {
+        return Err(ApiError::invalid(
+            "description must be at most 1024 characters",
+        ));
     }
     if def.goal < 1 {
         return Err(ApiError::invalid("goal must be at least 1"));
@@ -228,6 +230,7 @@ async fn define(
     post,
     path = "/api/v1/achievements",
     tag = "achievements",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     request_body = AchievementDefinition,
     responses(
         (status = 200, description = "Created or replaced", body = AchievementDefinition),
@@ -247,7 +250,8 @@ pub async fn create_achievement(
     put,
     path = "/api/v1/achievements/{id}",
     tag = "achievements",
-    params(("id" = String, Path, description = "Achievement id")),
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
+    params(("id" = String, Path, description = "Achievement id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = AchievementDefinition,
     responses(
         (status = 200, description = "Created or replaced", body = AchievementDefinition),
@@ -266,6 +270,7 @@ pub async fn put_achievement(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Server key only: whose achievements.
     user_id: Option<String>,
@@ -275,6 +280,7 @@ pub struct ListQuery {
     get,
     path = "/api/v1/achievements",
     tag = "achievements",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "Every achievement with the player's progress; hidden ones only once unlocked", body = AchievementList),
@@ -320,6 +326,7 @@ pub async fn list_achievements(
     get,
     path = "/api/v1/achievements/percentages",
     tag = "achievements",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     responses((status = 200, description = "Share of the project's players who unlocked each achievement (hidden ones only for the server key)", body = AchievementPercentages))
 )]
 pub async fn percentages(
@@ -402,7 +409,8 @@ async fn progress_call(
     post,
     path = "/api/v1/achievements/{id}/unlock",
     tag = "achievements",
-    params(("id" = String, Path, description = "Achievement id")),
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
+    params(("id" = String, Path, description = "Achievement id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = UnlockRequest,
     responses(
         (status = 200, description = "Unlocked; `newly_unlocked` names it only the first time", body = AchievementUpdate),
@@ -420,8 +428,7 @@ pub async fn unlock(
     let req: UnlockRequest = if body.iter().all(u8::is_ascii_whitespace) {
         UnlockRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+        crate::http::object_from_slice(&body)?
     };
     progress_call(&state, &caller, &id, req.user_id.as_deref(), None).await
 }
@@ -430,7 +437,8 @@ pub async fn unlock(
     post,
     path = "/api/v1/achievements/{id}/progress",
     tag = "achievements",
-    params(("id" = String, Path, description = "Achievement id")),
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
+    params(("id" = String, Path, description = "Achievement id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = SetProgressRequest,
     responses(
         (status = 200, description = "Progress after the call (lower values are ignored); reaching the goal unlocks", body = AchievementUpdate),

@@ -204,8 +204,10 @@ async fn delete_edge(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this relationship: `friend`, `sent`, `received` or `blocked` (default: all).
+    #[param(pattern = "^(friend|sent|received|blocked)$")]
     state: Option<String>,
 }
 
@@ -213,6 +215,7 @@ pub struct ListQuery {
     get,
     path = "/api/v1/friends",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "The caller's relationships with presence", body = FriendList),
@@ -272,6 +275,7 @@ pub async fn list_friends(
     post,
     path = "/api/v1/friends/heartbeat",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     request_body = HeartbeatRequest,
     responses((status = 204, description = "Presence stamped"))
 )]
@@ -288,10 +292,13 @@ pub async fn heartbeat(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Username prefix (case-insensitive), 1 to 32 characters.
+    #[param(min_length = 1, max_length = 32)]
     q: String,
     /// Default 20, at most 100.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -301,6 +308,7 @@ pub struct SearchQuery {
     get,
     path = "/api/v1/friends/search",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(SearchQuery),
     responses(
         (status = 200, description = "Players whose username starts with `q`, blocks hidden both ways", body = PlayerSearchPage),
@@ -356,6 +364,7 @@ pub async fn search_players(
     delete,
     path = "/api/v1/friends/{user_id}",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(("user_id" = String, Path, description = "The friend to remove")),
     responses(
         (status = 200, description = "Friendship removed on both sides", body = FriendStatus),
@@ -374,14 +383,15 @@ pub async fn remove_friend(
     post,
     path = "/api/v1/friends/{user_id}/{action}",
     tag = "friends",
+    security(("client_key" = [], "bearer" = [])),
     params(
         ("user_id" = String, Path, description = "The other player"),
-        ("action" = String, Path, description = "`request`, `accept`, `decline`, `cancel`, `remove`, `block` or `unblock`"),
+        ("action" = String, Path, description = "`request`, `accept`, `decline`, `cancel`, `remove`, `block` or `unblock`", pattern = "^(request|accept|decline|cancel|remove|block|unblock)$"),
     ),
     responses(
         (status = 200, description = "The relationship afterwards", body = FriendStatus),
-        (status = 400, description = "Unknown action, or acting on yourself", body = ErrorEnvelope),
-        (status = 403, description = "That player blocked you", body = ErrorEnvelope),
+        (status = 400, description = "Unknown action", body = ErrorEnvelope),
+        (status = 403, description = "That player blocked you, or acting on yourself", body = ErrorEnvelope),
         (status = 404, description = "No such player, or nothing to accept/decline/cancel/remove/unblock", body = ErrorEnvelope),
         (status = 409, description = "You blocked that player (unblock first)", body = ErrorEnvelope),
     )
@@ -396,7 +406,8 @@ pub async fn friend_action(
     let project = &player.project.id;
     let me = &player.user_id;
     if other == *me {
-        return Err(ApiError::invalid("you cannot befriend or block yourself"));
+        // Forbidden rather than invalid: the request is well formed, this caller may not make it.
+        return Err(ApiError::forbidden("you cannot befriend or block yourself"));
     }
     ensure_user_in_project(&state, project, &other).await?;
     let mut tx = state.db.write.begin().await?;

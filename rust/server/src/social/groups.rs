@@ -190,6 +190,7 @@ async fn remove_member(conn: &mut AnyConnection, group_id: &str, user_id: &str) 
     post,
     path = "/api/v1/groups",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     request_body = CreateGroupRequest,
     responses(
         (status = 200, description = "Created; the caller owns it", body = Group),
@@ -206,8 +207,10 @@ pub async fn create_group(
     if !(3..=64).contains(&name.chars().count()) {
         return Err(ApiError::invalid("group name must be 3 to 64 characters"));
     }
-    if req.description.len() > 1024 {
-        return Err(ApiError::invalid("description must be at most 1024 bytes"));
+    if req.description.chars().count() > 1024 {
+        return Err(ApiError::invalid(
+            "description must be at most 1024 characters",
+        ));
     }
     if !(1..=10_000).contains(&req.max_members) {
         return Err(ApiError::invalid("max_members must be 1 to 10000"));
@@ -242,10 +245,12 @@ pub async fn create_group(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Name prefix (case-insensitive); all groups when absent.
     q: Option<String>,
     /// Default 20, at most 100.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -253,6 +258,7 @@ pub struct SearchQuery {
     get,
     path = "/api/v1/groups",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(SearchQuery),
     responses((status = 200, description = "Groups by name", body = GroupList))
 )]
@@ -289,6 +295,7 @@ pub async fn search_groups(
     get,
     path = "/api/v1/groups/mine",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     responses((status = 200, description = "Groups the caller belongs to, is invited to or asked to join", body = GroupList))
 )]
 pub async fn my_groups(
@@ -318,6 +325,7 @@ pub async fn my_groups(
     get,
     path = "/api/v1/groups/{id}",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 200, description = "The group", body = Group),
@@ -339,6 +347,7 @@ pub async fn get_group(
     get,
     path = "/api/v1/groups/{id}/members",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 200, description = "Members by role; pending invites and requests only for admins", body = GroupMembers),
@@ -381,6 +390,7 @@ pub async fn list_members(
     post,
     path = "/api/v1/groups/{id}/join",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 200, description = "Joined (open group or invited), or a join request is pending (closed group): see `my_role`", body = Group),
@@ -419,6 +429,7 @@ pub async fn join_group(
     post,
     path = "/api/v1/groups/{id}/leave",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     responses(
         (status = 204, description = "Left (or withdrew a request/invite); the last member leaving deletes the group"),
@@ -461,6 +472,7 @@ pub async fn leave_group(
     post,
     path = "/api/v1/groups/{id}/invite",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(("id" = String, Path, description = "Group id")),
     request_body = GroupInviteRequest,
     responses(
@@ -520,15 +532,16 @@ async fn member(state: &AppState, group_id: &str, user_id: &str) -> ApiResult<Gr
     post,
     path = "/api/v1/groups/{id}/members/{user_id}/{action}",
     tag = "groups",
+    security(("client_key" = [], "bearer" = [])),
     params(
         ("id" = String, Path, description = "Group id"),
         ("user_id" = String, Path, description = "The member acted on"),
-        ("action" = String, Path, description = "`accept` (a join request), `kick`, `promote` or `demote`"),
+        ("action" = String, Path, description = "`accept` (a join request), `kick`, `promote` or `demote`", pattern = "^(accept|kick|promote|demote)$"),
     ),
     responses(
         (status = 200, description = "The member afterwards (kick answers their last role)", body = GroupMember),
-        (status = 400, description = "Unknown action, or acting on yourself", body = ErrorEnvelope),
-        (status = 403, description = "Your role does not allow this", body = ErrorEnvelope),
+        (status = 400, description = "Unknown action", body = ErrorEnvelope),
+        (status = 403, description = "Your role does not allow this, or acting on yourself", body = ErrorEnvelope),
         (status = 404, description = "No such group or member", body = ErrorEnvelope),
         (status = 409, description = "The member's state does not allow this (e.g. accepting a non-request)", body = ErrorEnvelope),
     )
@@ -539,7 +552,7 @@ pub async fn member_action(
     Path((id, target, action)): Path<(String, String, String)>,
 ) -> ApiResult<Json<GroupMember>> {
     if target == player.user_id {
-        return Err(ApiError::invalid(
+        return Err(ApiError::forbidden(
             "act on another member; to leave, use /leave",
         ));
     }

@@ -127,8 +127,9 @@ pub async fn write_target(
             Some(_) => Err(ApiError::forbidden("players may only write their own data")),
         },
         Caller::Server(project) => {
+            // Not found rather than invalid: without `user_id` a server key names no player.
             let id = named.ok_or_else(|| {
-                ApiError::invalid("a server key must name the player in `user_id`")
+                ApiError::not_found("a server key must name the player in `user_id`")
             })?;
             ensure_user_in_project(state, &project.id, id).await?;
             Ok(id.to_owned())

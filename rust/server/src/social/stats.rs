@@ -66,6 +66,7 @@ async fn read_all(state: &AppState, project_id: &str, user_id: &str) -> ApiResul
     get,
     path = "/api/v1/stats/{user_id}",
     tag = "stats",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     responses(
         (status = 200, description = "All of the player's stats", body = StatsResponse),
@@ -88,11 +89,13 @@ pub async fn get_stats(
     post,
     path = "/api/v1/stats/{user_id}",
     tag = "stats",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(("user_id" = String, Path, description = "A player id, or `me`")),
     request_body = UpdateStatsRequest,
     responses(
         (status = 200, description = "The changed stats and the achievements this unlocked", body = StatsResponse),
-        (status = 400, description = "Bad names, a stat both set and incremented, or a fed leaderboard rejects the value", body = ErrorEnvelope),
+        (status = 400, description = "Bad names, or a fed leaderboard rejects the value", body = ErrorEnvelope),
+        (status = 409, description = "A stat both set and incremented", body = ErrorEnvelope),
         (status = 403, description = "A player writing someone else's stats, or a stat feeding a server-authoritative leaderboard", body = ErrorEnvelope),
     )
 )]
@@ -104,16 +107,17 @@ pub async fn update_stats(
 ) -> ApiResult<Json<StatsResponse>> {
     let user_id = target(&state, &caller, &user).await?;
     let project = caller.project().id.clone();
-    let count = req.set.len() + req.increment.len();
-    if count == 0 || count > MAX_STATS_PER_UPDATE {
+    // An empty update is a no-op answering no stats; the schema bounds each map alone.
+    if req.set.len() > MAX_STATS_PER_UPDATE || req.increment.len() > MAX_STATS_PER_UPDATE {
         return Err(ApiError::invalid(format!(
-            "update 1 to {MAX_STATS_PER_UPDATE} stats per call"
+            "set and increment at most {MAX_STATS_PER_UPDATE} stats each per call"
         )));
     }
     for name in req.set.keys().chain(req.increment.keys()) {
         validate_id("stat", name)?;
         if req.set.contains_key(name) && req.increment.contains_key(name) {
-            return Err(ApiError::invalid(format!(
+            // Conflict rather than invalid: each map is valid, together they contradict.
+            return Err(ApiError::conflict(format!(
                 "stat {name:?} is both set and incremented"
             )));
         }

@@ -40,11 +40,18 @@ impl RankKey {
     }
 
     pub fn from_cursor(text: &str) -> Option<Self> {
+        // Out-of-range numbers saturate: that keeps their order, and any 19 digits the
+        // documented pattern allows are a cursor.
+        let number = |part: &str| {
+            part.parse::<i128>()
+                .ok()
+                .map(|n| n.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+        };
         let mut parts = text.split('_');
         let key = Self {
-            order: parts.next()?.parse().ok()?,
-            reached_at: parts.next()?.parse().ok()?,
-            seq: parts.next()?.parse().ok()?,
+            order: number(parts.next()?)?,
+            reached_at: number(parts.next()?)?,
+            seq: number(parts.next()?)?,
         };
         parts.next().is_none().then_some(key)
     }

@@ -38,6 +38,7 @@ pub struct LeaderboardsApi;
     get,
     path = "/api/v1/leaderboards",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     responses((status = 200, description = "The project's board definitions", body = LeaderboardList))
 )]
 pub async fn list_boards(
@@ -53,10 +54,12 @@ pub async fn list_boards(
     post,
     path = "/api/v1/leaderboards",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     request_body = LeaderboardDefinition,
     responses(
         (status = 200, description = "Created or replaced", body = LeaderboardDefinition),
         (status = 400, description = "Invalid definition", body = ErrorEnvelope),
+        (status = 409, description = "min_score is above max_score", body = ErrorEnvelope),
         (status = 403, description = "Needs the server key", body = ErrorEnvelope),
     )
 )]
@@ -80,11 +83,13 @@ pub async fn create_board(
     put,
     path = "/api/v1/leaderboards/{id}",
     tag = "leaderboards",
-    params(("id" = String, Path, description = "Board id")),
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
+    params(("id" = String, Path, description = "Board id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = LeaderboardDefinition,
     responses(
         (status = 200, description = "Created or replaced", body = LeaderboardDefinition),
         (status = 400, description = "Invalid definition", body = ErrorEnvelope),
+        (status = 409, description = "min_score is above max_score", body = ErrorEnvelope),
         (status = 403, description = "Needs the server key", body = ErrorEnvelope),
     )
 )]
@@ -110,7 +115,8 @@ pub async fn put_board(
     post,
     path = "/api/v1/leaderboards/{id}/scores",
     tag = "leaderboards",
-    params(("id" = String, Path, description = "Board id")),
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
+    params(("id" = String, Path, description = "Board id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")),
     request_body = SubmitScoreRequest,
     responses(
         (status = 200, description = "The caller's entry after the submission", body = SubmitScoreResponse),
@@ -151,15 +157,21 @@ pub async fn submit(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// `global` (default), `around_me` or `friends`.
+    #[param(pattern = "^(global|around_me|friends)$")]
     range: Option<String>,
-    /// Page size (global, friends; default 10, at most 100) or entries above and below the
-    /// player (around_me; default 5, at most 50).
+    /// Page size (global: default 10, at most 100; friends: default 100, at most 1000) or
+    /// entries above and below the player (around_me: default 5, at most 50). Larger values
+    /// up to 1000 are cut to the range's maximum.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page (global range).
+    #[param(pattern = "^-?[0-9]{1,19}_-?[0-9]{1,19}_-?[0-9]{1,19}$")]
     cursor: Option<String>,
     /// `current` (default), `previous`, or a period start (unix ms) as answered in `period`.
+    #[param(pattern = "^(current|previous|-?[0-9]{1,18})$")]
     period: Option<String>,
     /// Server key only: the player `around_me` / `friends` / `me` refer to.
     user_id: Option<String>,
@@ -193,7 +205,8 @@ fn viewer(caller: &Caller, named: Option<&str>) -> ApiResult<Option<String>> {
     get,
     path = "/api/v1/leaderboards/{id}",
     tag = "leaderboards",
-    params(("id" = String, Path, description = "Board id"), ReadQuery),
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
+    params(("id" = String, Path, description = "Board id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$"), ReadQuery),
     responses(
         (status = 200, description = "A page of ranked entries", body = LeaderboardPage),
         (status = 400, description = "Bad range, limit, cursor or period", body = ErrorEnvelope),
@@ -214,12 +227,15 @@ pub async fn read_board(
     if let Caller::Player(p) = &caller {
         state.social.presence.touch(&p.user_id, now);
     }
+    if q.limit.is_some_and(|n| n > 1000) {
+        return Err(ApiError::invalid("limit must be at most 1000"));
+    }
     let range = q.range.as_deref().unwrap_or("global");
     // Friends come from SQL; read them before taking the index lock.
     let friend_ids = if range == "friends" {
         let me = viewer
             .as_deref()
-            .ok_or_else(|| ApiError::invalid("the friends range needs a player (user_id)"))?;
+            .ok_or_else(|| ApiError::not_found("the friends range needs a player (user_id)"))?;
         let mut ids = friends::friend_ids(&state.db, &caller.project().id, me).await?;
         ids.push(me.to_owned());
         ids
@@ -233,7 +249,9 @@ pub async fn read_board(
         let total = index.len() as u64;
         match range {
             "global" => {
-                let limit = page_limit(q.limit, 10, 100)?;
+                // Limits up to 1000 above the range's maximum are cut, not refused: the schema
+                // has one bound for three ranges.
+                let limit = page_limit(q.limit.map(|n| n.min(100)), 10, 100)?;
                 let start = match q.cursor.as_deref() {
                     None => 0,
                     Some(c) => index.position_after(
@@ -248,9 +266,9 @@ pub async fn read_board(
                 (page, next, me, total)
             }
             "around_me" => {
-                let n = page_limit(q.limit, 5, 50)?;
+                let n = page_limit(q.limit.map(|n| n.min(50)), 5, 50)?;
                 if viewer.is_none() {
-                    return Err(ApiError::invalid("around_me needs a player (user_id)"));
+                    return Err(ApiError::not_found("around_me needs a player (user_id)"));
                 }
                 let page = match &me {
                     Some(m) => {
@@ -263,7 +281,7 @@ pub async fn read_board(
                 (page, None, me, total)
             }
             "friends" => {
-                let limit = page_limit(q.limit, 100, 1000)?;
+                let limit = page_limit(q.limit.map(|n| n.min(1000)), 100, 1000)?;
                 let mut page: Vec<_> = friend_ids.iter().filter_map(|f| index.ranked(f)).collect();
                 page.sort_by_key(|r| r.rank);
                 page.truncate(limit);
@@ -299,8 +317,10 @@ pub async fn read_board(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RankQuery {
     /// `current` (default), `previous`, or a period start (unix ms).
+    #[param(pattern = "^(current|previous|-?[0-9]{1,18})$")]
     period: Option<String>,
 }
 
@@ -308,8 +328,9 @@ pub struct RankQuery {
     get,
     path = "/api/v1/leaderboards/{id}/ranks/{user_id}",
     tag = "leaderboards",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(
-        ("id" = String, Path, description = "Board id"),
+        ("id" = String, Path, description = "Board id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$"),
         ("user_id" = String, Path, description = "A player id, or `me`"),
         RankQuery
     ),
@@ -331,7 +352,7 @@ pub async fn player_rank(
     let user_id = match (&caller, user_id.as_str()) {
         (Caller::Player(p), "me") => p.user_id.clone(),
         (Caller::Server(_), "me") => {
-            return Err(ApiError::invalid("a server key must name the player"))
+            return Err(ApiError::not_found("a server key must name the player"))
         }
         (_, other) => other.to_owned(),
     };

@@ -206,7 +206,8 @@ impl Leaderboards {
         }
         if let (Some(min), Some(max)) = (def.min_score, def.max_score) {
             if min > max {
-                return Err(ApiError::invalid("min_score is above max_score"));
+                // Conflict rather than invalid: each field is valid, together they contradict.
+                return Err(ApiError::conflict("min_score is above max_score"));
             }
         }
         let schedule = Schedule::parse(&def.reset)?;
@@ -435,7 +436,7 @@ impl Leaderboards {
         let period = match sel {
             PeriodSel::Current => current,
             PeriodSel::Previous => def.schedule.previous_start(current).ok_or_else(|| {
-                ApiError::invalid("this leaderboard never resets, so it has no previous period")
+                ApiError::not_found("this leaderboard never resets, so it has no previous period")
             })?,
             PeriodSel::Start(p) => p,
         };
