@@ -75,7 +75,18 @@ impl std::error::Error for ApiError {}
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::internal(format!("database: {e}"))
+        match e {
+            // Every pooled connection stayed busy for `database.acquire_timeout_ms`: overload,
+            // not a fault; the client backs off and retries.
+            sqlx::Error::PoolTimedOut => {
+                tracing::warn!("no free database connection within the acquire timeout");
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(ErrorCode::Unavailable, "the server is busy; retry shortly")
+                }
+            }
+            e => ApiError::internal(format!("database: {e}")),
+        }
     }
 }
 
