@@ -330,6 +330,33 @@ mod tests {
     }
 
     #[test]
+    fn database_pool_settings_from_toml_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aethex.toml");
+        std::fs::write(
+            &file,
+            "[database]\nmax_connections = 8\nacquire_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.database.max_connections, 8);
+        assert_eq!(config.database.acquire_timeout_ms, 500);
+        overrides.db_acquire_timeout_ms = Some(250);
+        assert_eq!(
+            Config::load(&overrides)
+                .unwrap()
+                .database
+                .acquire_timeout_ms,
+            250
+        );
+        assert_eq!(Config::default().database.acquire_timeout_ms, 3000);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<Config>("lisen = \"x\"").unwrap_err();
         assert!(err.to_string().contains("lisen"));

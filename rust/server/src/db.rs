@@ -43,6 +43,10 @@ impl Db {
     }
 
     pub async fn connect_with(url: &str, pools: &DatabaseConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            pools.acquire_timeout_ms > 0,
+            "database.acquire_timeout_ms must be positive"
+        );
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             Self::connect_sqlite(url, pools).await
