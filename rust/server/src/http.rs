@@ -66,6 +66,34 @@ where
     }
 }
 
+/// A JSON body that may be left out (whitespace or nothing means `T::default()`), with the same
+/// limits, errors and NUL check as [`ApiJson`].
+pub struct ApiJsonOrDefault<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJsonOrDefault<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let opaque = req.extensions().get::<OpaqueJsonField>().map(|f| f.0);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection_to_error)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiJsonOrDefault(T::default()));
+        }
+        let value = match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection_to_error(rejection)),
+        };
+        reject_nul_in_json(&bytes, opaque)?;
+        Ok(ApiJsonOrDefault(value))
+    }
+}
+
 /// `application/json` or `application/<something>+json`, as `axum::Json` accepts.
 fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers

@@ -170,6 +170,11 @@ async fn nul_bytes_anywhere_are_invalid_request() {
                     .json(&json!({"name": "fine"})),
             ),
             (
+                "achievement unlock user",
+                s.admin(Method::POST, "/api/v1/achievements/ach1/unlock")
+                    .json(&json!({"user_id": nul})),
+            ),
+            (
                 "stats key",
                 json_post("/api/v1/stats/me", json!({"increment": {nul: 1}})),
             ),
