@@ -25,6 +25,10 @@ pub enum ErrorCode {
     Network,
     /// Client-side only: the request timed out.
     Timeout,
+    /// The path exists but not with this HTTP method (the `Allow` header lists those it has).
+    MethodNotAllowed,
+    /// A `Content-Encoding` or `Content-Type` of the request body the server does not accept.
+    UnsupportedMediaType,
 }
 
 impl ErrorCode {
@@ -43,6 +47,8 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
             ErrorCode::Network | ErrorCode::Timeout => 0,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::UnsupportedMediaType => 415,
         }
     }
 
@@ -64,6 +70,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Network => "network",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -116,6 +124,8 @@ mod tests {
             ErrorCode::SaveConflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::RateLimited,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::UnsupportedMediaType,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

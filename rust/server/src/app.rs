@@ -12,7 +12,6 @@ use axum::{middleware, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
-use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::blobs::Blobs;
@@ -64,7 +63,7 @@ impl Server {
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         crate::data_files::secure_data_dir(&config.data_dir)?;
-        let db = Db::connect(&config.database_url()).await?;
+        let db = Db::connect_with(&config.database_url(), &config.database).await?;
         let blobs = Blobs::open(&config.blob_store_url())?;
         let projects = Projects::new(db.clone());
         let created_default_project = ensure_default_project(&config, &projects, &*clock).await?;
@@ -159,8 +158,14 @@ fn router(state: AppState) -> Router {
         .fallback(http::not_found_fallback)
         .layer(middleware::from_fn(http::record_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
-        .layer(RequestDecompressionLayer::new())
+        .layer(middleware::from_fn_with_state(
+            DEFAULT_BODY_LIMIT.max(saves::write_body_limit(&state.config)),
+            http::decompress_request,
+        ))
+        .layer(middleware::from_fn(http::reject_nul_in_url))
+        .layer(middleware::from_fn(http::json_errors))
         .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(http::drain_unread_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

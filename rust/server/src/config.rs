@@ -59,6 +59,14 @@ pub struct Overrides {
     /// [default: file://<data-dir>/blobs].
     #[arg(long, env = "AETHEX_BLOB_STORE", global = true)]
     pub blob_store: Option<String>,
+    /// Most pooled database connections (PostgreSQL: the whole pool; SQLite: the readers)
+    /// [default: 32 on PostgreSQL, 2 per CPU (at least 4) on SQLite].
+    #[arg(long, env = "AETHEX_DB_MAX_CONNECTIONS", global = true)]
+    pub db_max_connections: Option<u32>,
+    /// Milliseconds a request waits for a free database connection before it is answered
+    /// 503 `unavailable` with `Retry-After` [default: 3000].
+    #[arg(long, env = "AETHEX_DB_ACQUIRE_TIMEOUT_MS", global = true)]
+    pub db_acquire_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration every part of the server reads.
@@ -78,6 +86,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub oauth: OAuthConfig,
     pub saves: SavesConfig,
+    pub database: DatabaseConfig,
 }
 
 impl Default for Config {
@@ -93,6 +102,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             oauth: OAuthConfig::default(),
             saves: SavesConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
@@ -216,6 +226,26 @@ impl Default for SavesConfig {
     }
 }
 
+/// Connection pools. When every connection is busy a request waits `acquire_timeout_ms`, then
+/// gets 503 `unavailable` with `Retry-After` instead of queueing until the client gives up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL: the pool size; SQLite: the reader pool size (it has one writer connection).
+    /// 0 picks the default: 32 on PostgreSQL, 2 per CPU (at least 4) on SQLite.
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 0,
+            acquire_timeout_ms: 3000,
+        }
+    }
+}
+
 impl Config {
     /// Defaults, then the TOML file (if any), then the overrides.
     pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
@@ -234,6 +264,12 @@ impl Config {
         }
         if let Some(url) = &overrides.blob_store {
             config.blob_store = url.clone();
+        }
+        if let Some(max) = overrides.db_max_connections {
+            config.database.max_connections = max;
+        }
+        if let Some(ms) = overrides.db_acquire_timeout_ms {
+            config.database.acquire_timeout_ms = ms;
         }
         Ok(config)
     }
@@ -291,6 +327,33 @@ mod tests {
         assert_eq!(config.saves.max_slot_bytes, 1024);
         assert!(config.auth.captcha_required);
         assert_eq!(config.database_url(), "sqlite:///tmp/x/aethex.db");
+    }
+
+    #[test]
+    fn database_pool_settings_from_toml_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aethex.toml");
+        std::fs::write(
+            &file,
+            "[database]\nmax_connections = 8\nacquire_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.database.max_connections, 8);
+        assert_eq!(config.database.acquire_timeout_ms, 500);
+        overrides.db_acquire_timeout_ms = Some(250);
+        assert_eq!(
+            Config::load(&overrides)
+                .unwrap()
+                .database
+                .acquire_timeout_ms,
+            250
+        );
+        assert_eq!(Config::default().database.acquire_timeout_ms, 3000);
     }
 
     #[test]

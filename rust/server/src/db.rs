@@ -21,6 +21,8 @@ use sqlx::pool::PoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Any, AnyPool, Executor};
 
+use crate::config::DatabaseConfig;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -41,17 +43,25 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, &DatabaseConfig::default()).await
+    }
+
+    pub async fn connect_with(url: &str, pools: &DatabaseConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            pools.acquire_timeout_ms > 0,
+            "database.acquire_timeout_ms must be positive"
+        );
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            Self::connect_sqlite(url).await
+            Self::connect_sqlite(url, pools).await
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Self::connect_postgres(url).await
+            Self::connect_postgres(url, pools).await
         } else {
             anyhow::bail!("unsupported database URL {url:?}: expected sqlite://… or postgres://…")
         }
     }
 
-    async fn connect_sqlite(url: &str) -> anyhow::Result<Self> {
+    async fn connect_sqlite(url: &str, pools: &DatabaseConfig) -> anyhow::Result<Self> {
         let path = url
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
@@ -80,12 +90,20 @@ impl Db {
         let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                        PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
                        PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;";
-        let write = sqlite_pool(1, pragmas).connect(&any_url).await?;
-        let readers = std::thread::available_parallelism()
-            .map(|n| n.get() as u32 * 2)
-            .unwrap_or(4)
-            .max(4);
-        let read = sqlite_pool(readers, pragmas).connect(&any_url).await?;
+        let acquire_timeout = Duration::from_millis(pools.acquire_timeout_ms);
+        let write = sqlite_pool(1, acquire_timeout, pragmas)
+            .connect(&any_url)
+            .await?;
+        let readers = match pools.max_connections {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() as u32 * 2)
+                .unwrap_or(4)
+                .max(4),
+            n => n,
+        };
+        let read = sqlite_pool(readers, acquire_timeout, pragmas)
+            .connect(&any_url)
+            .await?;
         let db = Self {
             read,
             write,
@@ -95,10 +113,13 @@ impl Db {
         Ok(db)
     }
 
-    async fn connect_postgres(url: &str) -> anyhow::Result<Self> {
+    async fn connect_postgres(url: &str, pools: &DatabaseConfig) -> anyhow::Result<Self> {
         let pool = AnyPoolOptions::new()
-            .max_connections(32)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(match pools.max_connections {
+                0 => 32,
+                n => n,
+            })
+            .acquire_timeout(Duration::from_millis(pools.acquire_timeout_ms))
             .connect(url)
             .await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
@@ -110,11 +131,11 @@ impl Db {
     }
 }
 
-fn sqlite_pool(max: u32, pragmas: &'static str) -> PoolOptions<Any> {
+fn sqlite_pool(max: u32, acquire_timeout: Duration, pragmas: &'static str) -> PoolOptions<Any> {
     AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(acquire_timeout)
         // An embedded connection cannot drop; the default ping on every acquire doubled the
         // round trips through sqlx's worker thread of a one-query request.
         .test_before_acquire(false)

@@ -75,23 +75,34 @@ impl std::error::Error for ApiError {}
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        // Collisions with concurrent requests that a handler did not map itself are still the
-        // documented typed errors, never a 500: a duplicate is a 409, an aborted transaction a
-        // 503 the client retries.
-        if crate::db::is_unique_violation(&e) {
-            return ApiError::conflict("a concurrent request changed the same data; retry");
+        match e {
+            // Every pooled connection stayed busy for `database.acquire_timeout_ms`: overload,
+            // not a fault; the client backs off and retries.
+            sqlx::Error::PoolTimedOut => {
+                tracing::warn!("no free database connection within the acquire timeout");
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(ErrorCode::Unavailable, "the server is busy; retry shortly")
+                }
+            }
+            // Collisions with concurrent requests that a handler did not map itself are still
+            // the documented typed errors, never a 500: a duplicate is a 409, an aborted
+            // transaction a 503 the client retries.
+            e if crate::db::is_unique_violation(&e) => {
+                ApiError::conflict("a concurrent request changed the same data; retry")
+            }
+            e if crate::db::is_concurrency_abort(&e) => {
+                tracing::warn!(error = %e, "transaction aborted by a concurrent one");
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the request collided with a concurrent one; retry",
+                    )
+                }
+            }
+            e => ApiError::internal(format!("database: {e}")),
         }
-        if crate::db::is_concurrency_abort(&e) {
-            tracing::warn!(error = %e, "transaction aborted by a concurrent one");
-            return ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    ErrorCode::Unavailable,
-                    "the request collided with a concurrent one; retry",
-                )
-            };
-        }
-        ApiError::internal(format!("database: {e}"))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod sweep;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use utoipa::OpenApi;
 
@@ -26,6 +27,7 @@ use crate::app::AppState;
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::db::Db;
+use crate::http::OpaqueJsonField;
 
 /// Metadata is for slot pickers (level, play time, thumbnail id): kept small because every list
 /// answer carries it.
@@ -66,7 +68,7 @@ impl SavesService {
 /// Largest accepted write body: the slot limit, room for JSON escaping and whitespace the
 /// client may send beyond the compact form we measure, plus metadata. Bigger bodies are a typed
 /// 413 `payload_too_large` before they are buffered.
-fn write_body_limit(config: &Config) -> usize {
+pub(crate) fn write_body_limit(config: &Config) -> usize {
     let slot = usize::try_from(config.saves.max_slot_bytes).unwrap_or(usize::MAX);
     slot.saturating_mul(2)
         .saturating_add(MAX_METADATA_BYTES * 2 + 64 * 1024)
@@ -76,9 +78,11 @@ pub fn router(config: &Config) -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/saves/{user_id}",
-            get(handlers::list_saves).merge(
-                post(handlers::write_save).layer(DefaultBodyLimit::max(write_body_limit(config))),
-            ),
+            get(handlers::list_saves).merge(post(handlers::write_save).layer((
+                DefaultBodyLimit::max(write_body_limit(config)),
+                // The save itself is stored encrypted, byte for byte: NUL is harmless there.
+                Extension(OpaqueJsonField("data")),
+            ))),
         )
         .route("/api/v1/saves/{user_id}/history", get(handlers::history))
         .route(

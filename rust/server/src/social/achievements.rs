@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::caller::Caller;
 use crate::db::get_flag;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ApiJsonOrDefault};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -422,14 +422,9 @@ pub async fn unlock(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> ApiResult<Json<AchievementUpdate>> {
     // The body is optional: players usually send none.
-    let req: UnlockRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        UnlockRequest::default()
-    } else {
-        crate::http::object_from_slice(&body)?
-    };
+    ApiJsonOrDefault(req): ApiJsonOrDefault<UnlockRequest>,
+) -> ApiResult<Json<AchievementUpdate>> {
     progress_call(&state, &caller, &id, req.user_id.as_deref(), None).await
 }
 
