@@ -174,7 +174,11 @@ pub struct AchievementDefinition {
     pub id: String,
     #[cfg_attr(
         feature = "openapi",
-        schema(min_length = 1, max_length = 128, pattern = r"\S")
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\x00]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
+        )
     )]
     pub name: String,
     #[serde(default)]
@@ -416,8 +420,15 @@ pub enum GroupRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateGroupRequest {
-    /// 3 to 64 characters once leading and trailing whitespace is trimmed.
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^\s*\S[\s\S]{1,62}\S\s*$"))]
+    /// 3 to 64 characters once leading and trailing whitespace is trimmed. The pattern spells
+    /// out Unicode White_Space (what Rust's `trim` removes): `\s` means other sets in other regex
+    /// dialects, and clients validate with those.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]{1,62}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub name: String,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]

@@ -107,7 +107,7 @@ async fn leaderboards_submit_pages_around_me_friends_and_rank() {
             .submit_score("high_scores".into(), score, None);
         p.ok(id).await;
     }
-    // An unimproved `best` submission keeps the score; out of bounds is a typed 400.
+    // An unimproved `best` submission keeps the score; out of bounds is a typed 409.
     let id = ada
         .client
         .social()
@@ -120,7 +120,7 @@ async fn leaderboards_submit_pages_around_me_friends_and_rank() {
         .leaderboards()
         .submit_score("high_scores".into(), 2_000_000, None);
     let e = ada.err(id).await;
-    assert_eq!((e.code, e.status), (ErrorCode::InvalidRequest, 400));
+    assert_eq!((e.code, e.status), (ErrorCode::Conflict, 409));
 
     // Global, paginated with the cursor: no entry skipped or repeated.
     let lb = ada.client.social().leaderboards().clone();

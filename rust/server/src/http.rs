@@ -3,7 +3,6 @@
 //! rejections inside the documented error model (NUL characters, non-JSON errors, compressed
 //! bodies, bodies left unread on a keep-alive connection).
 
-use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -21,10 +20,8 @@ use futures::{StreamExt, TryStreamExt};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{
-    DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -34,17 +31,12 @@ use crate::error::{ApiError, ApiResult};
 /// `axum::Json` whose rejections are `ApiError`s: garbage JSON is a 400 `invalid_request`
 /// naming what is wrong, an oversized body a 413 `payload_too_large`, a body that is not
 /// `application/json` a 415 `unsupported_media_type`. It is also where every JSON body is checked
-/// for NUL characters (see [`reject_nul_in_json`]).
+/// for NUL characters (see [`reject_nul_in_fields`]).
 pub struct ApiJson<T>(pub T);
-
-/// Marks a route whose request body has one top-level field the server stores without reading
-/// it (a save's `data`): NUL characters are allowed inside it.
-#[derive(Debug, Clone, Copy)]
-pub struct OpaqueJsonField(pub &'static str);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Serialize,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -56,7 +48,6 @@ where
                 "expected a request body with `Content-Type: application/json`",
             ));
         }
-        let opaque = req.extensions().get::<OpaqueJsonField>().map(|f| f.0);
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection_to_error)?;
@@ -64,7 +55,7 @@ where
             Ok(axum::Json(ObjectBody(value))) => value,
             Err(rejection) => return Err(json_rejection_to_error(rejection)),
         };
-        reject_nul_in_json(&bytes, opaque)?;
+        reject_nul_in_fields(&bytes, &value)?;
         Ok(ApiJson(value))
     }
 }
@@ -101,13 +92,12 @@ pub struct ApiJsonOrDefault<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJsonOrDefault<T>
 where
-    T: DeserializeOwned + Default,
+    T: DeserializeOwned + Serialize + Default,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let opaque = req.extensions().get::<OpaqueJsonField>().map(|f| f.0);
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection_to_error)?;
@@ -118,7 +108,7 @@ where
             Ok(axum::Json(ObjectBody(value))) => value,
             Err(rejection) => return Err(json_rejection_to_error(rejection)),
         };
-        reject_nul_in_json(&bytes, opaque)?;
+        reject_nul_in_fields(&bytes, &value)?;
         Ok(ApiJsonOrDefault(value))
     }
 }
@@ -176,18 +166,27 @@ fn find_cause<'a, E: std::error::Error + 'static>(
     None
 }
 
-/// PostgreSQL cannot store U+0000 in text, and no name, id or message needs it: a JSON body
-/// carrying it in any string or key is a 400, except inside the route's opaque field.
-fn reject_nul_in_json(body: &[u8], opaque: Option<&str>) -> ApiResult<()> {
+/// Top-level members of a request body that hold free-form JSON, stored as JSON text with every
+/// string escaped (a save's `data`, the `metadata` of saves and scores, a profile's
+/// `preferences`): any JSON string is allowed inside them, U+0000 included.
+const FREE_FORM_FIELDS: [&str; 3] = ["data", "metadata", "preferences"];
+
+/// Refuses a body whose fields the server reads hold U+0000 (it ends up in SQL text, which
+/// PostgreSQL refuses). Only what was deserialized counts: members the server does not know are
+/// ignored like the rest of an unknown member, so the check agrees with the OpenAPI document.
+fn reject_nul_in_fields<T: Serialize>(body: &[u8], value: &T) -> ApiResult<()> {
     // JSON cannot hold a raw NUL inside a string (the parse refused it already); the only way in
     // is the escape, so bodies without that text need no walk.
     if !body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
         return Ok(());
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let found = NulScan { opaque }
-        .deserialize(&mut de)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let read = serde_json::to_value(value).map_err(ApiError::internal)?;
+    let found = match &read {
+        serde_json::Value::Object(members) => members.iter().any(|(key, member)| {
+            key.contains('\0') || (!FREE_FORM_FIELDS.contains(&key.as_str()) && holds_nul(member))
+        }),
+        other => holds_nul(other),
+    };
     if found {
         return Err(ApiError::invalid(
             "text fields must not contain the NUL character (U+0000)",
@@ -196,66 +195,14 @@ fn reject_nul_in_json(body: &[u8], opaque: Option<&str>) -> ApiResult<()> {
     Ok(())
 }
 
-/// Walks a JSON document with serde_json's own parser and reports whether any string or object
-/// key holds U+0000; the `opaque` member of the top-level object is skipped unread.
-struct NulScan<'a> {
-    opaque: Option<&'a str>,
-}
-
-impl<'de> DeserializeSeed<'de> for NulScan<'_> {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for NulScan<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-        Ok(v.contains('\0'))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        let mut found = false;
-        // Every element is visited: serde_json refuses a sequence left half read.
-        while let Some(nul) = seq.next_element_seed(NulScan { opaque: None })? {
-            found |= nul;
-        }
-        Ok(found)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut found = false;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            found |= key.contains('\0');
-            if Some(key.as_ref()) == self.opaque {
-                map.next_value::<IgnoredAny>()?;
-            } else {
-                found |= map.next_value_seed(NulScan { opaque: None })?;
-            }
-        }
-        Ok(found)
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(members) => members
+            .iter()
+            .any(|(key, member)| key.contains('\0') || holds_nul(member)),
+        _ => false,
     }
 }
 
@@ -589,19 +536,34 @@ mod tests {
     }
 
     #[test]
-    fn nul_scan_finds_escaped_nul_in_strings_and_keys_only() {
-        let nul = |body: &str, opaque| reject_nul_in_json(body.as_bytes(), opaque).is_err();
-        assert!(nul(r#"{"a":"x\u0000y"}"#, None));
-        assert!(nul(r#"{"a":["ok",{"k\u0000":1}]}"#, None));
-        assert!(nul(r#"{"data":{},"meta":"\u0000"}"#, Some("data")));
+    fn nul_check_covers_the_fields_read_except_free_form_json() {
+        let nul = |body: &str| {
+            let value: serde_json::Value = serde_json::from_str(body).unwrap();
+            reject_nul_in_fields(body.as_bytes(), &value).is_err()
+        };
+        assert!(nul(r#"{"a":"x\u0000y"}"#));
+        assert!(nul(r#"{"a":["ok",{"k\u0000":1}]}"#));
+        assert!(!nul(r#"{"a":"x\\u0000y"}"#), "escaped backslash, then text");
+        assert!(!nul(
+            r#"{"data":{"k\u0000":"\u0000"},"metadata":["\u0000"]}"#
+        ));
         assert!(
-            !nul(r#"{"a":"x\\u0000y"}"#, None),
-            "escaped backslash, then text"
+            nul(r#"{"x":{"data":"\u0000"}}"#),
+            "free-form only at the top level"
         );
-        assert!(!nul(r#"{"data":{"k\u0000":"\u0000"}}"#, Some("data")));
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let named = |body: &str| {
+            let value: Named = serde_json::from_str(body).unwrap();
+            reject_nul_in_fields(body.as_bytes(), &value).is_err()
+        };
+        assert!(named(r#"{"name":"a\u0000b"}"#));
         assert!(
-            nul(r#"{"x":{"data":"\u0000"}}"#, Some("data")),
-            "only the top level"
+            !named(r#"{"name":"ok","junk\u0000":"\u0000"}"#),
+            "members the server does not read are ignored"
         );
     }
 }

@@ -1,5 +1,8 @@
 //! The OpenAPI document at `/api/v1/openapi.json`: each service contributes its own part.
 
+use std::collections::BTreeSet;
+
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
@@ -27,6 +30,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     KeySchemes.modify(&mut doc);
     SharedErrors.modify(&mut doc);
     PutBodiesWithoutId.modify(&mut doc);
+    TextWithoutNul.modify(&mut doc);
     doc
 }
 
@@ -92,6 +96,11 @@ impl Modify for SharedErrors {
                 }
                 if op.request_body.is_some() {
                     errors.push((413, "`payload_too_large`: the body exceeds its size limit"));
+                    errors.push((
+                        415,
+                        "`unsupported_media_type`: the body is not `application/json`, or its \
+                         `Content-Encoding` is not gzip, br or zstd",
+                    ));
                 }
                 if path.starts_with("/api/v1/auth/") {
                     errors.push((429, "`rate_limited`: too many requests; see `Retry-After`"));
@@ -154,5 +163,145 @@ impl Modify for PutBodiesWithoutId {
                 }
             }
         }
+    }
+}
+
+/// The text rule of docs/api.md ("Text rules"): no text field, parameter or map key holds U+0000.
+/// Stated as a pattern on every string that has none (the patterns already there allow printable
+/// text only), so the document says what the server's one NUL check refuses. Free-form JSON
+/// (`data`, `metadata`) has no string schema and stays unconstrained, as the server keeps it.
+struct TextWithoutNul;
+
+const NO_NUL_PATTERN: &str = r"^[^\x00]*$";
+
+impl Modify for TextWithoutNul {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Only what requests carry: answers may quote the input back (a refused enum value in an
+        // error message), and the rule is about what the server accepts.
+        let mut request_schemas: Vec<&mut RefOr<Schema>> = Vec::new();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                for parameter in op.parameters.iter_mut().flatten() {
+                    request_schemas.extend(parameter.schema.as_mut());
+                }
+                if let Some(body) = op.request_body.as_mut() {
+                    for content in body.content.values_mut() {
+                        request_schemas.extend(content.schema.as_mut());
+                    }
+                }
+            }
+        }
+        let mut named = BTreeSet::new();
+        for schema in request_schemas {
+            collect_refs(schema, &mut named);
+            forbid_nul(schema);
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        // Components named by those, and the components they name in turn.
+        let mut pending: Vec<String> = named.iter().cloned().collect();
+        while let Some(name) = pending.pop() {
+            let mut found = BTreeSet::new();
+            if let Some(schema) = components.schemas.get(&name) {
+                collect_refs(schema, &mut found);
+            }
+            for name in found {
+                if named.insert(name.clone()) {
+                    pending.push(name);
+                }
+            }
+        }
+        for name in &named {
+            if let Some(schema) = components.schemas.get_mut(name) {
+                forbid_nul(schema);
+            }
+        }
+    }
+}
+
+/// Adds the component names `schema` refers to (`#/components/schemas/NAME`) to `names`.
+fn collect_refs(schema: &RefOr<Schema>, names: &mut BTreeSet<String>) {
+    let schema = match schema {
+        RefOr::Ref(reference) => {
+            if let Some(name) = reference.ref_location.rsplit('/').next() {
+                names.insert(name.to_owned());
+            }
+            return;
+        }
+        RefOr::T(schema) => schema,
+    };
+    match schema {
+        Schema::Object(object) => {
+            for property in object.properties.values() {
+                collect_refs(property, names);
+            }
+            if let Some(AdditionalProperties::RefOr(values)) =
+                object.additional_properties.as_deref()
+            {
+                collect_refs(values, names);
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &array.items {
+                collect_refs(items, names);
+            }
+        }
+        Schema::OneOf(one_of) => one_of.items.iter().for_each(|s| collect_refs(s, names)),
+        Schema::AllOf(all_of) => all_of.items.iter().for_each(|s| collect_refs(s, names)),
+        Schema::AnyOf(any_of) => any_of.items.iter().for_each(|s| collect_refs(s, names)),
+        _ => {}
+    }
+}
+
+fn is_text(schema_type: &SchemaType) -> bool {
+    match schema_type {
+        SchemaType::Type(t) => *t == Type::String,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::AnyValue => false,
+    }
+}
+
+fn forbid_nul(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::Object(object) => {
+            if is_text(&object.schema_type) && object.pattern.is_none() {
+                object.pattern = Some(NO_NUL_PATTERN.to_owned());
+            }
+            object.properties.values_mut().for_each(forbid_nul);
+            if let Some(AdditionalProperties::RefOr(values)) =
+                object.additional_properties.as_deref_mut()
+            {
+                forbid_nul(values);
+                // A typed map's keys are text fields too.
+                object.property_names.get_or_insert_with(|| {
+                    Box::new(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(NO_NUL_PATTERN))
+                            .into(),
+                    )
+                });
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                forbid_nul(items);
+            }
+        }
+        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(forbid_nul),
+        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(forbid_nul),
+        Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(forbid_nul),
+        _ => {}
     }
 }

@@ -136,13 +136,6 @@ async fn nul_bytes_anywhere_are_invalid_request() {
                 s.player(Method::GET, "/api/v1/saves/me/history?slot=a%00b", &t),
             ),
             (
-                "save metadata",
-                json_post(
-                    "/api/v1/saves/me",
-                    json!({"slot": "s1", "data": {}, "metadata": {"title": nul}}),
-                ),
-            ),
-            (
                 "friends search",
                 s.player(Method::GET, "/api/v1/friends/search?q=%00", &t),
             ),
@@ -213,19 +206,46 @@ async fn nul_bytes_anywhere_are_invalid_request() {
         let group = expect_status(resp, StatusCode::OK).await;
         assert_eq!(group["name"], "back\\u0000slash");
 
-        // Save data is opaque to the server (stored encrypted, byte for byte): NUL is kept.
+        // Members the server does not read are ignored, NUL or not (the schema allows them).
+        let resp = json_post(
+            "/api/v1/groups",
+            json!({"name": "ignores junk", "junk\u{0}": {"k\u{0}": nul}}),
+        )
+        .send()
+        .await
+        .unwrap();
+        expect_status(resp, StatusCode::OK).await;
+
+        // Free-form JSON (save data, metadata) is stored as escaped JSON text: NUL is kept.
         let data = json!({"name": nul, "nested": [{"k\u{0}": "v"}]});
-        let resp = json_post("/api/v1/saves/me", json!({"slot": "nul", "data": data}))
-            .send()
-            .await
-            .unwrap();
+        let metadata = json!({"title": nul});
+        let resp = json_post(
+            "/api/v1/saves/me",
+            json!({"slot": "nul", "data": data, "metadata": metadata}),
+        )
+        .send()
+        .await
+        .unwrap();
         expect_status(resp, StatusCode::OK).await;
         let resp = s
             .player(Method::GET, "/api/v1/saves/me/nul", &t)
             .send()
             .await
             .unwrap();
-        assert_eq!(expect_status(resp, StatusCode::OK).await["data"], data);
+        let loaded = expect_status(resp, StatusCode::OK).await;
+        assert_eq!(loaded["data"], data);
+        assert_eq!(loaded["metadata"], metadata);
+        let preferences = json!({"motto\u{0}": nul});
+        let resp = s
+            .player(Method::PUT, "/api/v1/auth/profile", &t)
+            .json(&json!({"preferences": preferences}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_status(resp, StatusCode::OK).await["preferences"],
+            preferences
+        );
         s.stop().await;
     }
     assert!(

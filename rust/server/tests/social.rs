@@ -188,14 +188,14 @@ async fn leaderboard_operators_best_latest_increment_sum() {
         assert_eq!(body["entry"]["score"], 130);
         assert_eq!(body["entry"]["metadata"]["car"], "red");
 
-        // Sum refuses negative additions; metadata must be an object.
+        // Sum refuses negative additions (the board's rule: 409); metadata must be an object.
         let neg = s
             .player(Method::POST, "/api/v1/leaderboards/sum/scores", &a.token)
             .json(&json!({"score": -1}))
             .send()
             .await
             .unwrap();
-        expect_error(neg, StatusCode::BAD_REQUEST, "invalid_request").await;
+        expect_error(neg, StatusCode::CONFLICT, "conflict").await;
         let bad_meta = s
             .player(Method::POST, "/api/v1/leaderboards/best/scores", &a.token)
             .json(&json!({"score": 1, "metadata": [1, 2]}))
@@ -521,7 +521,7 @@ async fn leaderboard_bounds_authority_and_ownership() {
                 .send()
                 .await
                 .unwrap();
-            let body = expect_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+            let body = expect_error(resp, StatusCode::CONFLICT, "conflict").await;
             assert_eq!(body["error"]["details"]["max_score"], 1000);
         }
         submit(&s, &a, "bounded", 1000).await;

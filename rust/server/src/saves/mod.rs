@@ -17,7 +17,6 @@ pub mod sweep;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::Extension;
 use axum::Router;
 use utoipa::OpenApi;
 
@@ -27,7 +26,6 @@ use crate::app::AppState;
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::db::Db;
-use crate::http::OpaqueJsonField;
 
 /// Metadata is for slot pickers (level, play time, thumbnail id): kept small because every list
 /// answer carries it.
@@ -78,11 +76,9 @@ pub fn router(config: &Config) -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/saves/{user_id}",
-            get(handlers::list_saves).merge(post(handlers::write_save).layer((
-                DefaultBodyLimit::max(write_body_limit(config)),
-                // The save itself is stored encrypted, byte for byte: NUL is harmless there.
-                Extension(OpaqueJsonField("data")),
-            ))),
+            get(handlers::list_saves).merge(
+                post(handlers::write_save).layer(DefaultBodyLimit::max(write_body_limit(config))),
+            ),
         )
         .route("/api/v1/saves/{user_id}/history", get(handlers::history))
         .route(

@@ -162,7 +162,7 @@ pub async fn update_stats(
             Ok(value) => value,
             Err(delta) => old
                 .checked_add(delta)
-                .ok_or_else(|| ApiError::invalid(format!("stat {name:?} would overflow")))?,
+                .ok_or_else(|| ApiError::conflict(format!("stat {name:?} would overflow")))?,
         };
         // Check every fed board before writing anything, so a rejected value changes nothing.
         for board in boards.fed_by_stat(&project, name) {

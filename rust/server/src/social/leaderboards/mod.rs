@@ -55,12 +55,13 @@ pub struct BoardDef {
 }
 
 impl BoardDef {
-    /// Bounds and operator rules for one submitted value (400 when broken).
+    /// Bounds and operator rules for one submitted value: 409 when broken, since the request is
+    /// well formed and only this board's settings refuse it.
     pub fn check_score(&self, score: i64) -> ApiResult<()> {
         let d = &self.def;
         if d.min_score.is_some_and(|min| score < min) || d.max_score.is_some_and(|max| score > max)
         {
-            return Err(ApiError::invalid(format!(
+            return Err(ApiError::conflict(format!(
                 "score {score} is outside this leaderboard's bounds"
             ))
             .with_details(
@@ -68,7 +69,7 @@ impl BoardDef {
             ));
         }
         if d.operator == ScoreOperator::Sum && score < 0 {
-            return Err(ApiError::invalid(
+            return Err(ApiError::conflict(
                 "this leaderboard sums scores; a negative score is not allowed",
             ));
         }
@@ -356,7 +357,7 @@ impl Leaderboards {
             (Some(_), ScoreOperator::Latest) => (score, true),
             (Some((old, ..)), ScoreOperator::Increment | ScoreOperator::Sum) => {
                 let total = old.checked_add(score).ok_or_else(|| {
-                    ApiError::invalid("the score would overflow a 64-bit integer")
+                    ApiError::conflict("the score would overflow a 64-bit integer")
                 })?;
                 (total, total != old)
             }
