@@ -4,6 +4,7 @@
 //! agrees on one definition.
 
 pub mod auth;
+pub mod captcha;
 pub mod error;
 pub mod int;
 pub mod saves;

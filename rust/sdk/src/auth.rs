@@ -302,31 +302,11 @@ async fn solve_captcha(shared: &Arc<Shared>) -> Result<CaptchaSolution, SdkError
         ..
     } = challenge;
     tokio::task::spawn_blocking(move || {
-        let nonce = (0u64..)
-            .map(|n| n.to_string())
-            .find(|nonce| leading_zero_bits(&challenge, nonce) >= difficulty)
-            .expect("a nonce exists below 2^64 for difficulties up to 28");
+        let nonce = aethex_protocol::captcha::solve(&challenge, difficulty);
         CaptchaSolution { challenge, nonce }
     })
     .await
     .map_err(|e| SdkError::new(ErrorCode::Internal, format!("solving the captcha: {e}")))
-}
-
-/// Leading zero bits of SHA-256(challenge || nonce), as the server checks.
-fn leading_zero_bits(challenge: &str, nonce: &str) -> u32 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(challenge.as_bytes())
-        .chain_update(nonce.as_bytes())
-        .finalize();
-    let mut zeros = 0;
-    for byte in digest {
-        zeros += byte.leading_zeros();
-        if byte != 0 {
-            break;
-        }
-    }
-    zeros
 }
 
 async fn user_call(shared: &Arc<Shared>, build: impl Fn() -> Request) -> Result<Value, SdkError> {

@@ -325,10 +325,7 @@ async fn solved_captcha(s: &TestServer, client: &reqwest::Client) -> serde_json:
     .await;
     let text = challenge["challenge"].as_str().unwrap().to_owned();
     let difficulty = challenge["difficulty"].as_u64().unwrap() as u32;
-    let nonce = (0u64..)
-        .map(|n| n.to_string())
-        .find(|n| aethex_server::auth::captcha::meets_difficulty(&text, n, difficulty))
-        .unwrap();
+    let nonce = aethex_protocol::captcha::solve(&text, difficulty);
     json!({"challenge": text, "nonce": nonce})
 }
 

@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use aethex_protocol::captcha::{leading_zero_bits, solve};
 use aethex_server::clock::Clock;
 use aethex_server::config::OAuthProviderConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -1053,28 +1054,6 @@ async fn oauth_sign_in_and_linking_via_loopback_provider() {
         assert_eq!(other_profile["linked"], json!(["device"]));
         s.stop().await;
     }
-}
-
-fn solve(challenge: &str, difficulty: u32) -> String {
-    (0u64..)
-        .map(|n| n.to_string())
-        .find(|nonce| leading_zero_bits(challenge, nonce) >= difficulty)
-        .unwrap()
-}
-
-fn leading_zero_bits(challenge: &str, nonce: &str) -> u32 {
-    let digest = Sha256::new()
-        .chain_update(challenge.as_bytes())
-        .chain_update(nonce.as_bytes())
-        .finalize();
-    let mut bits = 0;
-    for byte in digest {
-        bits += byte.leading_zeros();
-        if byte != 0 {
-            break;
-        }
-    }
-    bits
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use sqlx::Row;
 
 use super::rate_limit::IpLimited;
@@ -120,18 +120,7 @@ impl CaptchaKey {
 
 /// Whether SHA-256(challenge || nonce) starts with `difficulty` zero bits.
 pub fn meets_difficulty(challenge: &str, nonce: &str, difficulty: u32) -> bool {
-    let digest = Sha256::new()
-        .chain_update(challenge.as_bytes())
-        .chain_update(nonce.as_bytes())
-        .finalize();
-    let mut zeros = 0;
-    for byte in digest {
-        zeros += byte.leading_zeros();
-        if byte != 0 {
-            break;
-        }
-    }
-    zeros >= difficulty
+    aethex_protocol::captcha::leading_zero_bits(challenge, nonce) >= difficulty
 }
 
 /// The captcha gate (registration, logins to an account under attack): a valid, unused solution
