@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
@@ -57,6 +58,19 @@ impl Modify for KeySchemes {
     }
 }
 
+/// The operations of one path (this API uses these methods only).
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Adds the error answers every operation shares, derived from its security requirements, so no
 /// annotation can forget one: 400 (malformed input), 401 (every operation needs a key), 403 (a
 /// server key on a player operation, or a player on another's data), 404 (a server key naming an
@@ -68,14 +82,7 @@ struct SharedErrors;
 impl Modify for SharedErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
+            for op in operations_mut(item) {
                 let schemes = |name: &str| {
                     op.security.iter().flatten().any(|requirement| {
                         serde_json::to_value(requirement)
@@ -180,14 +187,7 @@ impl Modify for TextWithoutNul {
         // error message), and the rule is about what the server accepts.
         let mut request_schemas: Vec<&mut RefOr<Schema>> = Vec::new();
         for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
+            for op in operations_mut(item) {
                 for parameter in op.parameters.iter_mut().flatten() {
                     request_schemas.extend(parameter.schema.as_mut());
                 }
