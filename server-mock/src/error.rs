@@ -45,6 +45,10 @@ impl MockError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::Internal, cause.to_string())
+    }
 }
 
 impl IntoResponse for MockError {

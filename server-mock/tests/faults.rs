@@ -193,6 +193,7 @@ async fn expired_tokens_answer_token_expired_until_refresh() {
 
 #[tokio::test]
 async fn access_tokens_expire_after_the_configured_ttl() {
+    // The server counts token lifetimes in whole seconds: 400 ms is 1 s.
     let mock = MockServer::builder()
         .access_token_ttl(Duration::from_millis(400))
         .start()
@@ -215,7 +216,8 @@ async fn access_tokens_expire_after_the_configured_ttl() {
         profile(auth.access_token.clone()).await.unwrap().status(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    // The server's clock, not a sleep: the lifetime has passed exactly when the mock says so.
+    mock.advance_clock(Duration::from_millis(1001));
     expect_error(
         profile(auth.access_token).await.unwrap(),
         401,
