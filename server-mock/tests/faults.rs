@@ -193,9 +193,10 @@ async fn expired_tokens_answer_token_expired_until_refresh() {
 
 #[tokio::test]
 async fn access_tokens_expire_after_the_configured_ttl() {
-    // The server counts token lifetimes in whole seconds: 400 ms is 1 s.
+    // The server counts token lifetimes in whole seconds, rounded up: 2.5 s is 3 s. (At least
+    // 2 s are left of a fresh token: its issue time is rounded down to the second.)
     let mock = MockServer::builder()
-        .access_token_ttl(Duration::from_millis(400))
+        .access_token_ttl(Duration::from_millis(2500))
         .start()
         .await
         .unwrap();
@@ -206,7 +207,7 @@ async fn access_tokens_expire_after_the_configured_ttl() {
         .await
         .unwrap();
     let auth: aethex_protocol::auth::AuthResponse = resp.json().await.unwrap();
-    assert_eq!(auth.expires_in, 1);
+    assert_eq!(auth.expires_in, 3);
     let profile = |token: String| {
         req(&mock, &http, Method::GET, "/api/v1/auth/profile")
             .bearer_auth(token)
@@ -217,7 +218,7 @@ async fn access_tokens_expire_after_the_configured_ttl() {
         200
     );
     // The server's clock, not a sleep: the lifetime has passed exactly when the mock says so.
-    mock.advance_clock(Duration::from_millis(1001));
+    mock.advance_clock(Duration::from_millis(3001));
     expect_error(
         profile(auth.access_token).await.unwrap(),
         401,
