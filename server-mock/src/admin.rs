@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::MockResult;
-use crate::layer::ApiJson;
 use crate::faults::{FaultSpec, Times};
+use crate::layer::ApiJson;
 use crate::{lock, Inner};
 
 /// How long after answering `POST /__mock/offline` the mock goes offline, so the answer itself
@@ -108,7 +108,9 @@ async fn advance_clock(
         .map_err(|_| crate::error::MockError::invalid("advance_ms is too large"))?;
     let clock = inner.backend().clock.clone();
     clock.advance_ms(ms);
-    Ok(Json(json!({ "now_ms": aethex_server::clock::Clock::now_ms(&*clock) })))
+    Ok(Json(
+        json!({ "now_ms": aethex_server::clock::Clock::now_ms(&*clock) }),
+    ))
 }
 
 async fn revoke_sessions(State(inner): State<Arc<Inner>>) -> MockResult<Json<Value>> {

@@ -137,10 +137,10 @@ impl Backend {
         path: &str,
         body: Option<Value>,
     ) -> MockResult<T> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(AUTHORIZATION, format!("{SERVER_KEY_SCHEME} {}", self.server_key));
+        let mut request = Request::builder().method(method).uri(path).header(
+            AUTHORIZATION,
+            format!("{SERVER_KEY_SCHEME} {}", self.server_key),
+        );
         if body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
         }
@@ -200,13 +200,20 @@ impl Backend {
             Err(e) if e.code == ErrorCode::NotFound => 0,
             Err(e) => return Err(e),
         };
-        let body = json!({"slot": slot, "data": data, "metadata": metadata, "base_version": base_version});
+        let body =
+            json!({"slot": slot, "data": data, "metadata": metadata, "base_version": base_version});
         let path = format!("/api/v1/saves/{}", segment(user_id));
         self.call(Method::POST, &path, Some(body)).await
     }
 
     pub async fn users(&self) -> MockResult<Vec<User>> {
-        let mut conn = self.state.db.read.acquire().await.map_err(MockError::internal)?;
+        let mut conn = self
+            .state
+            .db
+            .read
+            .acquire()
+            .await
+            .map_err(MockError::internal)?;
         let ids: Vec<String> = sqlx::query("SELECT id FROM users ORDER BY created_at, id")
             .fetch_all(&mut *conn)
             .await
@@ -217,7 +224,7 @@ impl Backend {
             .map_err(MockError::internal)?;
         let mut users = Vec::with_capacity(ids.len());
         for id in ids {
-            let user = aethex_server::auth::users::load(&mut *conn, &id)
+            let user = aethex_server::auth::users::load(&mut conn, &id)
                 .await
                 .map_err(MockError::internal)?;
             users.push(user);

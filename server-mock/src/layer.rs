@@ -36,7 +36,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 /// Hands the request to the current server (a reset swaps it).
 async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let router = inner.backend().router.clone();
-    router.oneshot(req).await.unwrap_or_else(|never| match never {})
+    router
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|never| match never {})
 }
 
 /// A request's log entry, written when the request ends however it ends: answered, dropped by

@@ -44,10 +44,10 @@ use tokio::sync::watch;
 use crate::backend::Backend;
 
 pub use admin::OFFLINE_GRACE;
+pub use backend::{size_and_checksum, Limits, MockMail};
 pub use error::MockError;
 pub use faults::{ActiveFault, DropWhen, FaultAction, FaultSpec, Route, Times};
 pub use log::{LogEntry, LOG_CAPACITY};
-pub use backend::{size_and_checksum, Limits, MockMail};
 
 /// Locks a mutex; a panic in another test thread must not poison the mock for the rest.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
