@@ -1,8 +1,9 @@
 //! The fault layer: the mock's front door. Every request except `/__mock/` goes through it: it
 //! is logged, the scripted faults that match it are applied (delay, error answer, dropped
 //! connection at some point of the exchange), and what is left is handed to the real server's
-//! router. It works on plain HTTP requests and on the connection under them (see `net`), so a
-//! WebSocket route's upgrade request is faulted the same way.
+//! router. Faults are matched on method and path only (`faults.rs`) and act on the request or on
+//! the connection under it (`net.rs`), so the same scripts can later apply to a WebSocket's
+//! upgrade request, with a wrapper around the upgraded stream for its frames (issue 8).
 
 use std::sync::Arc;
 
