@@ -12,9 +12,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::ApiJson;
 use crate::error::MockResult;
 use crate::faults::{FaultSpec, Times};
+use crate::layer::ApiJson;
 use crate::{lock, Inner};
 
 /// How long after answering `POST /__mock/offline` the mock goes offline, so the answer itself
@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         )
         .route("/__mock/faults/{id}", axum::routing::delete(remove_fault))
         .route("/__mock/expire-tokens", post(expire_tokens))
+        .route("/__mock/clock", post(advance_clock))
         .route("/__mock/revoke-sessions", post(revoke_sessions))
         .route("/__mock/conflicting-write", post(conflicting_write))
         .route("/__mock/offline", post(offline))
@@ -41,12 +42,14 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
 }
 
 async fn config(State(inner): State<Arc<Inner>>) -> Json<Value> {
-    let limits = lock(&inner.store).limits.clone();
+    let limits = &inner.limits;
     Json(json!({
         "client_key": inner.client_key,
-        "access_token_ttl_ms": limits.access_token_ttl.as_millis() as u64,
+        "server_key": inner.backend().server_key,
+        "access_token_ttl_ms": limits.access_token_ttl_secs() * 1000,
         "max_slot_bytes": limits.max_slot_bytes,
         "user_quota_bytes": limits.user_quota_bytes,
+        "history_versions": limits.history_versions,
     }))
 }
 
@@ -86,14 +89,33 @@ async fn remove_fault(
     }
 }
 
-async fn expire_tokens(State(inner): State<Arc<Inner>>) -> Json<Value> {
-    let expired = lock(&inner.store).expire_access_tokens();
-    Json(json!({ "expired": expired }))
+async fn expire_tokens(State(inner): State<Arc<Inner>>) -> MockResult<Json<Value>> {
+    let expired = inner.backend().expire_access_tokens().await?;
+    Ok(Json(json!({ "expired": expired })))
 }
 
-async fn revoke_sessions(State(inner): State<Arc<Inner>>) -> Json<Value> {
-    let revoked = lock(&inner.store).revoke_all_sessions();
-    Json(json!({ "revoked": revoked }))
+#[derive(Deserialize)]
+struct AdvanceClock {
+    advance_ms: u64,
+}
+
+/// Moves the server's clock forward; answers the clock's new time (unix milliseconds).
+async fn advance_clock(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(req): ApiJson<AdvanceClock>,
+) -> MockResult<Json<Value>> {
+    let ms = i64::try_from(req.advance_ms)
+        .map_err(|_| crate::error::MockError::invalid("advance_ms is too large"))?;
+    let clock = inner.backend().clock.clone();
+    clock.advance_ms(ms);
+    Ok(Json(
+        json!({ "now_ms": aethex_server::clock::Clock::now_ms(&*clock) }),
+    ))
+}
+
+async fn revoke_sessions(State(inner): State<Arc<Inner>>) -> MockResult<Json<Value>> {
+    let revoked = inner.backend().revoke_all_sessions().await?;
+    Ok(Json(json!({ "revoked": revoked })))
 }
 
 #[derive(Deserialize)]
@@ -109,7 +131,9 @@ async fn conflicting_write(
     State(inner): State<Arc<Inner>>,
     ApiJson(req): ApiJson<ConflictingWrite>,
 ) -> MockResult<Response> {
-    let info = inner.conflicting_write(&req.user_id, &req.slot, req.data, req.metadata)?;
+    let info = inner
+        .conflicting_write(&req.user_id, &req.slot, req.data, req.metadata)
+        .await?;
     Ok(Json(info).into_response())
 }
 
@@ -153,22 +177,30 @@ async fn clear_log(State(inner): State<Arc<Inner>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn reset(State(inner): State<Arc<Inner>>) -> StatusCode {
-    inner.reset();
-    StatusCode::NO_CONTENT
+async fn reset(State(inner): State<Arc<Inner>>) -> MockResult<StatusCode> {
+    inner.reset().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn users(State(inner): State<Arc<Inner>>) -> Json<Value> {
-    Json(json!({ "users": lock(&inner.store).users() }))
+async fn users(State(inner): State<Arc<Inner>>) -> MockResult<Json<Value>> {
+    let users = inner.backend().users().await?;
+    Ok(Json(json!({ "users": users })))
 }
 
-async fn outbox(State(inner): State<Arc<Inner>>) -> Json<Value> {
-    Json(json!({ "mails": lock(&inner.store).outbox() }))
+async fn outbox(State(inner): State<Arc<Inner>>) -> MockResult<Json<Value>> {
+    let mails = inner.backend().outbox().await?;
+    Ok(Json(json!({ "mails": mails })))
 }
 
+/// Every kept version, oldest first; empty when the user or slot does not exist.
 async fn versions(
     State(inner): State<Arc<Inner>>,
     Path((user_id, slot)): Path<(String, String)>,
 ) -> Json<Value> {
-    Json(json!({ "versions": lock(&inner.store).versions(&user_id, &slot) }))
+    let versions = inner
+        .backend()
+        .versions(&user_id, &slot)
+        .await
+        .unwrap_or_default();
+    Json(json!({ "versions": versions }))
 }

@@ -1,4 +1,5 @@
-//! The API's error model, `{"error":{code,message,details}}`, exactly as the real server renders it.
+//! The error envelope of the mock's own answers (injected faults, the admin API): the server's
+//! `{"error":{code,message,details}}`, so a client cannot tell an injected error from a real one.
 
 use aethex_protocol::{ApiErrorBody, ErrorCode, ErrorEnvelope};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -29,21 +30,16 @@ impl MockError {
         }
     }
 
-    pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
     }
 
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Unauthorized, message)
-    }
-
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::Internal, cause.to_string())
     }
 }
 

@@ -1,10 +1,12 @@
-//! Scriptable mock of the AeThex Cloud API, for SDK tests of what the real server cannot stage on
-//! demand: latency, 5xx, 429, dropped sockets (before, after or in the middle of a request),
-//! expired access tokens, a conflicting write from "another device", and going offline.
+//! The real AeThex Cloud server behind a scriptable fault layer, for SDK tests of what a healthy
+//! server never does on demand: latency, 5xx, 429, dropped sockets (before, after or in the
+//! middle of a request), expired access tokens, a conflicting write from "another device", and
+//! going offline.
 //!
-//! It speaks the real wire format (`aethex_protocol` types, the `{"error":{...}}` envelope) for
-//! the endpoints the SDK uses, keeps its state in memory, and runs on its own small tokio runtime
-//! so it keeps answering while a test's thread blocks.
+//! The API is `aethex-server`'s own router, built in-process on a fresh SQLite data dir with an
+//! [`OffsetClock`](aethex_server::clock::OffsetClock), so there is one implementation of every
+//! endpoint. The mock runs on its own small tokio runtime so it keeps answering while a test's
+//! thread blocks.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -20,28 +22,32 @@
 //! ```
 
 mod admin;
-mod api;
+mod backend;
 mod error;
 mod faults;
+mod layer;
 mod log;
 mod net;
-mod store;
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use aethex_protocol::auth::User;
 use aethex_protocol::saves::{SaveData, SaveSlotInfo, SaveVersionInfo};
 use aethex_protocol::ErrorCode;
 use serde_json::{json, Value};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use crate::backend::Backend;
+
 pub use admin::OFFLINE_GRACE;
+pub use backend::{size_and_checksum, Limits, MockMail};
 pub use error::MockError;
 pub use faults::{ActiveFault, DropWhen, FaultAction, FaultSpec, Route, Times};
 pub use log::{LogEntry, LOG_CAPACITY};
-pub use store::{size_and_checksum, Limits, MockMail};
 
 /// Locks a mutex; a panic in another test thread must not poison the mock for the rest.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,7 +57,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by the handlers and the scripting API.
 pub(crate) struct Inner {
     client_key: String,
-    store: Mutex<store::Store>,
+    limits: Limits,
+    url: String,
+    /// The server behind the fault layer; a reset replaces it with a fresh one.
+    backend: RwLock<Arc<Backend>>,
     faults: Mutex<faults::Faults>,
     log: Mutex<log::RequestLog>,
     started: Instant,
@@ -60,6 +69,13 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    fn backend(&self) -> Arc<Backend> {
+        self.backend
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     async fn set_offline(&self, offline: bool) {
         self.online.send_replace(!offline);
         let mut listening = self.listening.clone();
@@ -67,25 +83,29 @@ impl Inner {
         let _ = listening.wait_for(|listening| *listening != offline).await;
     }
 
-    fn conflicting_write(
+    async fn conflicting_write(
         &self,
         user_id: &str,
         slot: &str,
         data: Value,
         metadata: Option<Value>,
     ) -> Result<SaveSlotInfo, MockError> {
-        let mut store = lock(&self.store);
-        if !store.user_exists(user_id) {
-            return Err(MockError::not_found(format!("no user {user_id:?}")));
-        }
         let metadata = metadata.unwrap_or_else(|| json!({ "device": "another-device" }));
-        store.force_write(user_id, slot, data, metadata)
+        self.backend()
+            .conflicting_write(user_id, slot, data, metadata)
+            .await
     }
 
-    fn reset(&self) {
+    /// Forgets faults and the log, and swaps in a fresh server (no accounts, no saves) with the
+    /// same client key.
+    async fn reset(&self) -> Result<(), MockError> {
+        let (fresh, _) = Backend::start(&self.limits, self.url.clone(), Some(&self.client_key))
+            .await
+            .map_err(MockError::internal)?;
+        *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         lock(&self.faults).clear();
         lock(&self.log).clear();
-        lock(&self.store).reset();
+        Ok(())
     }
 }
 
@@ -104,13 +124,14 @@ impl MockBuilder {
         self
     }
 
-    /// The client key requests must carry in `X-AeThex-Key`; default a random `ck_...`.
+    /// The client key requests must carry in `X-AeThex-Key`; default the one the server
+    /// generated for its `default` project.
     pub fn client_key(mut self, key: impl Into<String>) -> Self {
         self.client_key = Some(key.into());
         self
     }
 
-    /// Access-token lifetime; `expires_in` is this rounded up to whole seconds. Default 15 min.
+    /// Access-token lifetime, rounded up to whole seconds (`expires_in`). Default 15 min.
     pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
         self.limits.access_token_ttl = ttl;
         self
@@ -150,38 +171,55 @@ impl MockBuilder {
             net::bind(self.listen)?
         };
         let addr = listener.local_addr()?;
-        let client_key = self.client_key.unwrap_or_else(|| {
-            let bytes: [u8; 16] = rand::random();
-            format!(
-                "ck_{}",
-                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            )
-        });
+        let url = format!("http://{addr}");
+        let limits = self.limits.clone();
+        let (backend, client_key) = block_on(runtime.handle(), {
+            let url = url.clone();
+            async move { Backend::start(&limits, url, self.client_key.as_deref()).await }
+        })?;
         let (online_tx, online_rx) = watch::channel(true);
         let (listening_tx, listening_rx) = watch::channel(true);
         let inner = Arc::new(Inner {
             client_key,
-            store: Mutex::new(store::Store::new(self.limits)),
+            limits: self.limits,
+            url,
+            backend: RwLock::new(Arc::new(backend)),
             faults: Mutex::new(faults::Faults::default()),
             log: Mutex::new(log::RequestLog::default()),
             started: Instant::now(),
             online: online_tx,
             listening: listening_rx,
         });
-        let app = api::router(inner.clone());
+        let app = layer::router(inner.clone());
         runtime.spawn(net::supervise(listener, addr, app, online_rx, listening_tx));
         Ok(MockServer {
             inner,
             addr,
+            handle: runtime.handle().clone(),
             runtime: Some(runtime),
         })
     }
+}
+
+/// Runs `future` on the mock's runtime and waits for it from any thread, also from inside a
+/// test's own runtime (whose thread is blocked meanwhile; the mock's threads do the work).
+fn block_on<F>(handle: &Handle, future: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle.spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    rx.recv().expect("aethex-mock: its runtime stopped")
 }
 
 /// A running mock. Dropping it stops it.
 pub struct MockServer {
     inner: Arc<Inner>,
     addr: SocketAddr,
+    handle: Handle,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -213,6 +251,22 @@ impl MockServer {
 
     pub fn client_key(&self) -> &str {
         &self.inner.client_key
+    }
+
+    /// The `default` project's server key (`Authorization: ServerKey <key>`), for acting as the
+    /// game's trusted server, e.g. writing a save as "another device".
+    pub fn server_key(&self) -> String {
+        self.inner.backend().server_key.clone()
+    }
+
+    /// Runs `f` on the current server, on the mock's runtime.
+    fn with_backend<F, Fut>(&self, f: F) -> Fut::Output
+    where
+        F: FnOnce(Arc<Backend>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        block_on(&self.handle, f(self.inner.backend()))
     }
 
     /// Closes every connection and the listener, then shuts the mock's runtime down.
@@ -290,29 +344,41 @@ impl MockServer {
         lock(&self.inner.faults).clear();
     }
 
-    /// Every access token issued so far answers 401 `token_expired` from now on (refresh tokens
-    /// keep working). Returns how many tokens that affected.
+    /// Moves the server's clock past the access-token lifetime, so every access token issued so
+    /// far answers 401 `token_expired` (refresh tokens keep working). Returns how many sessions
+    /// were open.
     pub fn expire_access_tokens(&self) -> usize {
-        lock(&self.inner.store).expire_access_tokens()
+        self.with_backend(|b| async move { b.expire_access_tokens().await })
+            .expect("aethex-mock: read sessions")
+    }
+
+    /// Moves the server's clock forward (token lifetimes, mailed-token expiry, ...).
+    pub fn advance_clock(&self, by: Duration) {
+        self.inner.backend().clock.advance_ms(by.as_millis() as i64);
     }
 
     /// Signs every session out, as an operator or a password change would: access tokens and
     /// refresh tokens answer 401 `unauthorized`, so the SDK must report `session_expired`.
     /// Returns how many sessions were open.
     pub fn revoke_all_sessions(&self) -> usize {
-        lock(&self.inner.store).revoke_all_sessions()
+        self.with_backend(|b| async move { b.revoke_all_sessions().await })
+            .expect("aethex-mock: revoke sessions")
     }
 
-    /// Writes `data` to the slot as if another device did: a new version lands on top of the
-    /// current one (no `base_version` check), so the SDK's next write based on the old version
-    /// gets 409 `save_conflict`. Metadata is `{"device": "another-device"}`.
+    /// Writes `data` to the slot as if another device did, through the server's API with the
+    /// server key: a new version lands on top of the current one, so the SDK's next write based
+    /// on the old version gets 409 `save_conflict`. Metadata is `{"device": "another-device"}`.
     pub fn conflicting_write(
         &self,
         user_id: &str,
         slot: &str,
         data: Value,
     ) -> Result<SaveSlotInfo, MockError> {
-        self.inner.conflicting_write(user_id, slot, data, None)
+        let inner = self.inner.clone();
+        let (user_id, slot) = (user_id.to_owned(), slot.to_owned());
+        block_on(&self.handle, async move {
+            inner.conflicting_write(&user_id, &slot, data, None).await
+        })
     }
 
     /// Offline: the listener is closed (connections refused) and every open connection is cut.
@@ -350,29 +416,38 @@ impl MockServer {
         lock(&self.inner.log).clear();
     }
 
-    /// Every version of a slot, oldest first (delete markers included).
+    /// Every kept version of a slot, oldest first (delete markers included); empty when the
+    /// user or slot does not exist.
     pub fn versions(&self, user_id: &str, slot: &str) -> Vec<SaveVersionInfo> {
-        lock(&self.inner.store).versions(user_id, slot)
+        let (user_id, slot) = (user_id.to_owned(), slot.to_owned());
+        self.with_backend(|b| async move { b.versions(&user_id, &slot).await })
+            .unwrap_or_default()
     }
 
     /// The slot's current save, if any.
     pub fn save(&self, user_id: &str, slot: &str) -> Option<SaveData> {
-        lock(&self.inner.store).load_save(user_id, slot, None).ok()
+        let (user_id, slot) = (user_id.to_owned(), slot.to_owned());
+        self.with_backend(|b| async move { b.save(&user_id, &slot).await })
+            .ok()
     }
 
-    /// Mails the real server would have sent (email verification, password reset), oldest
+    /// The mails the server wrote to its outbox (email verification, password reset), oldest
     /// first, with their tokens.
     pub fn outbox(&self) -> Vec<MockMail> {
-        lock(&self.inner.store).outbox()
+        self.with_backend(|b| async move { b.outbox().await })
+            .expect("aethex-mock: read the outbox")
     }
 
     pub fn users(&self) -> Vec<User> {
-        lock(&self.inner.store).users()
+        self.with_backend(|b| async move { b.users().await })
+            .expect("aethex-mock: read users")
     }
 
-    /// Forgets faults, the log, accounts and saves (the port and client key stay).
-    pub fn reset(&self) {
-        self.inner.reset();
+    /// Forgets faults and the log, and replaces the server with a fresh one (no accounts, no
+    /// saves); the port and client key stay.
+    pub fn reset(&self) -> Result<(), MockError> {
+        let inner = self.inner.clone();
+        block_on(&self.handle, async move { inner.reset().await })
     }
 }
 

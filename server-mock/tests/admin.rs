@@ -220,6 +220,40 @@ async fn faults_log_tokens_conflicts_state_and_reset_over_http() {
     assert!(mock.users().is_empty());
     assert!(mock.requests().is_empty());
     assert!(mock.versions(&player.user_id, "s").is_empty());
+
+    // The fresh server answers the same client key; its server key acts as the game's server.
+    let player = device_player(&mock, &http, "device-admin-02").await;
+    let config: Value = admin(&http, &base, Method::GET, "config", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["client_key"], mock.client_key());
+    let server_key = config["server_key"].as_str().unwrap().to_owned();
+    assert_eq!(server_key, mock.server_key());
+    let as_server = http
+        .get(format!("{base}/api/v1/saves/{}", player.user_id))
+        .header("Authorization", format!("ServerKey {server_key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_server.status(), 200);
+
+    // The server's clock: a token outlives 14 minutes, not 16 (15 min lifetime).
+    let profile = || authed(&mock, &http, &player, Method::GET, "/api/v1/auth/profile").send();
+    let advance = |ms: u64| {
+        admin(
+            &http,
+            &base,
+            Method::POST,
+            "clock",
+            Some(json!({ "advance_ms": ms })),
+        )
+    };
+    assert_eq!(advance(14 * 60_000).await.status(), 200);
+    assert_eq!(profile().await.unwrap().status(), 200);
+    assert_eq!(advance(2 * 60_000).await.status(), 200);
+    expect_error(profile().await.unwrap(), 401, "token_expired").await;
     mock.stop().await;
 }
 

@@ -193,8 +193,10 @@ async fn expired_tokens_answer_token_expired_until_refresh() {
 
 #[tokio::test]
 async fn access_tokens_expire_after_the_configured_ttl() {
+    // The server counts token lifetimes in whole seconds, rounded up: 2.5 s is 3 s. (At least
+    // 2 s are left of a fresh token: its issue time is rounded down to the second.)
     let mock = MockServer::builder()
-        .access_token_ttl(Duration::from_millis(400))
+        .access_token_ttl(Duration::from_millis(2500))
         .start()
         .await
         .unwrap();
@@ -205,7 +207,7 @@ async fn access_tokens_expire_after_the_configured_ttl() {
         .await
         .unwrap();
     let auth: aethex_protocol::auth::AuthResponse = resp.json().await.unwrap();
-    assert_eq!(auth.expires_in, 1);
+    assert_eq!(auth.expires_in, 3);
     let profile = |token: String| {
         req(&mock, &http, Method::GET, "/api/v1/auth/profile")
             .bearer_auth(token)
@@ -215,7 +217,8 @@ async fn access_tokens_expire_after_the_configured_ttl() {
         profile(auth.access_token.clone()).await.unwrap().status(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    // The server's clock, not a sleep: the lifetime has passed exactly when the mock says so.
+    mock.advance_clock(Duration::from_millis(3001));
     expect_error(
         profile(auth.access_token).await.unwrap(),
         401,

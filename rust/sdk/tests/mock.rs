@@ -44,14 +44,16 @@ async fn token_expiry_mid_session_refreshes_once_and_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_token_is_refreshed_shortly_before_expiry() {
     let mock = MockServer::builder()
-        .access_token_ttl(Duration::from_secs(1))
+        .access_token_ttl(Duration::from_secs(3))
         .start()
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (mut p, _) = signed_in(&mock, dir.path()).await;
-    // Time has to pass for the token to age; 1 s lifetime -> refreshed from 0.8 s on.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Time has to pass for the token to age; 3 s lifetime -> refreshed from 2.4 s on. (Not 1 s:
+    // the server rounds a token's issue time down to the second, so a 1 s token can be dead a
+    // few ms after it is issued and the profile call would race it.)
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     mock.clear_log();
     let id = p.client.auth().fetch_profile();
     p.ok(id).await;
