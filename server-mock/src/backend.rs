@@ -214,14 +214,11 @@ impl Backend {
             .acquire()
             .await
             .map_err(MockError::internal)?;
-        let ids: Vec<String> = sqlx::query("SELECT id FROM users ORDER BY created_at, id")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(MockError::internal)?
-            .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<_, _>>()
-            .map_err(MockError::internal)?;
+        let ids = ids_of(
+            sqlx::query("SELECT id FROM users ORDER BY created_at, id")
+                .fetch_all(&mut *conn)
+                .await,
+        )?;
         let mut users = Vec::with_capacity(ids.len());
         for id in ids {
             let user = aethex_server::auth::users::load(&mut conn, &id)
@@ -277,22 +274,28 @@ impl Backend {
     /// tokens answer 401 `unauthorized`. Returns how many sessions were open.
     pub async fn revoke_all_sessions(&self) -> MockResult<usize> {
         let now = aethex_server::clock::Clock::now_ms(&*self.clock);
-        let ids: Vec<String> = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL RETURNING id",
-        )
-        .bind(now)
-        .fetch_all(&self.state.db.write)
-        .await
-        .map_err(MockError::internal)?
-        .iter()
-        .map(|row| row.try_get("id"))
-        .collect::<Result<_, _>>()
-        .map_err(MockError::internal)?;
+        let ids = ids_of(
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL RETURNING id",
+            )
+            .bind(now)
+            .fetch_all(&self.state.db.write)
+            .await,
+        )?;
         for id in &ids {
             self.state.auth.remember_revoked_session(id, now);
         }
         Ok(ids.len())
     }
+}
+
+/// The `id` column of every row fetched.
+fn ids_of(rows: Result<Vec<sqlx::any::AnyRow>, sqlx::Error>) -> MockResult<Vec<String>> {
+    rows.map_err(MockError::internal)?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()
+        .map_err(MockError::internal)
 }
 
 /// One path segment, percent-encoded (ids and slots come from scripts and tests verbatim).
