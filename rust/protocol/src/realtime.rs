@@ -118,11 +118,17 @@ pub enum ServerMessage {
         /// Unix seconds the new token expires at.
         expires_at: i64,
     },
-    RoomList { rooms: Vec<RoomSummary> },
+    RoomList {
+        rooms: Vec<RoomSummary>,
+    },
     /// You are in the room (after `create_room` or `join_room`).
-    RoomJoined { room: RoomInfo },
+    RoomJoined {
+        room: RoomInfo,
+    },
     /// You are out of the room (after `leave_room`).
-    RoomLeft { room_id: String },
+    RoomLeft {
+        room_id: String,
+    },
     PlayerJoined {
         room_id: String,
         seq: u64,
@@ -143,7 +149,9 @@ pub enum ServerMessage {
         room_id: String,
         updates: Vec<StateEntry>,
     },
-    Error { error: ApiErrorBody },
+    Error {
+        error: ApiErrorBody,
+    },
 }
 
 /// A room as a member sees it.

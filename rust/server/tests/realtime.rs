@@ -45,8 +45,10 @@ fn request(
     let mut req = format!("ws://{}/api/v1/realtime", s.addr)
         .into_client_request()
         .unwrap();
-    req.headers_mut()
-        .insert("X-AeThex-Key", HeaderValue::from_str(&s.client_key).unwrap());
+    req.headers_mut().insert(
+        "X-AeThex-Key",
+        HeaderValue::from_str(&s.client_key).unwrap(),
+    );
     if let Some(token) = token {
         req.headers_mut().insert(
             "Authorization",
@@ -57,9 +59,7 @@ fn request(
 }
 
 /// The status and JSON body of a refused upgrade.
-async fn refused(
-    req: tokio_tungstenite::tungstenite::handshake::client::Request,
-) -> (u16, Value) {
+async fn refused(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> (u16, Value) {
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (
             resp.status().as_u16(),
@@ -157,9 +157,15 @@ async fn upgrade_is_refused_before_the_handshake_without_a_valid_token() {
     for backend in backends() {
         let s = TestServer::start(backend).await;
         let (status, body) = refused(request(&s, None)).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
         let (status, body) = refused(request(&s, Some("not-a-jwt"))).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
         let mut req = request(&s, Some("x"));
         req.headers_mut().remove("X-AeThex-Key");
         req.headers_mut().remove("Authorization");
@@ -169,10 +175,13 @@ async fn upgrade_is_refused_before_the_handshake_without_a_valid_token() {
         let (token, _) = sign_in(&s, "expiring").await;
         s.clock.advance_ms(16 * 60 * 1000);
         let (status, body) = refused(request(&s, Some(&token))).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("token_expired")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("token_expired"))
+        );
 
         // Query parameters for clients that cannot set headers.
-        let (token, _) = sign_in(&s, "browser").await;
+        let (token, _) = sign_in(&s, "browser-client").await;
         let url = format!(
             "ws://{}/api/v1/realtime?key={}&token={}",
             s.addr, s.client_key, token
@@ -205,11 +214,17 @@ async fn refresh_session_replaces_an_expired_token_on_a_live_socket() {
         let (ws, _) = tokio_tungstenite::connect_async(request(&s, Some(&token)))
             .await
             .unwrap();
-        let mut a = Client { ws, id: String::new() };
+        let mut a = Client {
+            ws,
+            id: String::new(),
+        };
         s.clock.advance_ms(16 * 60 * 1000);
         a.send(json!({"type": "list_rooms", "cid": "l"})).await;
         let err = a.recv_type("error").await;
-        assert_eq!((err["cid"].as_str(), err["error"]["code"].as_str()), (Some("l"), Some("token_expired")));
+        assert_eq!(
+            (err["cid"].as_str(), err["error"]["code"].as_str()),
+            (Some("l"), Some("token_expired"))
+        );
 
         let (other, _) = sign_in(&s, "someone-else").await;
         a.send(json!({"type": "refresh_session", "cid": 1, "access_token": other}))
@@ -259,7 +274,8 @@ async fn rooms_are_created_listed_joined_by_code_and_left() {
         assert_eq!(rooms[0]["room_id"], room_id.as_str());
         assert_eq!(rooms[0]["players"], 1);
         assert_eq!(rooms[0]["metadata"], json!({"map": "dust"}));
-        b.send(json!({"type": "list_rooms", "label": "casual"})).await;
+        b.send(json!({"type": "list_rooms", "label": "casual"}))
+            .await;
         assert_eq!(b.recv_type("room_list").await["rooms"], json!([]));
         // Over HTTP: the private room is not listed either.
         let (token, _) = sign_in(&s, "http-lister").await;
@@ -276,7 +292,10 @@ async fn rooms_are_created_listed_joined_by_code_and_left() {
             .send()
             .await
             .unwrap();
-        assert_eq!(common::expect_status(resp, StatusCode::OK).await["rooms"], json!([]));
+        assert_eq!(
+            common::expect_status(resp, StatusCode::OK).await["rooms"],
+            json!([])
+        );
         let resp = s.req(Method::GET, "/api/v1/rooms").send().await.unwrap();
         common::expect_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
@@ -284,8 +303,12 @@ async fn rooms_are_created_listed_joined_by_code_and_left() {
         b.send(json!({"type": "join_room", "cid": "j", "room_id": private_id}))
             .await;
         let err = b.recv_type("error").await;
-        assert_eq!((err["cid"].as_str(), err["error"]["code"].as_str()), (Some("j"), Some("not_found")));
-        b.send(json!({"type": "join_room", "join_code": "ZZZZZZ"})).await;
+        assert_eq!(
+            (err["cid"].as_str(), err["error"]["code"].as_str()),
+            (Some("j"), Some("not_found"))
+        );
+        b.send(json!({"type": "join_room", "join_code": "ZZZZZZ"}))
+            .await;
         assert_eq!(b.recv_type("error").await["error"]["code"], "not_found");
         b.send(json!({"type": "join_room", "cid": 9, "join_code": code.to_lowercase()}))
             .await;
@@ -293,34 +316,45 @@ async fn rooms_are_created_listed_joined_by_code_and_left() {
         assert_eq!(joined["cid"], 9);
         assert_eq!(joined["room"]["room_id"], private_id.as_str());
         assert_eq!(joined["room"]["host"], a.id.as_str());
-        assert_eq!(ids(&joined["room"]["members"]), vec![a.id.clone(), b.id.clone()]);
+        assert_eq!(
+            ids(&joined["room"]["members"]),
+            vec![a.id.clone(), b.id.clone()]
+        );
         let seq = joined["room"]["seq"].as_u64().unwrap();
         let seen = a.recv_type("player_joined").await;
         assert_eq!(seen["member"]["user_id"], b.id.as_str());
         assert_eq!(seen["seq"].as_u64(), Some(seq));
         assert!(seen.get("cid").is_none());
-        b.send(json!({"type": "join_room", "join_code": code})).await;
+        b.send(json!({"type": "join_room", "join_code": code}))
+            .await;
         assert_eq!(b.recv_type("error").await["error"]["code"], "conflict");
 
         b.send(json!({"type": "leave_room", "cid": "bye", "room_id": private_id}))
             .await;
         let left = b.recv_type("room_left").await;
-        assert_eq!((left["cid"].as_str(), left["room_id"].as_str()), (Some("bye"), Some(private_id.as_str())));
+        assert_eq!(
+            (left["cid"].as_str(), left["room_id"].as_str()),
+            (Some("bye"), Some(private_id.as_str()))
+        );
         let gone = a.recv_type("player_left").await;
         assert_eq!(gone["user_id"], b.id.as_str());
         assert_eq!(gone["seq"].as_u64(), Some(seq + 1));
-        b.send(json!({"type": "leave_room", "room_id": private_id})).await;
+        b.send(json!({"type": "leave_room", "room_id": private_id}))
+            .await;
         assert_eq!(b.recv_type("error").await["error"]["code"], "not_found");
 
         // A full room refuses; an emptied room disappears.
-        b.send(json!({"type": "join_room", "room_id": room_id})).await;
+        b.send(json!({"type": "join_room", "room_id": room_id}))
+            .await;
         b.recv_type("room_joined").await;
         a.recv_type("player_joined").await;
-        a.send(json!({"type": "leave_room", "room_id": room_id})).await;
+        a.send(json!({"type": "leave_room", "room_id": room_id}))
+            .await;
         a.recv_type("room_left").await;
         b.recv_type("player_left").await;
         b.recv_type("host_changed").await;
-        b.send(json!({"type": "leave_room", "room_id": room_id})).await;
+        b.send(json!({"type": "leave_room", "room_id": room_id}))
+            .await;
         b.recv_type("room_left").await;
         b.send(json!({"type": "list_rooms"})).await;
         assert_eq!(b.recv_type("room_list").await["rooms"], json!([]));
@@ -368,27 +402,43 @@ async fn state_reaches_the_others_only_or_the_targets() {
         // Targeted at C: B sees nothing.
         a.send(json!({"type": "player_state_update", "room_id": room_id, "state": "psst", "targets": [c.id]}))
             .await;
-        assert_eq!(c.recv_type("state_update").await["updates"][0]["state"], "psst");
+        assert_eq!(
+            c.recv_type("state_update").await["updates"][0]["state"],
+            "psst"
+        );
         b.nothing_pending().await;
         a.nothing_pending().await;
 
         // Echo when asked.
-        a.send(json!({"type": "player_state_update", "room_id": room_id, "state": 7, "echo": true}))
-            .await;
-        assert_eq!(a.recv_type("state_update").await["updates"][0]["from"], a.id.as_str());
+        a.send(
+            json!({"type": "player_state_update", "room_id": room_id, "state": 7, "echo": true}),
+        )
+        .await;
+        assert_eq!(
+            a.recv_type("state_update").await["updates"][0]["from"],
+            a.id.as_str()
+        );
         b.recv_type("state_update").await;
         c.recv_type("state_update").await;
 
         // A non-member is refused and nobody hears it.
         outsider
-            .send(json!({"type": "player_state_update", "cid": "x", "room_id": room_id, "state": 1}))
+            .send(
+                json!({"type": "player_state_update", "cid": "x", "room_id": room_id, "state": 1}),
+            )
             .await;
         let err = outsider.recv_type("error").await;
-        assert_eq!((err["cid"].as_str(), err["error"]["code"].as_str()), (Some("x"), Some("forbidden")));
+        assert_eq!(
+            (err["cid"].as_str(), err["error"]["code"].as_str()),
+            (Some("x"), Some("forbidden"))
+        );
         outsider
             .send(json!({"type": "player_state_update", "room_id": "no-such-room", "state": 1}))
             .await;
-        assert_eq!(outsider.recv_type("error").await["error"]["code"], "forbidden");
+        assert_eq!(
+            outsider.recv_type("error").await["error"]["code"],
+            "forbidden"
+        );
         for member in [&mut a, &mut b, &mut c] {
             member.nothing_pending().await;
         }
@@ -405,7 +455,8 @@ async fn a_ticked_room_batches_updates_into_one_frame_per_tick() {
         let room = a.create(json!({"tick_rate": 1})).await;
         assert_eq!(room["properties"]["tick_rate"], 1);
         let room_id = room["room_id"].as_str().unwrap().to_owned();
-        b.send(json!({"type": "join_room", "room_id": room_id})).await;
+        b.send(json!({"type": "join_room", "room_id": room_id}))
+            .await;
         b.recv_type("room_joined").await;
         a.recv_type("player_joined").await;
         for i in 0..5 {
@@ -428,7 +479,10 @@ async fn a_ticked_room_batches_updates_into_one_frame_per_tick() {
 
         a.send(json!({"type": "create_room", "properties": {"tick_rate": 1000}}))
             .await;
-        assert_eq!(a.recv_type("error").await["error"]["code"], "invalid_request");
+        assert_eq!(
+            a.recv_type("error").await["error"]["code"],
+            "invalid_request"
+        );
         s.stop().await;
     }
 }
@@ -442,19 +496,28 @@ async fn the_host_migrates_to_the_longest_present_member() {
         let mut c = player(&s).await;
         let room = a.create(json!({})).await;
         let room_id = room["room_id"].as_str().unwrap().to_owned();
-        b.send(json!({"type": "join_room", "room_id": room_id})).await;
+        b.send(json!({"type": "join_room", "room_id": room_id}))
+            .await;
         b.recv_type("room_joined").await;
-        c.send(json!({"type": "join_room", "room_id": room_id})).await;
-        assert_eq!(c.recv_type("room_joined").await["room"]["host"], a.id.as_str());
+        c.send(json!({"type": "join_room", "room_id": room_id}))
+            .await;
+        assert_eq!(
+            c.recv_type("room_joined").await["room"]["host"],
+            a.id.as_str()
+        );
         a.recv_type("player_joined").await;
         a.recv_type("player_joined").await;
         b.recv_type("player_joined").await;
 
-        a.send(json!({"type": "leave_room", "room_id": room_id})).await;
+        a.send(json!({"type": "leave_room", "room_id": room_id}))
+            .await;
         a.recv_type("room_left").await;
         let b_id = b.id.clone();
         for other in [&mut b, &mut c] {
-            assert_eq!(other.recv_type("player_left").await["user_id"], a.id.as_str());
+            assert_eq!(
+                other.recv_type("player_left").await["user_id"],
+                a.id.as_str()
+            );
             let host = other.recv_type("host_changed").await;
             assert_eq!(host["host"], b_id.as_str());
         }
@@ -463,10 +526,12 @@ async fn the_host_migrates_to_the_longest_present_member() {
         assert_eq!(c.recv_type("player_left").await["user_id"], b_id.as_str());
         assert_eq!(c.recv_type("host_changed").await["host"], c.id.as_str());
         // A member who is not the host leaving changes no host.
-        a.send(json!({"type": "join_room", "room_id": room_id})).await;
+        a.send(json!({"type": "join_room", "room_id": room_id}))
+            .await;
         a.recv_type("room_joined").await;
         c.recv_type("player_joined").await;
-        a.send(json!({"type": "leave_room", "room_id": room_id})).await;
+        a.send(json!({"type": "leave_room", "room_id": room_id}))
+            .await;
         a.recv_type("room_left").await;
         c.recv_type("player_left").await;
         c.nothing_pending().await;
@@ -494,14 +559,23 @@ async fn limits_answer_typed_errors_then_close_the_socket() {
         a.create(json!({})).await;
         a.send(json!({"type": "create_room", "cid": 2})).await;
         let err = a.recv_type("error").await;
-        assert_eq!((err["cid"].as_i64(), err["error"]["code"].as_str()), (Some(2), Some("quota_exceeded")));
+        assert_eq!(
+            (err["cid"].as_i64(), err["error"]["code"].as_str()),
+            (Some(2), Some("quota_exceeded"))
+        );
         drop(a);
 
         // An oversized frame is refused and the socket lives on.
         let mut b = player(&s).await;
-        b.send_raw(Message::text(format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(2000))))
-            .await;
-        assert_eq!(b.recv_type("error").await["error"]["code"], "payload_too_large");
+        b.send_raw(Message::text(format!(
+            r#"{{"type":"ping","pad":"{}"}}"#,
+            "x".repeat(2000)
+        )))
+        .await;
+        assert_eq!(
+            b.recv_type("error").await["error"]["code"],
+            "payload_too_large"
+        );
         b.nothing_pending().await;
         drop(b);
 
@@ -576,7 +650,10 @@ async fn garbage_on_one_socket_harms_no_other() {
             r#"{"type":"nope"}"#.to_owned(),
             r#"{"type":"join_room","room_id":5}"#.to_owned(),
             r#"{"type":"player_state_update"}"#.to_owned(),
-            format!(r#"{{"type":"player_state_update","room_id":"{room_id}","state":{}}}"#, "[".repeat(200) + &"]".repeat(200)),
+            format!(
+                r#"{{"type":"player_state_update","room_id":"{room_id}","state":{}}}"#,
+                "[".repeat(200) + &"]".repeat(200)
+            ),
             "[".repeat(3000),
             r#"{"type":"create_room","properties":{"max_players":-1}}"#.to_owned(),
             r#"{"type":"ping","cid":{"nested":true}}"#.to_owned(),

@@ -19,12 +19,7 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub fn new(
-        id: u64,
-        project_id: String,
-        user_id: String,
-        tx: mpsc::Sender<Utf8Bytes>,
-    ) -> Self {
+    pub fn new(id: u64, project_id: String, user_id: String, tx: mpsc::Sender<Utf8Bytes>) -> Self {
         Self {
             id,
             project_id,

@@ -119,7 +119,9 @@ impl Rooms {
         }
         let mut registry = lock(&self.registry);
         registry.take_seat(config, conn)?;
-        let join_code = properties.private.then(|| registry.fresh_code(&conn.project_id));
+        let join_code = properties
+            .private
+            .then(|| registry.fresh_code(&conn.project_id));
         let properties = RoomProperties {
             max_players: Some(max_players),
             ..properties
@@ -266,7 +268,9 @@ impl Rooms {
         if empty {
             registry.rooms.remove(&room.id);
             if let Some(code) = &room.join_code {
-                registry.codes.remove(&(room.project_id.clone(), code.clone()));
+                registry
+                    .codes
+                    .remove(&(room.project_id.clone(), code.clone()));
             }
         }
         true

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use aethex_protocol::realtime::{close_code, Cid, ClientFrame, ClientMessage, ServerMessage};
 use aethex_protocol::{ApiErrorBody, ErrorCode, CLIENT_KEY_HEADER};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
@@ -73,9 +73,8 @@ pub async fn upgrade(
     };
     let project = project_by_client_key(&state, &key).await?;
     let (player, expires_at) = verify_player(&state, project, &token).await?;
-    let ws = ws.map_err(|e| {
-        ApiError::invalid(format!("this endpoint needs a WebSocket upgrade: {e}"))
-    })?;
+    let ws =
+        ws.map_err(|e| ApiError::invalid(format!("this endpoint needs a WebSocket upgrade: {e}")))?;
     let hard_cap = state.config.realtime.max_frame_bytes * HARD_CAP_FACTOR;
     Ok(ws
         .max_message_size(hard_cap)
@@ -247,11 +246,12 @@ impl Session {
                 ))
             }
             ClientMessage::CreateRoom { properties } => {
-                let room =
-                    state
-                        .realtime
-                        .rooms
-                        .create(&state.config.realtime, &self.conn, properties, now_ms)?;
+                let room = state.realtime.rooms.create(
+                    &state.config.realtime,
+                    &self.conn,
+                    properties,
+                    now_ms,
+                )?;
                 self.rooms.insert(room.room_id.clone());
                 self.reply(cid, ServerMessage::RoomJoined { room });
             }
@@ -285,10 +285,12 @@ impl Session {
                 state: value,
                 targets,
                 echo,
-            } => state
-                .realtime
-                .rooms
-                .relay(&self.conn, &room_id, value, targets.as_deref(), echo)?,
+            } => {
+                state
+                    .realtime
+                    .rooms
+                    .relay(&self.conn, &room_id, value, targets.as_deref(), echo)?
+            }
         }
         Ok(())
     }
