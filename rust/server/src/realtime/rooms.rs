@@ -302,8 +302,7 @@ impl Rooms {
             state: state_value,
         };
         let recipients = state.members.iter().filter(|s| {
-            (echo || s.conn.id != conn.id)
-                && targets.is_none_or(|t| t.iter().any(|u| *u == s.member.user_id))
+            (echo || s.conn.id != conn.id) && targets.is_none_or(|t| t.contains(&s.member.user_id))
         });
         if room.properties.tick_rate.is_some() {
             let batch: Vec<Arc<ConnHandle>> = recipients.map(|s| s.conn.clone()).collect();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aethex_protocol::realtime::{close_code, Cid, ClientFrame, ClientMessage, ServerMessage};
-use aethex_protocol::{ApiErrorBody, ErrorCode, CLIENT_KEY_HEADER};
+use aethex_protocol::{ApiErrorBody, ErrorCode, CLIENT_KEY_HEADER, SERVER_KEY_SCHEME};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -27,6 +27,8 @@ use crate::projects::Project;
 
 /// Frames above `max_frame_bytes` times this end the connection instead of being refused.
 const HARD_CAP_FACTOR: usize = 4;
+/// How long a closing socket may take to accept its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
 pub struct AuthQuery {
@@ -60,6 +62,11 @@ pub async fn upgrade(
         Some(value) => match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
                 token.trim().to_owned()
+            }
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case(SERVER_KEY_SCHEME) => {
+                return Err(ApiError::forbidden(
+                    "the realtime socket is for players; a server key cannot join rooms",
+                ))
             }
             _ => {
                 return Err(ApiError::unauthorized(
@@ -127,7 +134,6 @@ impl Session {
     async fn run(mut self, mut socket: WebSocket) {
         loop {
             tokio::select! {
-                biased;
                 _ = self.conn.killed() => break,
                 frame = self.outbound.recv() => {
                     // The sender lives in `self.conn`, so the queue never closes here.
@@ -163,12 +169,12 @@ impl Session {
                 close_code::MESSAGE_TOO_BIG => "frame over the size limit",
                 _ => "too many refused frames",
             };
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                })))
-                .await;
+            let close = socket.send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })));
+            // A slow consumer may never take the close frame; the socket is dropped anyway.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
         }
     }
 
