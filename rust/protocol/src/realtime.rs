@@ -204,3 +204,60 @@ pub struct StateEntry {
     pub seq: u64,
     pub state: serde_json::Value,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use serde_json::json;
+
+    #[test]
+    fn frames_are_flat_objects_with_type_and_optional_cid() {
+        let frame: ClientFrame = serde_json::from_value(
+            json!({"type": "join_room", "cid": 5, "join_code": "K7QX2M", "future": 1}),
+        )
+        .unwrap();
+        assert_eq!(frame.cid, Some(Cid::Number(5)));
+        assert_eq!(
+            frame.message,
+            ClientMessage::JoinRoom {
+                room_id: None,
+                join_code: Some("K7QX2M".into())
+            }
+        );
+        let ping: ClientFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
+        assert_eq!((ping.cid, ping.message), (None, ClientMessage::Ping));
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"cid":1}"#).is_err());
+    }
+
+    #[test]
+    fn errors_carry_the_http_codes() {
+        let frame = ServerFrame {
+            cid: Some(Cid::Text("a".into())),
+            message: ServerMessage::Error {
+                error: ApiErrorBody {
+                    code: ErrorCode::Forbidden,
+                    message: "no".into(),
+                    details: None,
+                },
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&frame).unwrap(),
+            json!({"type": "error", "cid": "a", "error": {"code": "forbidden", "message": "no"}})
+        );
+        let pushed = ServerFrame {
+            cid: None,
+            message: ServerMessage::HostChanged {
+                room_id: "r".into(),
+                seq: 3,
+                host: "u".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&pushed).unwrap(),
+            json!({"type": "host_changed", "room_id": "r", "seq": 3, "host": "u"})
+        );
+    }
+}

@@ -171,6 +171,16 @@ async fn upgrade_is_refused_before_the_handshake_without_a_valid_token() {
         req.headers_mut().remove("Authorization");
         let (status, _) = refused(req).await;
         assert_eq!(status, 401);
+        let mut req = request(&s, None);
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("ServerKey {}", s.server_key)).unwrap(),
+        );
+        let (status, body) = refused(req).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
 
         let (token, _) = sign_in(&s, "expiring").await;
         s.clock.advance_ms(16 * 60 * 1000);
@@ -717,6 +727,72 @@ async fn garbage_on_one_socket_harms_no_other() {
         b.nothing_pending().await;
         let mut late = player(&s).await;
         late.nothing_pending().await;
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_disconnected_without_holding_up_the_room() {
+    for backend in backends() {
+        let s = TestServer::start_with(backend, |c| {
+            c.realtime.outbound_queue = 16;
+            c.realtime.messages_per_second = 10_000;
+            c.realtime.message_burst = 10_000;
+        })
+        .await;
+        let mut a = player(&s).await;
+        let mut b = player(&s).await;
+        let mut slow = player(&s).await;
+        let room = a.create(json!({})).await;
+        let room_id = room["room_id"].as_str().unwrap().to_owned();
+        for joiner in [&mut b, &mut slow] {
+            joiner
+                .send(json!({"type": "join_room", "room_id": room_id}))
+                .await;
+            joiner.recv_type("room_joined").await;
+        }
+        a.recv_type("player_joined").await;
+        a.recv_type("player_joined").await;
+        b.recv_type("player_joined").await;
+
+        // 400 updates of 32 KiB: far more than the socket buffers of a reader that never reads.
+        // B reads each one before the next is sent, so only the slow socket's queue grows.
+        const UPDATES: usize = 400;
+        let blob = "s".repeat(32 * 1024);
+        let mut slow_left = false;
+        for i in 0..UPDATES {
+            a.send(json!({"type": "player_state_update", "room_id": room_id, "state": {"i": i, "blob": blob}}))
+                .await;
+            loop {
+                let frame = b.recv().await;
+                if frame["type"] == "player_left" {
+                    assert_eq!(frame["user_id"], slow.id.as_str());
+                    slow_left = true;
+                    continue;
+                }
+                assert_eq!(frame["updates"][0]["state"]["i"], i);
+                break;
+            }
+        }
+        if !slow_left {
+            assert_eq!(
+                b.recv_type("player_left").await["user_id"],
+                slow.id.as_str()
+            );
+        }
+        b.nothing_pending().await;
+        // The slow socket got part of the stream, then was cut off.
+        let mut updates = 0;
+        let end = loop {
+            match tokio::time::timeout(WAIT, slow.ws.next()).await.unwrap() {
+                Some(Ok(Message::Text(_))) => updates += 1,
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break None,
+            }
+        };
+        assert!(updates < UPDATES, "{updates}");
+        assert!(matches!(end, None | Some(4008)), "{end:?}");
         s.stop().await;
     }
 }

@@ -48,6 +48,7 @@ pub fn router() -> Router<AppState> {
 pub struct RealtimeApi;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListRoomsQuery {
     /// Only rooms carrying this label.
     pub label: Option<String>,

@@ -138,8 +138,10 @@ impl Session {
                 frame = self.outbound.recv() => {
                     // The sender lives in `self.conn`, so the queue never closes here.
                     let Some(frame) = frame else { break };
-                    if socket.send(Message::Text(frame)).await.is_err() {
-                        break;
+                    tokio::select! {
+                        sent = socket.send(Message::Text(frame)) => if sent.is_err() { break },
+                        // A reader too slow to take this frame must not keep its seats.
+                        _ = self.conn.killed() => break,
                     }
                 }
                 incoming = socket.recv() => match incoming {
@@ -164,17 +166,39 @@ impl Session {
         }
         let code = self.conn.close_code();
         if code != 0 {
-            let reason = match code {
-                close_code::SLOW_CONSUMER => "outbound queue full: the client reads too slowly",
-                close_code::MESSAGE_TOO_BIG => "frame over the size limit",
-                _ => "too many refused frames",
-            };
-            let close = socket.send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })));
             // A slow consumer may never take the close frame; the socket is dropped anyway.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.close(&mut socket, code)).await;
+        }
+    }
+
+    /// Sends the close frame; when the client broke a limit, first the frames queued before it
+    /// (the typed errors that explain the close).
+    async fn close(&mut self, socket: &mut WebSocket, code: u16) {
+        if code != close_code::SLOW_CONSUMER {
+            while let Ok(frame) = self.outbound.try_recv() {
+                if socket.send(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let reason = match code {
+            close_code::SLOW_CONSUMER => "outbound queue full: the client reads too slowly",
+            close_code::MESSAGE_TOO_BIG => "frame over the size limit",
+            _ => "too many refused frames",
+        };
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        if socket.send(close).await.is_err() {
+            return;
+        }
+        // Wait for the client's close and discard what it still sends: dropping a socket with
+        // unread input resets the connection, and the client could lose the frames above.
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
         }
     }
 
