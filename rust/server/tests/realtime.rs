@@ -552,7 +552,8 @@ async fn the_host_migrates_to_the_longest_present_member() {
 async fn limited_server(backend: common::Backend) -> TestServer {
     TestServer::start_with(backend, |c| {
         c.realtime.max_frame_bytes = 1024;
-        c.realtime.messages_per_second = 5;
+        // One token a second: none refills while the test sends its burst.
+        c.realtime.messages_per_second = 1;
         c.realtime.message_burst = 5;
         c.realtime.max_violations = 3;
         c.realtime.max_rooms_per_user = 1;

@@ -138,10 +138,18 @@ impl Session {
                 frame = self.outbound.recv() => {
                     // The sender lives in `self.conn`, so the queue never closes here.
                     let Some(frame) = frame else { break };
+                    // A reader too slow to take this frame must not keep its seats; other
+                    // closes give the frame (likely the error explaining them) time to go out.
+                    let interrupted = async {
+                        self.conn.killed().await;
+                        if self.conn.close_code() != close_code::SLOW_CONSUMER {
+                            tokio::time::sleep(CLOSE_TIMEOUT).await;
+                        }
+                    };
                     tokio::select! {
+                        biased;
                         sent = socket.send(Message::Text(frame)) => if sent.is_err() { break },
-                        // A reader too slow to take this frame must not keep its seats.
-                        _ = self.conn.killed() => break,
+                        _ = interrupted => break,
                     }
                 }
                 incoming = socket.recv() => match incoming {
