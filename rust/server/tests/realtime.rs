@@ -253,6 +253,28 @@ async fn refresh_session_replaces_an_expired_token_on_a_live_socket() {
         assert!(ok["expires_at"].as_i64().unwrap() * 1000 > s.clock.now_ms());
         a.send(json!({"type": "list_rooms", "cid": "l2"})).await;
         assert_eq!(a.recv_type("room_list").await["cid"], "l2");
+
+        // Signing the session out silences the socket until a token of a new session arrives.
+        let resp = s
+            .player(Method::POST, "/api/v1/auth/logout", &fresh)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        a.send(json!({"type": "create_room", "cid": "c"})).await;
+        let err = a.recv_type("error").await;
+        assert_eq!(
+            (err["cid"].as_str(), err["error"]["code"].as_str()),
+            (Some("c"), Some("unauthorized"))
+        );
+        a.send(json!({"type": "refresh_session", "access_token": fresh}))
+            .await;
+        assert_eq!(a.recv_type("error").await["error"]["code"], "unauthorized");
+        let (new_session, _) = sign_in(&s, "refresher").await;
+        a.send(json!({"type": "refresh_session", "access_token": new_session}))
+            .await;
+        a.recv_type("session_refreshed").await;
+        a.create(json!({})).await;
         s.stop().await;
     }
 }

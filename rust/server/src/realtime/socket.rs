@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::conn::{encode, ConnHandle};
 use crate::app::AppState;
-use crate::caller::{project_by_client_key, verify_player};
+use crate::caller::{project_by_client_key, verify_player, Player};
 use crate::error::ApiError;
 use crate::projects::Project;
 
@@ -82,13 +82,17 @@ pub async fn upgrade(
     let (player, expires_at) = verify_player(&state, project, &token).await?;
     let ws =
         ws.map_err(|e| ApiError::invalid(format!("this endpoint needs a WebSocket upgrade: {e}")))?;
-    let hard_cap = state.config.realtime.max_frame_bytes * HARD_CAP_FACTOR;
+    let hard_cap = state
+        .config
+        .realtime
+        .max_frame_bytes
+        .saturating_mul(HARD_CAP_FACTOR);
     Ok(ws
         .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
             let id = state.realtime.next_conn_id.fetch_add(1, Ordering::Relaxed);
-            let session = Session::new(state, id, player.project, player.user_id, expires_at);
+            let session = Session::new(state, id, player, expires_at);
             session.run(socket).await;
         }))
 }
@@ -98,6 +102,8 @@ struct Session {
     conn: Arc<ConnHandle>,
     project: Arc<Project>,
     outbound: mpsc::Receiver<Utf8Bytes>,
+    /// Session of the current access token: signing it out silences the socket.
+    session_id: String,
     /// Unix seconds the current access token expires at.
     expires_at: i64,
     rooms: HashSet<String>,
@@ -107,21 +113,21 @@ struct Session {
 }
 
 impl Session {
-    fn new(
-        state: AppState,
-        id: u64,
-        project: Arc<Project>,
-        user_id: String,
-        expires_at: i64,
-    ) -> Self {
+    fn new(state: AppState, id: u64, player: Player, expires_at: i64) -> Self {
         let limits = &state.config.realtime;
         let (tx, outbound) = mpsc::channel(limits.outbound_queue.max(1));
         let rate = NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.message_burst).unwrap_or(rate);
         Self {
-            conn: Arc::new(ConnHandle::new(id, project.id.clone(), user_id, tx)),
-            project,
+            conn: Arc::new(ConnHandle::new(
+                id,
+                player.project.id.clone(),
+                player.user_id,
+                tx,
+            )),
+            project: player.project,
             outbound,
+            session_id: player.session_id,
             expires_at,
             rooms: HashSet::new(),
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
@@ -275,12 +281,19 @@ impl Session {
                     ));
                 }
                 self.expires_at = expires_at;
+                self.session_id = player.session_id;
                 self.reply(cid, ServerMessage::SessionRefreshed { expires_at });
             }
             _ if expired => {
                 return Err(ApiError::new(
                     ErrorCode::TokenExpired,
                     "the access token expired: send refresh_session with a new one",
+                ))
+            }
+            // An in-memory lookup, like the one every HTTP request makes.
+            _ if state.auth.is_session_revoked(&self.session_id) => {
+                return Err(ApiError::unauthorized(
+                    "session has been signed out: send refresh_session with a token of a new one",
                 ))
             }
             ClientMessage::CreateRoom { properties } => {
