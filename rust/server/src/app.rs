@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::projects::{CreatedProject, Projects, DEFAULT_PROJECT};
 use crate::tokens::TokenKeys;
-use crate::{auth, http, openapi, saves, social};
+use crate::{auth, http, openapi, realtime, saves, social};
 
 /// Largest request body outside endpoints that set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -35,6 +35,7 @@ pub struct AppInner {
     pub auth: auth::AuthService,
     pub saves: saves::SavesService,
     pub social: social::SocialService,
+    pub realtime: realtime::RealtimeService,
 }
 
 /// Shared by every handler; cloning is one `Arc` increment.
@@ -83,6 +84,7 @@ impl Server {
             auth,
             saves,
             social,
+            realtime: realtime::RealtimeService::default(),
         }));
         let router = router(state.clone());
         Ok(Self {
@@ -155,6 +157,7 @@ fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(saves::router(&state.config))
         .merge(social::router())
+        .merge(realtime::router())
         .fallback(http::not_found_fallback)
         .layer(middleware::from_fn(http::record_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

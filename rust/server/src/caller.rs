@@ -75,6 +75,11 @@ async fn client_project(parts: &Parts, state: &AppState) -> Result<Arc<Project>,
     let key = header_str(parts, CLIENT_KEY_HEADER)?.ok_or_else(|| {
         ApiError::unauthorized("missing X-AeThex-Key header (the game's client key)")
     })?;
+    project_by_client_key(state, key).await
+}
+
+/// The project a client key names (401 `unauthorized` for an unknown one).
+pub async fn project_by_client_key(state: &AppState, key: &str) -> Result<Arc<Project>, ApiError> {
     state
         .projects
         .by_client_key(key.trim())
@@ -108,6 +113,16 @@ fn credentials(parts: &Parts) -> Result<Option<Credentials<'_>>, ApiError> {
 
 async fn player(parts: &Parts, state: &AppState, token: &str) -> Result<Player, ApiError> {
     let project = client_project(parts, state).await?;
+    Ok(verify_player(state, project, token).await?.0)
+}
+
+/// Checks an access token against the project its client key named; also returns the token's
+/// expiry (unix seconds) for connections that outlive one request.
+pub async fn verify_player(
+    state: &AppState,
+    project: Arc<Project>,
+    token: &str,
+) -> Result<(Player, i64), ApiError> {
     let claims = state.tokens.verify(token, state.clock.now_ms()).await?;
     if claims.pid != project.id {
         return Err(ApiError::unauthorized(
@@ -117,11 +132,12 @@ async fn player(parts: &Parts, state: &AppState, token: &str) -> Result<Player, 
     if state.auth.is_session_revoked(&claims.sid) {
         return Err(ApiError::unauthorized("session has been signed out"));
     }
-    Ok(Player {
+    let player = Player {
         project,
         user_id: claims.sub,
         session_id: claims.sid,
-    })
+    };
+    Ok((player, claims.exp))
 }
 
 async fn server_project(state: &AppState, key: &str) -> Result<Arc<Project>, ApiError> {

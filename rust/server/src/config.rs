@@ -67,6 +67,15 @@ pub struct Overrides {
     /// 503 `unavailable` with `Retry-After` [default: 3000].
     #[arg(long, env = "AETHEX_DB_ACQUIRE_TIMEOUT_MS", global = true)]
     pub db_acquire_timeout_ms: Option<u64>,
+    /// Largest realtime socket frame in bytes [default: 65536].
+    #[arg(long, env = "AETHEX_REALTIME_MAX_FRAME_BYTES", global = true)]
+    pub realtime_max_frame_bytes: Option<usize>,
+    /// Realtime messages a socket may send per second, on average [default: 60].
+    #[arg(long, env = "AETHEX_REALTIME_MESSAGES_PER_SECOND", global = true)]
+    pub realtime_messages_per_second: Option<u32>,
+    /// Rooms one player may be in at once [default: 8].
+    #[arg(long, env = "AETHEX_REALTIME_MAX_ROOMS_PER_USER", global = true)]
+    pub realtime_max_rooms_per_user: Option<u32>,
 }
 
 /// The resolved configuration every part of the server reads.
@@ -87,6 +96,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub saves: SavesConfig,
     pub database: DatabaseConfig,
+    pub realtime: RealtimeConfig,
 }
 
 impl Default for Config {
@@ -103,6 +113,7 @@ impl Default for Config {
             oauth: OAuthConfig::default(),
             saves: SavesConfig::default(),
             database: DatabaseConfig::default(),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -246,6 +257,47 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// Limits of the realtime socket (`/api/v1/realtime`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Largest frame a client may send; a bigger one is refused with `payload_too_large`, one
+    /// over four times this closes the socket (1009).
+    pub max_frame_bytes: usize,
+    /// Token bucket per socket: the sustained rate ...
+    pub messages_per_second: u32,
+    /// ... and the burst above it.
+    pub message_burst: u32,
+    /// Rooms one player may be in at once (over all their sockets).
+    pub max_rooms_per_user: u32,
+    /// Largest `max_players` a room may ask for (and the default).
+    pub max_players: u32,
+    /// Highest room `tick_rate` (per second).
+    pub max_tick_rate: u32,
+    /// Frames queued to one socket; a client that lets it fill up is disconnected (4008).
+    pub outbound_queue: usize,
+    /// Refused frames (limits, malformed) within `violation_window_secs` that close the socket
+    /// (1008).
+    pub max_violations: u32,
+    pub violation_window_secs: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            messages_per_second: 60,
+            message_burst: 120,
+            max_rooms_per_user: 8,
+            max_players: 64,
+            max_tick_rate: 60,
+            outbound_queue: 1024,
+            max_violations: 20,
+            violation_window_secs: 10,
+        }
+    }
+}
+
 impl Config {
     /// Defaults, then the TOML file (if any), then the overrides.
     pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
@@ -270,6 +322,15 @@ impl Config {
         }
         if let Some(ms) = overrides.db_acquire_timeout_ms {
             config.database.acquire_timeout_ms = ms;
+        }
+        if let Some(bytes) = overrides.realtime_max_frame_bytes {
+            config.realtime.max_frame_bytes = bytes;
+        }
+        if let Some(rate) = overrides.realtime_messages_per_second {
+            config.realtime.messages_per_second = rate;
+        }
+        if let Some(rooms) = overrides.realtime_max_rooms_per_user {
+            config.realtime.max_rooms_per_user = rooms;
         }
         Ok(config)
     }
@@ -354,6 +415,30 @@ mod tests {
             250
         );
         assert_eq!(Config::default().database.acquire_timeout_ms, 3000);
+    }
+
+    #[test]
+    fn realtime_limits_from_toml_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aethex.toml");
+        std::fs::write(
+            &file,
+            "[realtime]\nmax_frame_bytes = 2048\nmessages_per_second = 5\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.realtime.max_frame_bytes, 2048);
+        assert_eq!(config.realtime.messages_per_second, 5);
+        assert_eq!(config.realtime.max_rooms_per_user, 8);
+        overrides.realtime_messages_per_second = Some(7);
+        overrides.realtime_max_rooms_per_user = Some(2);
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.realtime.messages_per_second, 7);
+        assert_eq!(config.realtime.max_rooms_per_user, 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod openapi;
 pub mod projects;
+pub mod realtime;
 pub mod saves;
 pub mod social;
 pub mod tokens;

@@ -1,0 +1,79 @@
+//! The realtime socket (`GET /api/v1/realtime`) and its rooms.
+//!
+//! - `socket`: upgrade, authentication, the per-socket loop and its limits.
+//! - `conn`: a socket's outbound queue as the rest of the service sees it.
+//! - `rooms`: rooms, membership, host migration and the state relay.
+//!
+//! Everything here is in memory and per node. Later parts of issue #8 (resume after a drop,
+//! matchmaking, chat, presence, signaling, a binary encoding, several nodes) add modules beside
+//! these and message types to `aethex_protocol::realtime`.
+
+pub mod conn;
+pub mod rooms;
+pub mod socket;
+
+use std::sync::atomic::AtomicU64;
+
+use aethex_protocol::realtime::{RoomListResponse, REALTIME_PATH};
+use aethex_protocol::ErrorEnvelope;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+use crate::app::AppState;
+use crate::caller::Caller;
+use crate::error::ApiResult;
+use crate::social::ApiQuery;
+
+#[derive(Default)]
+pub struct RealtimeService {
+    pub rooms: rooms::Rooms,
+    next_conn_id: AtomicU64,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(REALTIME_PATH, get(socket::upgrade))
+        .route("/api/v1/rooms", get(list_rooms))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list_rooms),
+    components(schemas(RoomListResponse, aethex_protocol::realtime::RoomSummary)),
+    tags((name = "realtime", description = "Rooms of the realtime socket (the socket itself: docs/api/realtime.md)"))
+)]
+pub struct RealtimeApi;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListRoomsQuery {
+    /// Only rooms carrying this label.
+    pub label: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms",
+    tag = "realtime",
+    security(("client_key" = [], "bearer" = []), ("server_key" = [])),
+    params(ListRoomsQuery),
+    responses(
+        (status = 200, description = "The game's public rooms, oldest first (at most 100)", body = RoomListResponse),
+        (status = 401, description = "No or unknown key, invalid or expired token", body = ErrorEnvelope),
+    )
+)]
+pub async fn list_rooms(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListRoomsQuery>,
+) -> ApiResult<Json<RoomListResponse>> {
+    Ok(Json(RoomListResponse {
+        rooms: state
+            .realtime
+            .rooms
+            .list(&caller.project().id, query.label.as_deref()),
+    }))
+}
