@@ -169,8 +169,14 @@ fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(http::json_errors))
         .layer(CompressionLayer::new())
         .layer(middleware::from_fn(http::drain_unread_body))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The trace span of a request names its method and path only: a query may carry a credential
+/// (`/api/v1/realtime?token=…` for clients that cannot set headers), and logs must not.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
 async fn healthz() -> &'static str {
