@@ -109,6 +109,15 @@ mod tests {
     }
 
     #[test]
+    fn integral_floats_near_two_to_the_53_are_read_exactly() {
+        // serde_json's default float parser may be one unit in the last place off: this value
+        // came back as ...355.25 and was refused as a fraction (found by the contract test).
+        let p = probe(r#"{"n": -1900281295479355.0, "m": {"a": 9007199254740991.0}}"#).unwrap();
+        assert_eq!(p.n, -1_900_281_295_479_355);
+        assert_eq!(p.m["a"], 9_007_199_254_740_991);
+    }
+
+    #[test]
     fn fractions_out_of_range_and_other_types_are_refused() {
         for text in [
             r#"{"n": 1.5}"#,
