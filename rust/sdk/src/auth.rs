@@ -301,12 +301,14 @@ async fn solve_captcha(shared: &Arc<Shared>) -> Result<CaptchaSolution, SdkError
         difficulty,
         ..
     } = challenge;
-    tokio::task::spawn_blocking(move || {
-        let nonce = aethex_protocol::captcha::solve(&challenge, difficulty);
-        CaptchaSolution { challenge, nonce }
+    let solver = shared.clone();
+    let solution = tokio::task::spawn_blocking(move || {
+        aethex_protocol::captcha::solve_while(&challenge, difficulty, || !solver.is_shut_down())
+            .map(|nonce| CaptchaSolution { challenge, nonce })
     })
     .await
-    .map_err(|e| SdkError::new(ErrorCode::Internal, format!("solving the captcha: {e}")))
+    .map_err(|e| SdkError::new(ErrorCode::Internal, format!("solving the captcha: {e}")))?;
+    solution.ok_or_else(|| SdkError::new(ErrorCode::Unavailable, "the client was shut down"))
 }
 
 async fn user_call(shared: &Arc<Shared>, build: impl Fn() -> Request) -> Result<Value, SdkError> {

@@ -180,6 +180,11 @@ impl Client {
 }
 
 impl Shared {
+    /// Set once `shutdown` began: long work checks it so no thread outlives the client.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Relaxed)
+    }
+
     pub fn emit(&self, service: &'static str, name: &'static str, args: Vec<Value>) {
         self.events.push(Event::Signal {
             service,
