@@ -52,6 +52,8 @@ struct RoomState {
     /// Oldest first; the first one is the host.
     members: Vec<Slot>,
     seq: u64,
+    /// The next member's `peer_id`; 1 is kept for whoever hosts.
+    next_peer_id: u32,
     /// Set when the last member left: a late join must not revive it.
     closed: bool,
     /// Updates waiting for the next tick, per recipient connection.
@@ -136,11 +138,13 @@ impl Rooms {
                 members: vec![Slot {
                     member: Member {
                         user_id: conn.user_id.clone(),
+                        peer_id: 2,
                         joined_at: now_ms,
                     },
                     conn: conn.clone(),
                 }],
                 seq: 1,
+                next_peer_id: 3,
                 closed: false,
                 pending: HashMap::new(),
             }),
@@ -203,8 +207,10 @@ impl Rooms {
             state.seq += 1;
             let member = Member {
                 user_id: conn.user_id.clone(),
+                peer_id: state.next_peer_id,
                 joined_at: now_ms,
             };
+            state.next_peer_id += 1;
             room.broadcast(
                 &state,
                 ServerMessage::PlayerJoined {

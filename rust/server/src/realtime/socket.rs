@@ -138,6 +138,7 @@ impl Session {
     }
 
     async fn run(mut self, mut socket: WebSocket) {
+        self.state.realtime.users.register(&self.conn);
         loop {
             tokio::select! {
                 _ = self.conn.killed() => break,
@@ -178,6 +179,7 @@ impl Session {
         for room in std::mem::take(&mut self.rooms) {
             self.state.realtime.rooms.leave(&self.conn, &room);
         }
+        self.state.realtime.users.unregister(&self.conn);
         let code = self.conn.close_code();
         if code != 0 {
             // A slow consumer may never take the close frame; the socket is dropped anyway.
@@ -341,6 +343,17 @@ impl Session {
                     .realtime
                     .rooms
                     .relay(&self.conn, &room_id, value, targets.as_deref(), echo)?
+            }
+            ClientMessage::RelayPacket { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::JoinQueue(_)
+            | ClientMessage::LeaveQueue { .. }
+            | ClientMessage::QueueStatus { .. }
+            | ClientMessage::SendMessage { .. }
+            | ClientMessage::ChatHistory { .. } => {
+                return Err(ApiError::invalid(
+                    "this message type is not served yet (#8)",
+                ))
             }
         }
         Ok(())
