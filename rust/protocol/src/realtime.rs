@@ -173,6 +173,7 @@ pub struct MatchedPlayer {
 
 /// A stored chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     pub message_id: String,
     /// As the receiver names it: a direct message from `u` arrives on `dm:u`.
@@ -181,9 +182,55 @@ pub struct ChatMessage {
     /// After the profanity filter.
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
     /// Unix milliseconds.
     pub sent_at: i64,
+}
+
+/// `GET /api/v1/chat/{channel}/messages`: like the socket's `chat_history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatHistoryPage {
+    pub channel: String,
+    /// Newest first.
+    pub messages: Vec<ChatMessage>,
+    /// Fetches the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A player the caller muted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMute {
+    pub user_id: String,
+    /// Unix milliseconds.
+    pub muted_at: i64,
+}
+
+/// `GET /api/v1/chat/mutes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMuteList {
+    /// Most recent first.
+    pub mutes: Vec<ChatMute>,
+}
+
+/// A project's chat settings (`GET`/`PUT /api/v1/chat/settings`, server key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatSettings {
+    /// Censor profanity in message bodies (default true).
+    pub profanity_filter: bool,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            profanity_filter: true,
+        }
+    }
 }
 
 /// What the socket says about a player.
@@ -356,8 +403,12 @@ pub enum ServerMessage {
     MatchmakingTimeout {
         ticket_id: String,
     },
+    /// The stored message. `seq` is set on room channels: the room event number the message
+    /// took (members got it in `message_received`).
     MessageSent {
         message: ChatMessage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// A chat message from someone else. `seq` is set on room channels (room event order).
     MessageReceived {

@@ -4,12 +4,12 @@
 //! lock, one serialization and one queue push per member. Locks are `std` mutexes never held
 //! across an await; the registry lock is never taken while a room's is held.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use aethex_protocol::realtime::{
-    Member, RoomInfo, RoomProperties, RoomSummary, ServerMessage, StateEntry,
+    ChatMessage, Member, RoomInfo, RoomProperties, RoomSummary, ServerMessage, StateEntry,
 };
 use aethex_protocol::ErrorCode;
 use rand::Rng;
@@ -333,6 +333,55 @@ impl Rooms {
             }
         }
         Ok(())
+    }
+
+    /// Whether `user_id` (from any of their sockets) is a member of the project's room.
+    pub fn has_member(&self, project_id: &str, room_id: &str, user_id: &str) -> bool {
+        let Some(room) = lock(&self.registry).rooms.get(room_id).cloned() else {
+            return false;
+        };
+        room.project_id == project_id
+            && lock(&room.state)
+                .members
+                .iter()
+                .any(|s| s.member.user_id == user_id)
+    }
+
+    /// Chat on a room channel: under the room lock, takes the next `seq` and queues
+    /// `message_received` with it (serialized once) to every member whose user id is not in
+    /// `skip`. None when `message.from` is not a member (any more).
+    pub fn broadcast_chat(
+        &self,
+        project_id: &str,
+        room_id: &str,
+        message: ChatMessage,
+        skip: &HashSet<String>,
+    ) -> Option<u64> {
+        let room = lock(&self.registry).rooms.get(room_id).cloned()?;
+        let mut state = lock(&room.state);
+        if room.project_id != project_id
+            || !state
+                .members
+                .iter()
+                .any(|s| s.member.user_id == message.from)
+        {
+            return None;
+        }
+        state.seq += 1;
+        let seq = state.seq;
+        let frame = encode(
+            None,
+            ServerMessage::MessageReceived {
+                message,
+                seq: Some(seq),
+            },
+        );
+        for slot in &state.members {
+            if !skip.contains(&slot.member.user_id) {
+                slot.conn.push(frame.clone());
+            }
+        }
+        Some(seq)
     }
 
     /// Public rooms of a project, oldest first, optionally only those carrying `label`.
