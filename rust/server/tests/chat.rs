@@ -474,7 +474,17 @@ async fn history_pages_cover_250_messages_without_gaps_or_duplicates_even_while_
         }
         assert_eq!(walk(&s, &b.token, &back, 100).await.len(), 350);
 
-        for bad in ["?limit=0", "?limit=101", "?cursor=%21%21", "?limit=x"] {
+        let resp = s
+            .player(
+                Method::GET,
+                &format!("/api/v1/chat/{channel}/messages?cursor=no-such-message"),
+                &a.token,
+            )
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+        for bad in ["?limit=0", "?limit=101", "?limit=x"] {
             let resp = s
                 .player(
                     Method::GET,

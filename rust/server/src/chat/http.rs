@@ -38,7 +38,7 @@ pub struct ChatApi;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque).
     cursor: Option<String>,
     /// Default 50, at most `chat.max_page` (100).
     #[param(minimum = 1, maximum = 100)]
@@ -56,9 +56,9 @@ pub struct HistoryQuery {
     ),
     responses(
         (status = 200, description = "Newest first, without messages of blocked or muted players", body = ChatHistoryPage),
-        (status = 400, description = "Malformed channel, cursor or limit", body = ErrorEnvelope),
+        (status = 400, description = "Malformed channel or limit", body = ErrorEnvelope),
         (status = 403, description = "Not a member of the room or group, or a direct message with yourself", body = ErrorEnvelope),
-        (status = 404, description = "`dm:` names no player of the game", body = ErrorEnvelope),
+        (status = 404, description = "`dm:` names no player of the game, or the cursor no message of the channel", body = ErrorEnvelope),
     )
 )]
 pub async fn history(

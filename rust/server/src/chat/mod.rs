@@ -32,7 +32,7 @@ use crate::config::ChatConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::realtime::conn::encode;
 use channel::Channel;
-use store::{Cursor, NewMessage};
+use store::NewMessage;
 
 pub use http::{router, ChatApi};
 
@@ -234,7 +234,6 @@ pub async fn history(
         DEFAULT_PAGE.min(state.config.chat.max_page),
         state.config.chat.max_page,
     )?;
-    let cursor = cursor.map(Cursor::decode).transpose()?;
     channel.authorize(state, project_id, reader).await?;
     let name = channel.name();
     let (messages, next_cursor) = store::page(

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use aethex_protocol::realtime::{ChatMessage, ChatMute, ChatSettings};
-use base64::Engine as _;
 use sqlx::Row;
 
 use crate::db::{get_flag, Db};
@@ -38,43 +37,6 @@ pub async fn insert(db: &Db, m: &NewMessage<'_>) -> ApiResult<()> {
     Ok(())
 }
 
-/// Where a history page starts: below `(sent_at, id)` of the last message of the page before.
-/// Opaque to clients (base64url of `sent_at:id`); positions, not offsets, so messages inserted
-/// meanwhile neither repeat nor hide older ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub sent_at: i64,
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("{}:{}", self.sent_at, self.id))
-    }
-
-    pub fn decode(text: &str) -> ApiResult<Self> {
-        let invalid = || ApiError::invalid("invalid cursor: pass next_cursor back unchanged");
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| invalid())?;
-        let raw = String::from_utf8(raw).map_err(|_| invalid())?;
-        let (sent_at, id) = raw.split_once(':').ok_or_else(invalid)?;
-        Ok(Self {
-            sent_at: sent_at.parse().map_err(|_| invalid())?,
-            id: id.to_owned(),
-        })
-    }
-
-    /// Before every message.
-    fn start() -> Self {
-        Self {
-            sent_at: i64::MAX,
-            id: String::new(),
-        }
-    }
-}
-
 /// Up to `limit` messages of the channel older than `cursor`, newest first, leaving out those
 /// `reader` must not see (blocks either way, mutes); plus the cursor of the next page.
 pub async fn page(
@@ -83,10 +45,27 @@ pub async fn page(
     channel_key: &str,
     channel_name: &str,
     reader: &str,
-    cursor: Option<Cursor>,
+    cursor: Option<&str>,
     limit: usize,
 ) -> ApiResult<(Vec<ChatMessage>, Option<String>)> {
-    let cursor = cursor.unwrap_or_else(Cursor::start);
+    // The cursor is the id of the last message of the previous page: a position, not an offset,
+    // so messages inserted meanwhile neither repeat nor hide older ones. Every string is a
+    // well-formed cursor; one naming no message of this channel is 404.
+    let (cursor_sent_at, cursor_id) = match cursor {
+        None => (i64::MAX, ""),
+        Some(id) => {
+            let row = sqlx::query(
+                "SELECT sent_at FROM chat_messages WHERE id = $1 AND project_id = $2 AND channel_key = $3",
+            )
+            .bind(id)
+            .bind(project_id)
+            .bind(channel_key)
+            .fetch_optional(&db.read)
+            .await?
+            .ok_or_else(|| ApiError::not_found("the cursor names no message of this channel"))?;
+            (row.try_get::<i64, _>("sent_at")?, id)
+        }
+    };
     let rows = sqlx::query(
         "SELECT m.id, m.sender_id, m.body, m.metadata, m.sent_at FROM chat_messages m \
          WHERE m.project_id = $1 AND m.channel_key = $2 \
@@ -98,8 +77,8 @@ pub async fn page(
     )
     .bind(project_id)
     .bind(channel_key)
-    .bind(cursor.sent_at)
-    .bind(&cursor.id)
+    .bind(cursor_sent_at)
+    .bind(cursor_id)
     .bind(reader)
     .bind(limit as i64 + 1)
     .fetch_all(&db.read)
@@ -120,15 +99,10 @@ pub async fn page(
             sent_at: row.try_get("sent_at")?,
         });
     }
-    let next = match (more, messages.last()) {
-        (true, Some(last)) => Some(
-            Cursor {
-                sent_at: last.sent_at,
-                id: last.message_id.clone(),
-            }
-            .encode(),
-        ),
-        _ => None,
+    let next = if more {
+        messages.last().map(|m| m.message_id.clone())
+    } else {
+        None
     };
     Ok((messages, next))
 }
@@ -311,21 +285,4 @@ pub async fn unmute(db: &Db, project_id: &str, user_id: &str, muted: &str) -> Ap
         .execute(&db.write)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Cursor;
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let cursor = Cursor {
-            sent_at: 1_700_000_000_123,
-            id: "0190-abc".into(),
-        };
-        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        for bad in ["", "!!", "bm9jb2xvbg", "eDp5"] {
-            assert!(Cursor::decode(bad).is_err(), "{bad:?}");
-        }
-    }
 }
