@@ -592,6 +592,51 @@ mod tests {
     }
 
     #[test]
+    fn chat_frames_carry_the_room_seq_only_on_room_channels() {
+        let message = ChatMessage {
+            message_id: "m".into(),
+            channel: "dm:u".into(),
+            from: "u".into(),
+            body: "hi".into(),
+            metadata: None,
+            sent_at: 5,
+        };
+        let sent = ServerFrame {
+            cid: Some(Cid::Number(9)),
+            message: ServerMessage::MessageSent {
+                message: message.clone(),
+                seq: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&sent).unwrap(),
+            json!({"type": "message_sent", "cid": 9, "message": {"message_id": "m",
+                "channel": "dm:u", "from": "u", "body": "hi", "sent_at": 5}})
+        );
+        let received: ServerFrame = serde_json::from_value(json!({"type": "message_received",
+            "message": {"message_id": "m", "channel": "dm:u", "from": "u", "body": "hi",
+            "sent_at": 5}, "seq": 4}))
+        .unwrap();
+        assert_eq!(
+            received.message,
+            ServerMessage::MessageReceived {
+                message,
+                seq: Some(4)
+            }
+        );
+        let history: ClientFrame =
+            serde_json::from_value(json!({"type": "chat_history", "channel": "room:r"})).unwrap();
+        assert_eq!(
+            history.message,
+            ClientMessage::ChatHistory {
+                channel: "room:r".into(),
+                cursor: None,
+                limit: None
+            }
+        );
+    }
+
+    #[test]
     fn join_queue_is_flat_like_the_seed_example() {
         let frame: ClientFrame = serde_json::from_value(json!({
             "type": "join_queue", "cid": 1, "mode": "deathmatch", "region": "us-east",
