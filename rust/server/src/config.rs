@@ -97,6 +97,7 @@ pub struct Config {
     pub saves: SavesConfig,
     pub database: DatabaseConfig,
     pub realtime: RealtimeConfig,
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -114,6 +115,7 @@ impl Default for Config {
             saves: SavesConfig::default(),
             database: DatabaseConfig::default(),
             realtime: RealtimeConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -308,6 +310,37 @@ impl Default for RealtimeConfig {
     }
 }
 
+/// Chat on the realtime socket (`send_message`, history, mutes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Token bucket per player (over all their sockets): the sustained rate ...
+    pub messages_per_minute: u32,
+    /// ... and the burst above it.
+    pub message_burst: u32,
+    /// Longest message body, in characters.
+    pub max_body_chars: usize,
+    /// Largest `metadata`, in bytes of JSON.
+    pub max_metadata_bytes: usize,
+    /// Largest history page (`limit`); pages default to 50.
+    pub max_page: u32,
+    /// Most players one player may mute.
+    pub max_mutes: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_minute: 60,
+            message_burst: 10,
+            max_body_chars: 2000,
+            max_metadata_bytes: 4096,
+            max_page: 100,
+            max_mutes: 1000,
+        }
+    }
+}
+
 impl Config {
     /// Defaults, then the TOML file (if any), then the overrides.
     pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
@@ -449,6 +482,16 @@ mod tests {
         let config = Config::load(&overrides).unwrap();
         assert_eq!(config.realtime.messages_per_second, 7);
         assert_eq!(config.realtime.max_rooms_per_user, 2);
+    }
+
+    #[test]
+    fn chat_limits_from_toml() {
+        let config: Config =
+            toml::from_str("[chat]\nmessages_per_minute = 5\nmax_body_chars = 100\n").unwrap();
+        assert_eq!(config.chat.messages_per_minute, 5);
+        assert_eq!(config.chat.max_body_chars, 100);
+        assert_eq!(config.chat.message_burst, 10);
+        assert!(toml::from_str::<Config>("[chat]\nper_minute = 5\n").is_err());
     }
 
     #[test]

@@ -9,12 +9,12 @@
 //! event's audience and records it in the room's bounded replay buffer, from which a member
 //! whose socket dropped gets what it missed when it resumes within the grace period.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use aethex_protocol::realtime::{
-    Member, ResumedRoom, RoomInfo, RoomProperties, RoomSummary, ServerMessage, StateEntry,
+    ChatMessage, Member, ResumedRoom, RoomInfo, RoomProperties, RoomSummary, ServerMessage, StateEntry,
 };
 use aethex_protocol::ErrorCode;
 use rand::Rng;
@@ -550,6 +550,55 @@ impl Rooms {
             return Err(not_member());
         }
         Ok(f(&room, &mut state))
+    }
+
+    /// Whether `user_id` (from any of their sockets) is a member of the project's room.
+    pub fn has_member(&self, project_id: &str, room_id: &str, user_id: &str) -> bool {
+        let Some(room) = lock(&self.registry).rooms.get(room_id).cloned() else {
+            return false;
+        };
+        room.project_id == project_id
+            && lock(&room.state)
+                .members
+                .iter()
+                .any(|s| s.member.user_id == user_id)
+    }
+
+    /// Chat on a room channel: published like any room event (next `seq`, replayed to members
+    /// who resume) as `message_received` to every member but the sender and those in `skip`.
+    /// None when `message.from` is not a member (any more).
+    pub fn broadcast_chat(
+        &self,
+        project_id: &str,
+        room_id: &str,
+        message: ChatMessage,
+        skip: &HashSet<String>,
+    ) -> Option<u64> {
+        let room = lock(&self.registry).rooms.get(room_id).cloned()?;
+        let mut state = lock(&room.state);
+        if room.project_id != project_id
+            || !state
+                .members
+                .iter()
+                .any(|s| s.member.user_id == message.from)
+        {
+            return None;
+        }
+        let audience = Audience::Only(
+            state
+                .members
+                .iter()
+                .map(|s| &s.member.user_id)
+                .filter(|u| **u != message.from && !skip.contains(*u))
+                .cloned()
+                .collect(),
+        );
+        Some(room.publish(&mut state, audience, true, |seq| {
+            ServerMessage::MessageReceived {
+                message,
+                seq: Some(seq),
+            }
+        }))
     }
 
     /// Public rooms of a project, oldest first, optionally only those carrying `label`.

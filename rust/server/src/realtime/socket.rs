@@ -490,11 +490,48 @@ impl Session {
                     },
                 );
             }
+            ClientMessage::SendMessage {
+                channel,
+                body,
+                metadata,
+            } => {
+                let (message, seq) = crate::chat::send(
+                    &state,
+                    &self.conn.project_id,
+                    &self.conn.user_id,
+                    &channel,
+                    body,
+                    metadata,
+                )
+                .await?;
+                self.reply(cid, ServerMessage::MessageSent { message, seq });
+            }
+            ClientMessage::ChatHistory {
+                channel,
+                cursor,
+                limit,
+            } => {
+                let page = crate::chat::history(
+                    &state,
+                    &self.conn.project_id,
+                    &self.conn.user_id,
+                    &channel,
+                    cursor.as_deref(),
+                    limit,
+                )
+                .await?;
+                self.reply(
+                    cid,
+                    ServerMessage::ChatHistory {
+                        channel: page.channel,
+                        messages: page.messages,
+                        next_cursor: page.next_cursor,
+                    },
+                );
+            }
             ClientMessage::JoinQueue(_)
             | ClientMessage::LeaveQueue { .. }
-            | ClientMessage::QueueStatus { .. }
-            | ClientMessage::SendMessage { .. }
-            | ClientMessage::ChatHistory { .. } => {
+            | ClientMessage::QueueStatus { .. } => {
                 return Err(ApiError::invalid(
                     "this message type is not served yet (#8)",
                 ))
