@@ -28,6 +28,7 @@ use crate::convert::{self, Unsupported};
 use crate::result::AeThexRequest;
 use crate::sdk::{Client, Event, RequestId, SdkError, Value};
 use crate::{log_bridge, settings};
+use godot::builtin::GString;
 
 /// Upper bound on events handled per frame, so a burst cannot stall one frame.
 const MAX_EVENTS_PER_FRAME: usize = 1024;
@@ -294,4 +295,23 @@ pub fn binding_error(code: ErrorCode, message: impl Into<String>) -> SdkError {
 /// The `invalid_request` error for an argument that has no portable form.
 pub fn unsupported_argument(error: Unsupported) -> SdkError {
     binding_error(ErrorCode::InvalidRequest, error.to_string())
+}
+
+/// `None` for the empty string GDScript passes for "not given".
+pub fn optional(text: &GString) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// Converts a Variant argument and starts the call, or refuses it next frame with
+/// `invalid_request` naming the element that has no portable form.
+pub fn call_with(
+    hub: &Rc<Hub>,
+    argument: &Variant,
+    name: &str,
+    start: impl FnOnce(&Client, Value) -> RequestId,
+) -> Signal {
+    match convert::to_value(argument, name) {
+        Ok(value) => hub.call(|c| start(c, value)),
+        Err(error) => hub.refuse(unsupported_argument(error)),
+    }
 }

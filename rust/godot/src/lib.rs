@@ -7,6 +7,8 @@ mod cloud;
 mod convert;
 mod hub;
 mod log_bridge;
+mod multiplayer;
+mod peer;
 mod result;
 mod saves;
 mod services;
