@@ -9,10 +9,10 @@ signal finished
 
 const AVATAR := preload("res://screens/arena_avatar.tscn")
 
-## The room whose members play; set by the lobby before the arena enters the tree.
-var room_id := ""
-
-var _cloud = Engine.get_singleton("AeThexCloud")
+## The room's AeThexMultiplayerPeer (from AeThexCloud.multiplayer.create_peer), set by the
+## lobby before the arena enters the tree. Untyped, so the editor parses this script even before
+## the extension has registered its classes.
+var peer = null
 
 @onready var _avatars: Node2D = %Avatars
 @onready var _info_label: Label = %InfoLabel
@@ -24,7 +24,11 @@ func _ready() -> void:
 	multiplayer.peer_connected.connect(_on_peer_connected)
 	multiplayer.peer_disconnected.connect(_on_peer_disconnected)
 	multiplayer.server_disconnected.connect(_on_server_disconnected)
-	multiplayer.multiplayer_peer = _cloud.multiplayer.create_peer(room_id)
+	if peer == null:
+		# create_peer printed why (e.g. the room was left meanwhile).
+		_info_label.text = "Not in the room any more."
+		return
+	multiplayer.multiplayer_peer = peer
 	if multiplayer.is_server():
 		_spawn_avatar(multiplayer.get_unique_id())
 	_info_label.text = (

@@ -15,6 +15,9 @@ var _room := {}
 var _room_ids: Array[String] = []
 var _ticket_id := ""
 var _arena: Node = null
+## The room's AeThexMultiplayerPeer, made as soon as the room is joined: packets that arrive
+## before the arena opens wait in it, so the host's spawns are not lost on a slower member.
+var _peer = null
 var _chat_lines := []
 
 # By name, not as the global `AeThexCloud`: on a project's first open the Godot 4.3 editor parses
@@ -191,7 +194,8 @@ func _on_join_code_pressed() -> void:
 	if code.is_empty():
 		_status_label.text = "Enter the six-character join code."
 		return
-	var joined = await _cloud.multiplayer.join_room_by_code(code)
+	# join_room takes a room id or a six-character join code.
+	var joined = await _cloud.multiplayer.join_room(code)
 	if not joined.success:
 		_show_error("Join failed", joined.error)
 
@@ -205,6 +209,7 @@ func _on_leave_pressed() -> void:
 
 
 func _on_room_joined(room: Dictionary) -> void:
+	_peer = _cloud.multiplayer.create_peer(room.room_id)
 	_show_room(room)
 	_chat_lines.clear()
 	_chat_log.clear()
@@ -223,6 +228,7 @@ func _on_room_joined(room: Dictionary) -> void:
 
 func _on_room_left(room_id: String) -> void:
 	if not _room.is_empty() and room_id == _room.room_id:
+		_peer = null
 		_close_arena()
 		_show_room({})
 		_refresh_rooms()
@@ -244,6 +250,10 @@ func _on_player_left(room_id: String, user_id: String) -> void:
 func _on_host_changed(room_id: String, host: String) -> void:
 	if not _room.is_empty() and room_id == _room.room_id:
 		_room.host = host
+		# The old peer closed (peer 1 left); in a new one the new host is peer 1. An open arena
+		# ends through server_disconnected and gets the new peer when it closes.
+		if _arena == null:
+			_peer = _cloud.multiplayer.create_peer(room_id)
 		_show_room(_room)
 		_status_label.text = "The host left; %s hosts now." % _short(host)
 
@@ -288,7 +298,7 @@ func _open_arena() -> void:
 	if _arena != null or _room.is_empty():
 		return
 	_arena = ARENA.instantiate()
-	_arena.room_id = _room.room_id
+	_arena.peer = _peer
 	_arena.finished.connect(_close_arena, CONNECT_DEFERRED)
 	_lobby.visible = false
 	_room_panel.visible = false
@@ -302,6 +312,9 @@ func _close_arena() -> void:
 	remove_child(_arena)
 	_arena.queue_free()
 	_arena = null
+	# A peer serves one match: Godot's multiplayer starts afresh with the next one.
+	if not _room.is_empty():
+		_peer = _cloud.multiplayer.create_peer(_room.room_id)
 	_show_room(_room)
 
 
