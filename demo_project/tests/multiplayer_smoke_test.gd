@@ -5,12 +5,14 @@ extends SceneTree
 ##   godot --headless --path demo_project --script res://tests/multiplayer_smoke_test.gd &
 ##   godot --headless --path demo_project --script res://tests/multiplayer_smoke_test.gd
 ##
-## Each signs in as a fresh device and runs the issue's GDScript as written: join the
-## "deathmatch" queue, join the room of match_found through `match_info.room_id`, send_state with
-## Godot types, receive the other player's state through player_state_received with the types
-## intact, chat on the room channel, then check create_peer gives a connected MultiplayerPeer
-## whose peer ids follow the room (host = 1). Exits with status 0 when every check passed and 1
-## otherwise. Not part of scripts/test: CI has no Godot executable.
+## Run scripts/demo-multiplayer-setup once against that server (it makes "deathmatch" a
+## two-player mode). Each instance signs in as a fresh device and runs the issue's GDScript as
+## written: join the "deathmatch" queue, join the room of match_found through
+## `match_info.room_id`, send_state with Godot types, receive the other player's state through
+## player_state_received with the types intact, chat on the room channel, then check that
+## create_peer gives a connected MultiplayerPeer whose peer ids follow the room (host = 1). Exits
+## with status 0 when every check passed and 1 otherwise. Not part of scripts/test: CI has no
+## Godot executable.
 
 const TIMEOUT_MS := 30000
 
