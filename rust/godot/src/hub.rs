@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use aethex_protocol::ErrorCode;
-use godot::builtin::{Callable, Signal, StringName, Variant};
+use godot::builtin::{Callable, GString, Signal, StringName, Variant};
 use godot::classes::{Engine, Object, SceneTree};
 use godot::global::{godot_error, godot_warn};
 use godot::obj::{Gd, Singleton};
@@ -28,7 +28,6 @@ use crate::convert::{self, Unsupported};
 use crate::result::AeThexRequest;
 use crate::sdk::{Client, Event, RequestId, SdkError, Value};
 use crate::{log_bridge, settings};
-use godot::builtin::GString;
 
 /// Upper bound on events handled per frame, so a burst cannot stall one frame.
 const MAX_EVENTS_PER_FRAME: usize = 1024;
@@ -313,5 +312,17 @@ pub fn call_with(
     match convert::to_value(argument, name) {
         Ok(value) => hub.call(|c| start(c, value)),
         Err(error) => hub.refuse(unsupported_argument(error)),
+    }
+}
+
+/// A page size from GDScript's int; 0 means the server's default.
+pub fn page_limit(hub: &Rc<Hub>, limit: i64) -> Result<Option<u32>, Signal> {
+    match u32::try_from(limit) {
+        Ok(0) => Ok(None),
+        Ok(limit) => Ok(Some(limit)),
+        Err(_) => Err(hub.refuse(binding_error(
+            ErrorCode::InvalidRequest,
+            format!("limit must be between 0 and {}, got {limit}", u32::MAX),
+        ))),
     }
 }

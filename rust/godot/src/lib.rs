@@ -3,6 +3,7 @@
 //! once per frame on the main thread. All client logic lives in the SDK core (`aethex-sdk`).
 
 mod auth;
+mod chat;
 mod cloud;
 mod convert;
 mod hub;

@@ -1,10 +1,11 @@
-//! `AeThexCloud.multiplayer` (rooms and state relay on the realtime socket),
-//! `AeThexCloud.multiplayer.matchmaking` and `AeThexCloud.social.chat`, on the SDK's
-//! `multiplayer` module through the same request/result/signal machinery as the other services.
+//! `AeThexCloud.multiplayer` (rooms and state relay on the realtime socket) and
+//! `AeThexCloud.multiplayer.matchmaking`, on the SDK's `multiplayer` module through the same
+//! request/result/signal machinery as the other services.
 //! The SDK owns the socket; these objects only convert arguments and start calls.
 
 use std::rc::Rc;
 
+use aethex_protocol::ErrorCode;
 use godot::builtin::{GString, PackedByteArray, PackedStringArray, Signal, VarDictionary, Variant};
 use godot::classes::RefCounted;
 use godot::global::godot_error;
@@ -15,7 +16,6 @@ use crate::convert;
 use crate::hub::{binding_error, call_with, optional, Hub};
 use crate::peer::AeThexMultiplayerPeer;
 use crate::services::AeThexVoice;
-use aethex_protocol::ErrorCode;
 
 /// Realtime multiplayer: rooms, state relay and Godot's high-level multiplayer over AeThex
 /// Cloud. Reach it as `AeThexCloud.multiplayer`.
@@ -345,88 +345,6 @@ impl AeThexMatchmaking {
                 .matchmaking()
                 .queue_status(ticket_id.to_string())
         })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-
-/// Chat channels. Reach it as `AeThexCloud.social.chat`.
-///
-/// Channels are named `room:<room id>` (members of the room), `dm:<user id>` (direct messages)
-/// and `group:<group id>` (members of the group). Messages are `{message_id, channel, from,
-/// body, metadata, sent_at}`; `body` is what the server's profanity filter left, and messages of
-/// players you blocked never arrive.
-/// ```gdscript
-/// AeThexCloud.social.chat.message_received.connect(_on_message)
-/// await AeThexCloud.social.chat.send("room:" + room_id, "gg")
-/// for message in await AeThexCloud.social.chat.history("room:" + room_id):
-///     print(message.from, ": ", message.body)
-/// ```
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexChat {
-    hub: Rc<Hub>,
-    base: Base<RefCounted>,
-}
-
-#[godot_api]
-impl AeThexChat {
-    /// A message from someone else on one of your channels.
-    #[signal]
-    fn message_received(message: VarDictionary);
-
-    /// Posts `body` to `channel`. Result: `{message}`, the stored message as the others see it
-    /// (after the profanity filter).
-    #[func]
-    fn send(&self, channel: GString, body: GString) -> Signal {
-        self.hub
-            .call(|c| c.chat().send(channel.to_string(), body.to_string(), None))
-    }
-
-    /// As [method send], with `metadata` (any value, Godot types kept) delivered with the
-    /// message (e.g. an item link, a team tag).
-    #[func]
-    fn send_with_metadata(&self, channel: GString, body: GString, metadata: Variant) -> Signal {
-        call_with(&self.hub, &metadata, "metadata", |c, metadata| {
-            c.chat()
-                .send(channel.to_string(), body.to_string(), Some(metadata))
-        })
-    }
-
-    /// A page of `channel`'s messages, newest first: `limit` of them (0: the server's default),
-    /// older than `cursor` (a previous page's `next_cursor`). Result: `{messages, channel,
-    /// next_cursor}`; iterating it visits the messages.
-    #[func]
-    fn history(
-        &self,
-        channel: GString,
-        #[opt(default = "")] cursor: GString,
-        #[opt(default = 0)] limit: i64,
-    ) -> Signal {
-        let limit = match u32::try_from(limit) {
-            Ok(0) => None,
-            Ok(limit) => Some(limit),
-            Err(_) => {
-                return self.hub.refuse(binding_error(
-                    ErrorCode::InvalidRequest,
-                    format!("limit must be between 0 and {}, got {limit}", u32::MAX),
-                ))
-            }
-        };
-        let cursor = optional(&cursor);
-        self.hub
-            .call(|c| c.chat().history(channel.to_string(), cursor, limit))
-    }
-}
-
-impl AeThexChat {
-    pub fn create(hub: &Rc<Hub>) -> Gd<Self> {
-        let chat = Gd::from_init_fn(|base| Self {
-            hub: hub.clone(),
-            base,
-        });
-        hub.add_service("social.chat", chat.clone().upcast());
-        chat
     }
 }
 

@@ -11,15 +11,14 @@
 
 use std::rc::Rc;
 
-use aethex_protocol::ErrorCode;
 use godot::builtin::{GString, Signal, VarDictionary, Variant};
 use godot::classes::RefCounted;
 use godot::obj::{Base, Gd};
 use godot::register::{godot_api, GodotClass};
 
+use crate::chat::AeThexChat;
 use crate::convert;
-use crate::hub::{binding_error, call_with, optional, unsupported_argument, Hub};
-use crate::multiplayer::AeThexChat;
+use crate::hub::{call_with, optional, page_limit, unsupported_argument, Hub};
 use crate::sdk::Value;
 
 /// Social features. Reach it as `AeThexCloud.social`: [member leaderboards],
@@ -93,18 +92,6 @@ impl AeThexSocial {
         hub.add_service("social.friends", friends.clone().upcast());
         hub.add_service("social.groups", groups.upcast());
         social
-    }
-}
-
-/// A page size from GDScript's int; 0 means the server's default.
-fn page_limit(hub: &Rc<Hub>, limit: i64) -> Result<Option<u32>, Signal> {
-    match u32::try_from(limit) {
-        Ok(0) => Ok(None),
-        Ok(limit) => Ok(Some(limit)),
-        Err(_) => Err(hub.refuse(binding_error(
-            ErrorCode::InvalidRequest,
-            format!("limit must be between 0 and {}, got {limit}", u32::MAX),
-        ))),
     }
 }
 
