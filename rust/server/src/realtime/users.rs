@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::Utf8Bytes;
-
-use super::conn::ConnHandle;
+use super::conn::{ConnHandle, Frame};
 
 #[derive(Default)]
 pub struct Users {
@@ -47,7 +45,7 @@ impl Users {
     }
 
     /// Queues `frame` on every socket of the player; false when the player has none here.
-    pub fn send(&self, project_id: &str, user_id: &str, frame: &Utf8Bytes) -> bool {
+    pub fn send(&self, project_id: &str, user_id: &str, frame: &Frame) -> bool {
         let sockets: Vec<Arc<ConnHandle>> =
             match lock(&self.sockets).get(&(project_id.to_owned(), user_id.to_owned())) {
                 Some(conns) => conns.clone(),
