@@ -102,8 +102,9 @@ func _on_queue_pressed() -> void:
 	if not queued.success:
 		_set_queued(false)
 		_show_error("Matchmaking failed", queued.error)
-		return
-	_ticket_id = queued.ticket.ticket_id
+	elif _queue_button.disabled:
+		# Still waiting (a quick match_found may have ended the wait already).
+		_ticket_id = queued.ticket.ticket_id
 
 
 func _on_cancel_queue_pressed() -> void:
@@ -229,37 +230,41 @@ func _on_room_joined(room: Dictionary) -> void:
 func _on_room_left(room_id: String) -> void:
 	if not _room.is_empty() and room_id == _room.room_id:
 		_peer = null
-		_close_arena()
 		_show_room({})
+		_close_arena()
 		_refresh_rooms()
 
 
-func _on_player_joined(room_id: String, member: Dictionary) -> void:
-	if not _room.is_empty() and room_id == _room.room_id:
-		_room.members.append(member)
-		_show_room(_room)
+func _on_player_joined(room_id: String, _member: Dictionary) -> void:
+	_reload_room(room_id)
 
 
-func _on_player_left(room_id: String, user_id: String) -> void:
-	if _room.is_empty() or room_id != _room.room_id:
-		return
-	_room.members = _room.members.filter(func(m): return m.user_id != user_id)
-	_show_room(_room)
+func _on_player_left(room_id: String, _user_id: String) -> void:
+	_reload_room(room_id)
 
 
 func _on_host_changed(room_id: String, host: String) -> void:
-	if not _room.is_empty() and room_id == _room.room_id:
-		_room.host = host
-		# The old peer closed (peer 1 left); in a new one the new host is peer 1. An open arena
-		# ends through server_disconnected and gets the new peer when it closes.
-		if _arena == null:
-			_peer = _cloud.multiplayer.create_peer(room_id)
-		_show_room(_room)
-		_status_label.text = "The host left; %s hosts now." % _short(host)
+	if _room.is_empty() or room_id != _room.room_id:
+		return
+	# The old peer closed (peer 1 left); in a new one the new host is peer 1. An open arena
+	# ends through server_disconnected and gets the new peer when it closes.
+	if _arena == null:
+		_peer = _cloud.multiplayer.create_peer(room_id)
+	_reload_room(room_id)
+	_status_label.text = "The host left; %s hosts now." % _short(host)
+
+
+## Shows the SDK's view of the room, which membership events keep current.
+func _reload_room(room_id: String) -> void:
+	if _room.is_empty() or room_id != _room.room_id:
+		return
+	var room = _cloud.multiplayer.get_room(room_id)
+	if room is Dictionary:
+		_show_room(room)
 
 
 func _on_start_pressed() -> void:
-	_cloud.multiplayer.send_state({START_MATCH: true})
+	_cloud.multiplayer.send_state_to_room(_room.room_id, {START_MATCH: true})
 	_open_arena()
 
 

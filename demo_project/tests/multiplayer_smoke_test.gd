@@ -96,6 +96,10 @@ func _run() -> void:
 	_check(not root.multiplayer.get_peers().is_empty(), "peer_connected for the other member")
 	root.multiplayer.multiplayer_peer = OfflineMultiplayerPeer.new()
 
+	# Stay in the room until the other instance is done with its checks too.
+	cloud.multiplayer.send_state({"done": true})
+	await _wait_until(func(): return _received.any(func(r): return r[1].get("done", false)))
+
 	var left = await cloud.multiplayer.leave_room(_joined_room.room_id)
 	_check(left.success, "leave_room: %s" % str(left.error))
 	_finish()
