@@ -47,8 +47,6 @@ const MAX_PACKET_SIZE: i32 = 32 * 1024;
 #[class(tool, no_init, base = MultiplayerPeerExtension)]
 pub struct AeThexMultiplayerPeer {
     peer: mp::MultiplayerPeer,
-    /// Reused between polls to avoid an allocation per frame.
-    events: Vec<PeerEvent>,
     base: Base<MultiplayerPeerExtension>,
 }
 
@@ -159,20 +157,18 @@ impl IMultiplayerPeerExtension for AeThexMultiplayerPeer {
     }
 
     fn poll(&mut self) {
-        let mut events = std::mem::take(&mut self.events);
-        events.extend(self.peer.poll());
-        self.emit(&mut events);
-        self.events = events;
+        let events = self.peer.poll();
+        self.emit(events);
     }
 
     fn close(&mut self) {
-        let mut events = self.peer.close();
-        self.emit(&mut events);
+        let events = self.peer.close();
+        self.emit(events);
     }
 
     fn disconnect_peer(&mut self, peer: i32, _force: bool) {
         match self.peer.disconnect_peer(peer) {
-            Ok(mut events) => self.emit(&mut events),
+            Ok(events) => self.emit(events),
             Err(error) => godot::global::godot_error!(
                 "AeThexMultiplayerPeer.disconnect_peer({peer}): {}",
                 error.message
@@ -195,16 +191,12 @@ impl IMultiplayerPeerExtension for AeThexMultiplayerPeer {
 
 impl AeThexMultiplayerPeer {
     pub fn create(peer: mp::MultiplayerPeer) -> Gd<Self> {
-        Gd::from_init_fn(|base| Self {
-            peer,
-            events: Vec::new(),
-            base,
-        })
+        Gd::from_init_fn(|base| Self { peer, base })
     }
 
-    /// Emits the peer signals for `events`, in order, and empties it.
-    fn emit(&mut self, events: &mut Vec<PeerEvent>) {
-        for event in events.drain(..) {
+    /// Emits the peer signals for `events`, in order.
+    fn emit(&mut self, events: Vec<PeerEvent>) {
+        for event in events {
             let (signal, peer) = match event {
                 PeerEvent::PeerConnected(peer) => ("peer_connected", peer),
                 PeerEvent::PeerDisconnected(peer) => ("peer_disconnected", peer),
