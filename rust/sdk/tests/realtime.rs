@@ -350,49 +350,107 @@ impl Drop for Proxy {
 }
 
 #[tokio::test]
-async fn a_dropped_socket_reconnects_and_resumes_its_rooms() {
+async fn a_dropped_socket_reconnects_resumes_and_gets_what_it_missed_once() {
     for backend in backends() {
         let server = RealServer::start_on(backend, |_| {}).await;
         let proxy = Proxy::start(server.addr).await;
         let proxied = format!("http://{}", proxy.addr);
         let (mut a, a_id, _da) = player(&server, &proxied, "rt-drop-a").await;
-        let (mut b, _b_id, _db) = player(&server, &server.url, "rt-drop-b").await;
+        let (mut b, b_id, _db) = player(&server, &server.url, "rt-drop-b").await;
+        let (mut c, c_id, _dc) = player(&server, &server.url, "rt-drop-c").await;
         let id = b.client.multiplayer().create_room(Value::Nil);
         let room_id = string(&b.ok(id).await, "room_id");
         let id = a.client.multiplayer().join_room(room_id.clone());
         a.ok(id).await;
+        let id = b.client.multiplayer().send_state(Value::Int(1), None);
+        b.ok(id).await;
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), Value::Int(1)));
         a.take_signals(MP, "connection_state_changed");
 
+        // The network fails; while `a` cannot reconnect, the room goes on.
+        proxy.refusing.store(true, Ordering::SeqCst);
         proxy.cut();
         assert_eq!(
             a.signal(MP, "connection_state_changed").await,
             vec![text("reconnecting")]
         );
+        for n in 2..=3 {
+            let id = b.client.multiplayer().send_state(godot_state(n), None);
+            b.ok(id).await;
+        }
+        let id = c.client.multiplayer().join_room(room_id.clone());
+        c.ok(id).await;
+        let id = c.client.multiplayer().send_state(Value::Int(4), None);
+        c.ok(id).await;
+        proxy.refusing.store(false, Ordering::SeqCst);
+
         assert_eq!(
             a.signal(MP, "connection_state_changed").await,
             vec![text("connected")]
         );
-        // This server does not keep seats across a drop yet (resume, #8): the socket's close
-        // left the room, so `resume` reports it lost and the client says `room_left`.
-        assert_eq!(a.signal(MP, "room_left").await, vec![text(&room_id)]);
-        assert_eq!(a.client.multiplayer().current_room(), None);
-        assert_eq!(
-            b.signal(MP, "player_left").await,
-            vec![text(&room_id), text(&a_id)]
+        // Replayed in order, each once, then live traffic.
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), godot_state(2)));
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), godot_state(3)));
+        let joined = a.signal(MP, "player_joined").await;
+        assert_eq!(string(&joined[1], "user_id"), c_id);
+        assert_eq!(next_state(&mut a).await, (c_id.clone(), Value::Int(4)));
+        let id = b.client.multiplayer().send_state(Value::Int(5), None);
+        b.ok(id).await;
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), Value::Int(5)));
+        assert!(a.take_signals(MP, "player_state_received").is_empty());
+        assert!(
+            a.take_signals(MP, "room_left").is_empty(),
+            "the seat was kept"
         );
-        // The new socket works.
-        let id = a.client.multiplayer().join_room(room_id.clone());
-        a.ok(id).await;
-        let id = a.client.multiplayer().send_state(godot_state(1), None);
-        a.ok(id).await;
-        assert_eq!(next_state(&mut b).await, (a_id.clone(), godot_state(1)));
-        assert_eq!(
-            a.client.multiplayer().connection_state(),
-            ConnectionState::Connected
+        assert!(
+            b.take_signals(MP, "player_left").is_empty(),
+            "the others never saw `a` leave"
         );
-        drop((a, b, proxy));
+        assert_eq!(
+            member_ids(&a.client.multiplayer().room(&room_id).unwrap()),
+            vec![b_id.clone(), a_id.clone(), c_id.clone()]
+        );
+        // The resumed seat relays like before.
+        let id = a.client.multiplayer().send_state(godot_state(6), None);
+        a.ok(id).await;
+        assert_eq!(next_state(&mut b).await, (c_id.clone(), Value::Int(4)));
+        assert_eq!(next_state(&mut b).await, (a_id.clone(), godot_state(6)));
+        drop((a, b, c, proxy));
         server.finish().await;
     }
+}
+
+#[tokio::test]
+async fn a_seat_lost_after_the_grace_period_is_room_left() {
+    let server = RealServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let proxied = format!("http://{}", proxy.addr);
+    let (mut a, a_id, _da) = player(&server, &proxied, "rt-lost-a").await;
+    let (mut b, _b_id, _db) = player(&server, &server.url, "rt-lost-b").await;
+    let id = b.client.multiplayer().create_room(Value::Nil);
+    let room_id = string(&b.ok(id).await, "room_id");
+    let id = a.client.multiplayer().join_room(room_id.clone());
+    a.ok(id).await;
+    proxy.refusing.store(true, Ordering::SeqCst);
+    proxy.cut();
+    a.signal(MP, "connection_state_changed").await;
+    // The server may see the cut after the client does; its grace period starts then.
+    let end = Instant::now() + DEADLINE;
+    let left = loop {
+        server.clock.advance_ms(31_000);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left = b.take_signals(MP, "player_left");
+        if !left.is_empty() {
+            break left;
+        }
+        assert!(Instant::now() < end, "the grace period never ended");
+    };
+    assert_eq!(left, vec![vec![text(&room_id), text(&a_id)]]);
+    proxy.refusing.store(false, Ordering::SeqCst);
+    assert_eq!(a.signal(MP, "room_left").await, vec![text(&room_id)]);
+    assert_eq!(a.client.multiplayer().current_room(), None);
+    drop((a, b, proxy));
+    server.finish().await;
 }
 
 #[tokio::test]
