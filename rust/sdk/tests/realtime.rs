@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aethex_protocol::ErrorCode;
-use aethex_sdk::{ConnectionState, Value};
+use aethex_sdk::{
+    ConnectionState, ConnectionStatus, MultiplayerPeer, PeerEvent, RealtimeEncoding, TransferMode,
+    Value,
+};
 use common::*;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -350,49 +353,107 @@ impl Drop for Proxy {
 }
 
 #[tokio::test]
-async fn a_dropped_socket_reconnects_and_resumes_its_rooms() {
+async fn a_dropped_socket_reconnects_resumes_and_gets_what_it_missed_once() {
     for backend in backends() {
         let server = RealServer::start_on(backend, |_| {}).await;
         let proxy = Proxy::start(server.addr).await;
         let proxied = format!("http://{}", proxy.addr);
         let (mut a, a_id, _da) = player(&server, &proxied, "rt-drop-a").await;
-        let (mut b, _b_id, _db) = player(&server, &server.url, "rt-drop-b").await;
+        let (mut b, b_id, _db) = player(&server, &server.url, "rt-drop-b").await;
+        let (mut c, c_id, _dc) = player(&server, &server.url, "rt-drop-c").await;
         let id = b.client.multiplayer().create_room(Value::Nil);
         let room_id = string(&b.ok(id).await, "room_id");
         let id = a.client.multiplayer().join_room(room_id.clone());
         a.ok(id).await;
+        let id = b.client.multiplayer().send_state(Value::Int(1), None);
+        b.ok(id).await;
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), Value::Int(1)));
         a.take_signals(MP, "connection_state_changed");
 
+        // The network fails; while `a` cannot reconnect, the room goes on.
+        proxy.refusing.store(true, Ordering::SeqCst);
         proxy.cut();
         assert_eq!(
             a.signal(MP, "connection_state_changed").await,
             vec![text("reconnecting")]
         );
+        for n in 2..=3 {
+            let id = b.client.multiplayer().send_state(godot_state(n), None);
+            b.ok(id).await;
+        }
+        let id = c.client.multiplayer().join_room(room_id.clone());
+        c.ok(id).await;
+        let id = c.client.multiplayer().send_state(Value::Int(4), None);
+        c.ok(id).await;
+        proxy.refusing.store(false, Ordering::SeqCst);
+
         assert_eq!(
             a.signal(MP, "connection_state_changed").await,
             vec![text("connected")]
         );
-        // This server does not keep seats across a drop yet (resume, #8): the socket's close
-        // left the room, so `resume` reports it lost and the client says `room_left`.
-        assert_eq!(a.signal(MP, "room_left").await, vec![text(&room_id)]);
-        assert_eq!(a.client.multiplayer().current_room(), None);
-        assert_eq!(
-            b.signal(MP, "player_left").await,
-            vec![text(&room_id), text(&a_id)]
+        // Replayed in order, each once, then live traffic.
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), godot_state(2)));
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), godot_state(3)));
+        let joined = a.signal(MP, "player_joined").await;
+        assert_eq!(string(&joined[1], "user_id"), c_id);
+        assert_eq!(next_state(&mut a).await, (c_id.clone(), Value::Int(4)));
+        let id = b.client.multiplayer().send_state(Value::Int(5), None);
+        b.ok(id).await;
+        assert_eq!(next_state(&mut a).await, (b_id.clone(), Value::Int(5)));
+        assert!(a.take_signals(MP, "player_state_received").is_empty());
+        assert!(
+            a.take_signals(MP, "room_left").is_empty(),
+            "the seat was kept"
         );
-        // The new socket works.
-        let id = a.client.multiplayer().join_room(room_id.clone());
-        a.ok(id).await;
-        let id = a.client.multiplayer().send_state(godot_state(1), None);
-        a.ok(id).await;
-        assert_eq!(next_state(&mut b).await, (a_id.clone(), godot_state(1)));
-        assert_eq!(
-            a.client.multiplayer().connection_state(),
-            ConnectionState::Connected
+        assert!(
+            b.take_signals(MP, "player_left").is_empty(),
+            "the others never saw `a` leave"
         );
-        drop((a, b, proxy));
+        assert_eq!(
+            member_ids(&a.client.multiplayer().room(&room_id).unwrap()),
+            vec![b_id.clone(), a_id.clone(), c_id.clone()]
+        );
+        // The resumed seat relays like before.
+        let id = a.client.multiplayer().send_state(godot_state(6), None);
+        a.ok(id).await;
+        assert_eq!(next_state(&mut b).await, (c_id.clone(), Value::Int(4)));
+        assert_eq!(next_state(&mut b).await, (a_id.clone(), godot_state(6)));
+        drop((a, b, c, proxy));
         server.finish().await;
     }
+}
+
+#[tokio::test]
+async fn a_seat_lost_after_the_grace_period_is_room_left() {
+    let server = RealServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let proxied = format!("http://{}", proxy.addr);
+    let (mut a, a_id, _da) = player(&server, &proxied, "rt-lost-a").await;
+    let (mut b, _b_id, _db) = player(&server, &server.url, "rt-lost-b").await;
+    let id = b.client.multiplayer().create_room(Value::Nil);
+    let room_id = string(&b.ok(id).await, "room_id");
+    let id = a.client.multiplayer().join_room(room_id.clone());
+    a.ok(id).await;
+    proxy.refusing.store(true, Ordering::SeqCst);
+    proxy.cut();
+    a.signal(MP, "connection_state_changed").await;
+    // The server may see the cut after the client does; its grace period starts then.
+    let end = Instant::now() + DEADLINE;
+    let left = loop {
+        server.clock.advance_ms(31_000);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left = b.take_signals(MP, "player_left");
+        if !left.is_empty() {
+            break left;
+        }
+        assert!(Instant::now() < end, "the grace period never ended");
+    };
+    assert_eq!(left, vec![vec![text(&room_id), text(&a_id)]]);
+    proxy.refusing.store(false, Ordering::SeqCst);
+    assert_eq!(a.signal(MP, "room_left").await, vec![text(&room_id)]);
+    assert_eq!(a.client.multiplayer().current_room(), None);
+    drop((a, b, proxy));
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -454,5 +515,234 @@ async fn signing_out_closes_the_socket_and_realtime_calls_need_a_session() {
     let id = a.client.multiplayer().list_rooms(None);
     a.ok(id).await;
     drop(a);
+    server.finish().await;
+}
+
+/// Polls `peer` until it holds a packet, returning `(from, channel, mode, bytes)`.
+async fn next_packet(peer: &mut MultiplayerPeer) -> (i32, i32, TransferMode, Vec<u8>) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        peer.poll();
+        if peer.available_packet_count() > 0 {
+            let from = peer.packet_peer();
+            let channel = peer.packet_channel();
+            let mode = peer.packet_mode();
+            return (from, channel, mode, peer.get_packet().unwrap());
+        }
+        assert!(Instant::now() < end, "no packet arrived");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Polls `peer` until it reported `count` events.
+async fn peer_events(peer: &mut MultiplayerPeer, count: usize) -> Vec<PeerEvent> {
+    let end = Instant::now() + DEADLINE;
+    let mut events = Vec::new();
+    while events.len() < count {
+        events.extend(peer.poll());
+        assert!(Instant::now() < end, "only {events:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    events
+}
+
+#[tokio::test]
+async fn multiplayer_peers_exchange_packets_through_the_relay() {
+    for backend in backends() {
+        let server = RealServer::start_on(backend, |_| {}).await;
+        let url = server.url.clone();
+        let (mut h, h_id, _dh) = player(&server, &url, "rt-peer-h").await;
+        let (mut a, a_id, _da) = player(&server, &url, "rt-peer-a").await;
+        let (mut b, b_id, _db) = player(&server, &url, "rt-peer-b").await;
+        let id = h.client.multiplayer().create_room(Value::Nil);
+        let room_id = string(&h.ok(id).await, "room_id");
+        for p in [&mut a, &mut b] {
+            let id = p.client.multiplayer().join_room(room_id.clone());
+            p.ok(id).await;
+        }
+        // h's room view holds both once their joins arrived.
+        h.signal(MP, "player_joined").await;
+        h.signal(MP, "player_joined").await;
+        let mut host_peer = h.client.multiplayer().create_peer(None).unwrap();
+        // A second peer for the room replaces the first, which closes.
+        let mut host_peer_late = h.client.multiplayer().create_peer(None).unwrap();
+        let (pa, pb) = (
+            host_peer.peer_id_of(&a_id).unwrap(),
+            host_peer.peer_id_of(&b_id).unwrap(),
+        );
+        assert_eq!(
+            host_peer.poll(),
+            vec![
+                PeerEvent::PeerConnected(pa),
+                PeerEvent::PeerConnected(pb),
+                PeerEvent::PeerDisconnected(pa),
+                PeerEvent::PeerDisconnected(pb)
+            ]
+        );
+        assert_eq!(host_peer.close_reason(), Some("replaced"));
+        assert_eq!(
+            host_peer.connection_status(),
+            ConnectionStatus::Disconnected
+        );
+        drop(host_peer);
+        let host = &mut host_peer_late;
+        let mut a_peer = a
+            .client
+            .multiplayer()
+            .create_peer(Some(room_id.clone()))
+            .unwrap();
+        let mut b_peer = b.client.multiplayer().create_peer(None).unwrap();
+        assert!(host.is_server() && !a_peer.is_server());
+        assert!(!host.is_server_relay_supported());
+        let a_peer_id = a_peer.unique_id();
+        let b_peer_id = b_peer.unique_id();
+        assert_eq!(host.peer_id_of(&a_id), Some(a_peer_id));
+        assert_eq!(a_peer.peer_id_of(&h_id), Some(1));
+        assert_eq!(b_peer.user_id_of(a_peer_id).as_deref(), Some(a_id.as_str()));
+        let mut connected = peer_events(host, 2).await;
+        connected.sort_by_key(|e| format!("{e:?}"));
+        assert_eq!(
+            connected,
+            vec![
+                PeerEvent::PeerConnected(a_peer_id),
+                PeerEvent::PeerConnected(b_peer_id)
+            ]
+        );
+        assert_eq!(
+            peer_events(&mut a_peer, 2).await,
+            vec![
+                PeerEvent::PeerConnected(1),
+                PeerEvent::PeerConnected(b_peer_id)
+            ]
+        );
+        peer_events(&mut b_peer, 2).await;
+
+        // Broadcast from the host, reliable on channel 0.
+        host.put_packet(b"spawn").unwrap();
+        for p in [&mut a_peer, &mut b_peer] {
+            assert_eq!(
+                next_packet(p).await,
+                (1, 0, TransferMode::Reliable, b"spawn".to_vec())
+            );
+        }
+        // a -> b only, unreliable on channel 2.
+        a_peer.set_target_peer(b_peer_id);
+        a_peer.set_transfer_mode(TransferMode::Unreliable);
+        a_peer.set_transfer_channel(2);
+        a_peer.put_packet(b"hit").unwrap();
+        assert_eq!(
+            next_packet(&mut b_peer).await,
+            (a_peer_id, 2, TransferMode::Unreliable, b"hit".to_vec())
+        );
+        // b -> everyone but a (the host only), unreliable ordered.
+        b_peer.set_target_peer(-a_peer_id);
+        b_peer.set_transfer_mode(TransferMode::UnreliableOrdered);
+        for n in 0..3u8 {
+            b_peer.put_packet(&[n]).unwrap();
+        }
+        for n in 0..3u8 {
+            assert_eq!(
+                next_packet(host).await,
+                (b_peer_id, 0, TransferMode::UnreliableOrdered, vec![n])
+            );
+        }
+        // Then a broadcast from b reaches a; nothing else was queued for a.
+        b_peer.set_target_peer(0);
+        b_peer.put_packet(b"all").unwrap();
+        assert_eq!(next_packet(&mut a_peer).await.3, b"all".to_vec());
+        assert_eq!(a_peer.available_packet_count(), 0);
+        assert!(
+            a.take_signals(MP, "packet_received").is_empty(),
+            "a peer takes its room's packets"
+        );
+        a_peer.set_target_peer(99);
+        assert_eq!(
+            a_peer.put_packet(b"x").unwrap_err().code,
+            ErrorCode::NotFound
+        );
+
+        // Host migration: the host leaves; every peer loses peer 1 and closes.
+        let id = h.client.multiplayer().leave_room(None);
+        h.ok(id).await;
+        for p in [&mut a_peer, &mut b_peer] {
+            let end = Instant::now() + DEADLINE;
+            let mut events = Vec::new();
+            while p.connection_status() != ConnectionStatus::Disconnected {
+                events.extend(p.poll());
+                assert!(Instant::now() < end, "the peer never closed: {events:?}");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(events[0], PeerEvent::PeerDisconnected(1));
+            assert_eq!(p.close_reason(), Some("host_left"));
+        }
+        let gone = host.poll();
+        assert_eq!(host.close_reason(), Some("room_left"));
+        assert_eq!(
+            gone.len(),
+            2,
+            "both members disconnect from the leaving host: {gone:?}"
+        );
+        // a was the longest-present member: it hosts the new peers as peer 1.
+        a.signal(MP, "host_changed").await;
+        b.signal(MP, "host_changed").await;
+        let mut a_peer = a.client.multiplayer().create_peer(None).unwrap();
+        let mut b_peer = b.client.multiplayer().create_peer(None).unwrap();
+        assert_eq!((a_peer.unique_id(), b_peer.unique_id()), (1, b_peer_id));
+        assert_eq!(
+            peer_events(&mut b_peer, 1).await,
+            vec![PeerEvent::PeerConnected(1)]
+        );
+        a_peer.put_packet(b"new host").unwrap();
+        assert_eq!(
+            next_packet(&mut b_peer).await,
+            (1, 0, TransferMode::Reliable, b"new host".to_vec())
+        );
+        drop((a_peer, b_peer, host_peer_late));
+        drop((h, a, b));
+        server.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn packets_without_a_peer_are_signals_and_message_pack_carries_everything() {
+    let server = RealServer::start().await;
+    let url = server.url.clone();
+    let (mut a, a_id, _da) = player(&server, &url, "rt-msgpack-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&url, &server.client_key, dir.path());
+    config.realtime.encoding = RealtimeEncoding::MessagePack;
+    let mut b = Probe::new(config);
+    let b_id = user_id(&b.login_device("rt-msgpack-b").await);
+    let id = a.client.multiplayer().create_room(Value::Nil);
+    let room_id = string(&a.ok(id).await, "room_id");
+    let id = b.client.multiplayer().join_room(room_id.clone());
+    b.ok(id).await;
+
+    // JSON -> MessagePack and back, state with Godot types and raw bytes.
+    let id = a.client.multiplayer().send_state(godot_state(3), None);
+    a.ok(id).await;
+    assert_eq!(next_state(&mut b).await, (a_id.clone(), godot_state(3)));
+    let id = b.client.multiplayer().send_state(godot_state(4), None);
+    b.ok(id).await;
+    assert_eq!(next_state(&mut a).await, (b_id.clone(), godot_state(4)));
+    let bytes: Vec<u8> = (0..=255).collect();
+    let id = b
+        .client
+        .multiplayer()
+        .send_packet(None, bytes.clone(), None, 3, false);
+    b.ok(id).await;
+    assert_eq!(
+        a.signal(MP, "packet_received").await,
+        vec![
+            text(&room_id),
+            text(&b_id),
+            Value::PackedByteArray(bytes),
+            Value::Int(3),
+            Value::Bool(false)
+        ]
+    );
+    let id = b.client.multiplayer().list_rooms(None);
+    assert_eq!(list(&b.ok(id).await, "rooms").len(), 1);
+    drop((a, b));
     server.finish().await;
 }
