@@ -78,5 +78,14 @@ func wave(from_peer: int) -> void:
 	_info_label.text = "Peer %d waves." % from_peer
 
 
+## The host ends the match for everyone when it leaves the arena.
+@rpc("authority", "call_remote", "reliable")
+func end_match() -> void:
+	_info_label.text = "The host ended the match."
+	finished.emit()
+
+
 func _leave() -> void:
+	if multiplayer.has_multiplayer_peer() and multiplayer.is_server():
+		end_match.rpc()
 	finished.emit()
