@@ -33,9 +33,9 @@ const MAX_PACKET_SIZE: i32 = 32 * 1024;
 /// - Reliable packets are ordered; unreliable ones ride the same connection for now, and an
 ///   `unreliable_ordered` packet older than one already received is dropped. Channels are kept.
 /// - When the host leaves, the peer emits `peer_disconnected(1)` and closes: Godot reports
-///   `server_disconnected`. The room goes on with a new host ([signal
-///   AeThexMultiplayer.host_changed]); call `create_peer` again to continue, the new host being
-///   peer 1.
+///   `server_disconnected`. The room goes on with a new host
+///   ([signal AeThexMultiplayer.host_changed]); call `create_peer` again to continue, the new
+///   host being peer 1.
 /// - [method MultiplayerPeer.close] gives the room's traffic back to the
 ///   [signal AeThexMultiplayer.packet_received] signal but keeps your seat: leave with
 ///   [method AeThexMultiplayer.leave_room].
