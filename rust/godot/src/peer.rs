@@ -10,7 +10,7 @@ use aethex_protocol::ErrorCode;
 use godot::builtin::{GString, PackedByteArray};
 use godot::classes::multiplayer_peer::{ConnectionStatus, TransferMode};
 use godot::classes::{IMultiplayerPeerExtension, MultiplayerPeerExtension};
-use godot::global::Error;
+use godot::global::{godot_error, Error};
 use godot::meta::ToGodot;
 use godot::obj::{Base, EngineEnum, Gd, WithBaseField};
 use godot::register::{godot_api, GodotClass};
@@ -100,7 +100,11 @@ impl IMultiplayerPeerExtension for AeThexMultiplayerPeer {
 
     fn put_packet_script(&mut self, buffer: PackedByteArray) -> Error {
         if buffer.len() > MAX_PACKET_SIZE as usize {
-            return Error::ERR_OUT_OF_MEMORY;
+            godot_error!(
+                "AeThexMultiplayerPeer: a packet of {} bytes is over the {MAX_PACKET_SIZE} byte limit",
+                buffer.len()
+            );
+            return Error::ERR_INVALID_PARAMETER;
         }
         match self.peer.put_packet(buffer.as_slice()) {
             Ok(()) => Error::OK,
@@ -169,7 +173,7 @@ impl IMultiplayerPeerExtension for AeThexMultiplayerPeer {
     fn disconnect_peer(&mut self, peer: i32, _force: bool) {
         match self.peer.disconnect_peer(peer) {
             Ok(events) => self.emit(events),
-            Err(error) => godot::global::godot_error!(
+            Err(error) => godot_error!(
                 "AeThexMultiplayerPeer.disconnect_peer({peer}): {}",
                 error.message
             ),
