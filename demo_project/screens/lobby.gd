@@ -54,7 +54,7 @@ func _ready() -> void:
 	%RefreshButton.pressed.connect(_refresh_rooms)
 	_label_edit.text_submitted.connect(_refresh_rooms.unbind(1))
 	%JoinSelectedButton.pressed.connect(_on_join_selected_pressed)
-	_room_list.item_activated.connect(_join_listed.unbind(1))
+	_room_list.item_activated.connect(_join_listed)
 	%CreateButton.pressed.connect(_on_create_pressed)
 	%JoinCodeButton.pressed.connect(_on_join_code_pressed)
 	%LeaveButton.pressed.connect(_on_leave_pressed)
