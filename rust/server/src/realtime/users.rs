@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use super::conn::{ConnHandle, Frame};
 
+/// `(project id, user id)` -> live sockets, oldest first.
+type SocketsByPlayer = HashMap<(String, String), Vec<Arc<ConnHandle>>>;
+
 #[derive(Default)]
 pub struct Users {
-    /// `(project id, user id)` -> live sockets, oldest first.
-    sockets: Mutex<HashMap<(String, String), Vec<Arc<ConnHandle>>>>,
+    sockets: Mutex<SocketsByPlayer>,
 }
 
 impl Users {
