@@ -1,4 +1,5 @@
-//! How long an SDK call takes to return to its caller, and how long draining 1,000 queued events
+//! How long an SDK call takes to return to its caller (HTTP-backed calls and a realtime
+//! `send_state`), and how long draining 1,000 queued events
 //! takes. Not a test: run `cargo bench -p aethex-sdk --bench calls` and read the figures.
 //!
 //! Calls go to `aethex-mock` on loopback (signed in), so the runtime does real work (encoding,
@@ -24,6 +25,29 @@ fn wait_until(client: &Client, events: usize) {
     let end = Instant::now() + Duration::from_secs(60);
     while client.queued_events() < events {
         assert!(Instant::now() < end, "events did not arrive");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits for `request` to complete successfully (other events are dropped).
+fn wait_for(client: &Client, request: aethex_sdk::RequestId) {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    loop {
+        client.drain_events(&mut events, usize::MAX);
+        for e in events.drain(..) {
+            if let Event::Completed {
+                request: r,
+                outcome,
+            } = e
+            {
+                if r == request {
+                    outcome.expect("call succeeds");
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < end, "call timed out");
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -115,6 +139,29 @@ fn main() {
         samples.push(t.elapsed());
     }
     stats("saves().sync_status()", samples);
+
+    // A realtime call: the socket is open and the room joined, so the call only hands the state
+    // to the socket task (encoding happens there). Target: < 20 µs.
+    let room = client.multiplayer().create_room(Value::Nil);
+    wait_for(&client, room);
+    let state = Value::dict([
+        ("health", Value::Int(100)),
+        ("position", Value::Vector2([12.5, -3.25])),
+        ("rotation", Value::Float(1.25)),
+    ]);
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let state = state.clone();
+        let t = Instant::now();
+        client.multiplayer().send_state(state, None);
+        samples.push(t.elapsed());
+        if i % 100 == 99 {
+            wait_until(&client, 100);
+            drain_all(&client);
+        }
+    }
+    stats("multiplayer().send_state(state, None)", samples);
+    drain_all(&client);
 
     // 1,000 events: calls that complete at once (invalid slot name) fill the queue.
     let mut drains = Vec::new();
