@@ -140,28 +140,7 @@ fn main() {
     }
     stats("saves().sync_status()", samples);
 
-    // A realtime call: the socket is open and the room joined, so the call only hands the state
-    // to the socket task (encoding happens there). Target: < 20 µs.
-    let room = client.multiplayer().create_room(Value::Nil);
-    wait_for(&client, room);
-    let state = Value::dict([
-        ("health", Value::Int(100)),
-        ("position", Value::Vector2([12.5, -3.25])),
-        ("rotation", Value::Float(1.25)),
-    ]);
-    let mut samples = Vec::with_capacity(CALLS);
-    for i in 0..CALLS {
-        let state = state.clone();
-        let t = Instant::now();
-        client.multiplayer().send_state(state, None);
-        samples.push(t.elapsed());
-        if i % 100 == 99 {
-            wait_until(&client, 100);
-            drain_all(&client);
-        }
-    }
-    stats("multiplayer().send_state(state, None)", samples);
-    drain_all(&client);
+    realtime_calls();
 
     // 1,000 events: calls that complete at once (invalid slot name) fill the queue.
     let mut drains = Vec::new();
@@ -180,6 +159,79 @@ fn main() {
     stats("drain_events(out, 1000) with 1,000 queued", drains);
     client.shutdown();
     compare_queues();
+}
+
+/// A realtime call against the real server (the mock's fault layer does not carry the socket):
+/// the socket is open and the room joined, so the call only hands the state to the socket task
+/// (encoding happens there). Target: < 20 µs. Baseline in the same run: `current_user()`.
+fn realtime_calls() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (url, key) = runtime.block_on(async {
+        let mut config = aethex_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: server_dir.path().to_path_buf(),
+            ..aethex_server::Config::default()
+        };
+        config.rate_limit.enabled = false;
+        config.realtime.messages_per_second = 1_000_000;
+        config.realtime.message_burst = 1_000_000;
+        let server = aethex_server::Server::build(config)
+            .await
+            .expect("server builds");
+        let key = server
+            .created_default_project
+            .as_ref()
+            .expect("fresh data dir")
+            .client_key
+            .clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = server.serve(listener, std::future::pending()).await;
+        });
+        (url, key)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ClientConfig::new(url, key, dir.path());
+    config.credential_store = CredentialStore::FileOnly;
+    let client = Client::new(config).unwrap();
+    wait_for(
+        &client,
+        client.auth().login_device(Some("bench-realtime-01".into())),
+    );
+    wait_for(&client, client.multiplayer().create_room(Value::Nil));
+    drain_all(&client);
+
+    const CALLS: usize = 2_000;
+    let mut samples = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        let user = client.auth().current_user();
+        samples.push(t.elapsed());
+        assert!(user.is_some());
+    }
+    stats("baseline: auth().current_user() (realtime)", samples);
+
+    let state = Value::dict([
+        ("health", Value::Int(100)),
+        ("position", Value::Vector2([12.5, -3.25])),
+        ("rotation", Value::Float(1.25)),
+    ]);
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let state = state.clone();
+        let t = Instant::now();
+        client.multiplayer().send_state(state, None);
+        samples.push(t.elapsed());
+        if i % 100 == 99 {
+            wait_until(&client, 100);
+            drain_all(&client);
+        }
+    }
+    stats("multiplayer().send_state(state, None)", samples);
+    client.shutdown_and_wait(Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(5));
 }
 
 /// Why the client uses `SegQueue`: the same drain with a `Mutex<VecDeque>` (batched) for
