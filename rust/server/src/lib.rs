@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blobs;
 pub mod caller;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod data_files;
 pub mod db;

@@ -4,12 +4,14 @@
 //! - `conn`: a socket's outbound queue as the rest of the service sees it.
 //! - `rooms`: rooms, membership, host migration and the state relay.
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
+//! - `presence`: each player's status from their sockets and seats, pushed to their friends.
 //!
 //! Everything here is in memory and per node. Later parts of issue #8 (resume after a drop,
 //! matchmaking, chat, presence, signaling, a binary encoding, several nodes) add modules beside
 //! these and message types to `aethex_protocol::realtime`.
 
 pub mod conn;
+pub mod presence;
 pub mod rooms;
 pub mod socket;
 pub mod users;
@@ -33,6 +35,7 @@ use crate::social::ApiQuery;
 pub struct RealtimeService {
     pub rooms: rooms::Rooms,
     pub users: users::Users,
+    pub presence: presence::Presence,
     next_conn_id: AtomicU64,
 }
 

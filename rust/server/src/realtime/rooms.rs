@@ -335,6 +335,15 @@ impl Rooms {
         Ok(())
     }
 
+    /// Rooms the player holds a seat in on this node (what makes them `in_match`).
+    pub fn seats(&self, project_id: &str, user_id: &str) -> u32 {
+        lock(&self.registry)
+            .memberships
+            .get(&(project_id.to_owned(), user_id.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Public rooms of a project, oldest first, optionally only those carrying `label`.
     pub fn list(&self, project_id: &str, label: Option<&str>) -> Vec<RoomSummary> {
         let mut rooms: Vec<Arc<Room>> = lock(&self.registry)

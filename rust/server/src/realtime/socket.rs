@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::conn::{encode, ConnHandle};
+use super::presence::Presence;
 use crate::app::AppState;
 use crate::caller::{project_by_client_key, verify_player, Player};
 use crate::error::ApiError;
@@ -139,6 +140,7 @@ impl Session {
 
     async fn run(mut self, mut socket: WebSocket) {
         self.state.realtime.users.register(&self.conn);
+        self.refresh_presence();
         loop {
             tokio::select! {
                 _ = self.conn.killed() => break,
@@ -180,6 +182,7 @@ impl Session {
             self.state.realtime.rooms.leave(&self.conn, &room);
         }
         self.state.realtime.users.unregister(&self.conn);
+        self.refresh_presence();
         let code = self.conn.close_code();
         if code != 0 {
             // A slow consumer may never take the close frame; the socket is dropped anyway.
@@ -264,6 +267,10 @@ impl Session {
         }
     }
 
+    fn refresh_presence(&self) {
+        Presence::refresh(&self.state, &self.conn.project_id, &self.conn.user_id);
+    }
+
     fn reply(&self, cid: Option<Cid>, message: ServerMessage) {
         self.conn.push(encode(cid, message));
     }
@@ -306,6 +313,7 @@ impl Session {
                     now_ms,
                 )?;
                 self.rooms.insert(room.room_id.clone());
+                self.refresh_presence();
                 self.reply(cid, ServerMessage::RoomJoined { room });
             }
             ClientMessage::ListRooms { label } => {
@@ -324,6 +332,7 @@ impl Session {
                     now_ms,
                 )?;
                 self.rooms.insert(room.room_id.clone());
+                self.refresh_presence();
                 self.reply(cid, ServerMessage::RoomJoined { room });
             }
             ClientMessage::LeaveRoom { room_id } => {
@@ -331,6 +340,7 @@ impl Session {
                 {
                     return Err(ApiError::not_found("you are not in this room"));
                 }
+                self.refresh_presence();
                 self.reply(cid, ServerMessage::RoomLeft { room_id });
             }
             ClientMessage::PlayerStateUpdate {
