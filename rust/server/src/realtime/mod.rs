@@ -6,9 +6,10 @@
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
 //! - `presence`: each player's status from their sockets and seats, pushed to their friends.
 //!
-//! Everything here is in memory and per node. Later parts of issue #8 (resume after a drop,
-//! matchmaking, chat, presence, signaling, a binary encoding, several nodes) add modules beside
-//! these and message types to `aethex_protocol::realtime`.
+//! Everything here is in memory. Rooms are per node; presence and pushes to a player reach every
+//! node of a cluster (`crate::cluster`). Later parts of issue #8 (resume after a drop,
+//! matchmaking, chat, signaling, a binary encoding, rooms across nodes) add modules beside these
+//! and message types to `aethex_protocol::realtime`.
 
 pub mod conn;
 pub mod presence;
