@@ -23,10 +23,7 @@ const CONFIG: &str =
 /// `(NATS URL, PostgreSQL URL)`, or `None` with a note when the suite is off.
 fn settings() -> Option<(String, String)> {
     let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    match (
-        get("AETHEX_TEST_NATS_URL"),
-        get("AETHEX_TEST_DATABASE_URL"),
-    ) {
+    match (get("AETHEX_TEST_NATS_URL"), get("AETHEX_TEST_DATABASE_URL")) {
         (Some(nats), Some(pg)) => Some((nats, pg)),
         _ => {
             println!(

@@ -236,11 +236,7 @@ impl Presence {
             .collect()
     }
 
-    fn replace_node(
-        state: &AppState,
-        node: &str,
-        users: Option<HashMap<UserKey, PresenceStatus>>,
-    ) {
+    fn replace_node(state: &AppState, node: &str, users: Option<HashMap<UserKey, PresenceStatus>>) {
         let mut inner = lock(&state.realtime.presence.inner);
         let touched: Vec<UserKey> = inner
             .remote

@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 
 use super::conn::ConnHandle;
+use super::presence::UserKey;
 use crate::cluster::Cluster;
 
 #[derive(Default)]
 pub struct Users {
     /// `(project id, user id)` -> live sockets, oldest first.
-    sockets: Mutex<HashMap<(String, String), Vec<Arc<ConnHandle>>>>,
+    sockets: Mutex<HashMap<UserKey, Vec<Arc<ConnHandle>>>>,
     /// Set once at start when this node is part of a cluster.
     cluster: OnceLock<Arc<Cluster>>,
 }

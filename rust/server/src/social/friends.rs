@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
+use aethex_protocol::realtime::{PresenceStatus, ServerMessage};
 use aethex_protocol::social::{
     Friend, FriendList, FriendState, FriendStatus, HeartbeatRequest, PlayerSearchPage,
     PlayerSummary, Presence,
 };
-use aethex_protocol::realtime::{PresenceStatus, ServerMessage};
 use aethex_protocol::ErrorEnvelope;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};

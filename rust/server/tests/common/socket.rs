@@ -123,7 +123,9 @@ impl Endpoint {
             "Authorization",
             HeaderValue::from_str(&format!("Bearer {}", player.token)).unwrap(),
         );
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("upgrade");
         let mut socket = Socket { ws };
         // Registered (and its presence counted) once it answers.
         socket.nothing_pending().await;

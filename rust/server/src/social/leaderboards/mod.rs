@@ -634,8 +634,11 @@ async fn stored_entry(
     .fetch_optional(&mut *conn)
     .await?;
     row.map(|r| {
-        let (score, reached_at, seq): (i64, i64, i64) =
-            (r.try_get("score")?, r.try_get("reached_at")?, r.try_get("seq")?);
+        let (score, reached_at, seq): (i64, i64, i64) = (
+            r.try_get("score")?,
+            r.try_get("reached_at")?,
+            r.try_get("seq")?,
+        );
         Ok((
             score,
             r.try_get("num_scores")?,
