@@ -15,6 +15,12 @@ use crate::error::ApiErrorBody;
 /// Path of the socket.
 pub const REALTIME_PATH: &str = "/api/v1/realtime";
 
+/// `Sec-WebSocket-Protocol` of JSON text frames (the default).
+pub const JSON_SUBPROTOCOL: &str = "aethex.json";
+/// `Sec-WebSocket-Protocol` of MessagePack binary frames (`?encoding=msgpack` likewise): the
+/// same messages, as maps with the same field names.
+pub const MSGPACK_SUBPROTOCOL: &str = "aethex.msgpack";
+
 /// Close codes the server ends a socket with (RFC 6455 4000-4999 are the application's own).
 pub mod close_code {
     /// The client kept breaking the limits (rate, frame size, malformed frames).

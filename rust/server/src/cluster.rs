@@ -7,7 +7,7 @@
 //!   and its players' presence is dropped; `bye` when a node stops cleanly does the same at once.
 //! - `presence`: a player's status on the sending node; `snapshot`: all of them, sent when a node
 //!   meets another (so a node that starts late, or comes back, learns what the others know).
-//! - `push`: a frame for a player's sockets (`Users::send`); each node delivers to its own.
+//! - `push`: a message for a player's sockets (`Users::send`); each node delivers to its own.
 //! - `leaderboard_entry`, `leaderboard_defined`: keep the other nodes' in-memory rank indexes and
 //!   board definitions in step with SQL.
 //!
@@ -18,6 +18,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use aethex_protocol::realtime::ServerMessage;
 use aethex_protocol::social::LeaderboardDefinition;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppInner, AppState};
 use crate::config::ClusterConfig;
+use crate::realtime::conn::encode;
 use crate::realtime::presence::{NodeStatus, Presence};
 use crate::social::leaderboards::EntryChange;
 
@@ -71,7 +73,7 @@ enum Event {
     Push {
         project_id: String,
         user_id: String,
-        frame: String,
+        message: ServerMessage,
     },
     LeaderboardEntry(EntryChange),
     LeaderboardDefined {
@@ -111,10 +113,6 @@ impl Cluster {
             stop: CancellationToken::new(),
             publisher: Mutex::new(None),
         })))
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.node_id
     }
 
     /// Starts publishing, listening and the heartbeat. The tasks hold the server weakly and end
@@ -205,11 +203,11 @@ impl Cluster {
     /// Hands a frame for a player to the other nodes, which queue it on their sockets of that
     /// player. Sent to all nodes rather than to those the player is known on, so a socket that
     /// opened a moment ago on another node gets it too.
-    pub fn forward_push(&self, project_id: &str, user_id: &str, frame: &str) {
+    pub fn forward_push(&self, project_id: &str, user_id: &str, message: &ServerMessage) {
         self.send(Event::Push {
             project_id: project_id.to_owned(),
             user_id: user_id.to_owned(),
-            frame: frame.to_owned(),
+            message: message.clone(),
         });
     }
 
@@ -283,12 +281,13 @@ impl Cluster {
             Event::Push {
                 project_id,
                 user_id,
-                frame,
+                message,
             } => {
+                // Encoded here, once for this node's sockets, in whichever encoding each speaks.
                 state
                     .realtime
                     .users
-                    .send_local(&project_id, &user_id, &frame.into());
+                    .send_local(&project_id, &user_id, &encode(None, message));
             }
             Event::LeaderboardEntry(change) => state.social.leaderboards.apply_remote(change),
             Event::LeaderboardDefined { project_id, def } => {

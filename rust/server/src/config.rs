@@ -290,6 +290,13 @@ pub struct RealtimeConfig {
     /// (1008).
     pub max_violations: u32,
     pub violation_window_secs: u64,
+    /// How long a dropped socket's seats stay "away" for a `resume` before the others see
+    /// `player_left`; 0 leaves the rooms at once.
+    pub resume_grace_secs: u64,
+    /// Events each room keeps for members who resume.
+    pub replay_buffer: usize,
+    /// Seconds between the server's pings; a socket silent for twice this is dead.
+    pub heartbeat_secs: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -304,6 +311,9 @@ impl Default for RealtimeConfig {
             outbound_queue: 1024,
             max_violations: 20,
             violation_window_secs: 10,
+            resume_grace_secs: 30,
+            replay_buffer: 512,
+            heartbeat_secs: 15,
         }
     }
 }

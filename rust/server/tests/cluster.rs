@@ -184,14 +184,17 @@ async fn presence_and_pushes_cross_nodes() {
     let mut a1 = n1.e.socket(&a).await;
     assert_eq!(bs.presence_changed(&a.id).await, "online");
     assert_eq!(n2.e.presence_of(&b, &a).await, "online");
-    a1.create_room().await;
+    let room = a1.create_room().await;
     assert_eq!(bs.presence_changed(&a.id).await, "in_match");
     assert_eq!(n2.e.presence_of(&b, &a).await, "in_match");
 
     // A second device on node 2: A is online until both sockets are gone.
     let a2 = n2.e.socket(&a).await;
-    a1.close().await;
+    a1.leave_room(&room).await;
     assert_eq!(bs.presence_changed(&a.id).await, "online");
+    a1.close().await;
+    // Sockets in between: nothing happens to A's status while its node-2 socket is open.
+    bs.nothing_pending().await;
     assert_eq!(n1.e.presence_of(&b, &a).await, "online");
     a2.close().await;
     assert_eq!(bs.presence_changed(&a.id).await, "offline");

@@ -13,6 +13,19 @@ fn endpoint(s: &TestServer) -> Endpoint {
     Endpoint::new(s.base.clone(), s.client_key.clone())
 }
 
+/// Waits until the server has ended the player's sockets (and started the grace period of their
+/// seats on its clock), so a clock moved afterwards ends it.
+async fn wait_released(s: &TestServer, player: &Player) {
+    let project = s.state.projects.by_name("default").await.unwrap().unwrap();
+    for _ in 0..500 {
+        if !s.state.realtime.users.is_online(&project.id, &player.id) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the server never saw the socket close");
+}
+
 /// Makes `a` and `b` friends while `b` is connected (`b` went online before it had friends, so
 /// no late push of its own status can reach `a`'s sockets opened afterwards).
 async fn befriend(e: &Endpoint, a: &Player, b: &Player, b_socket: &mut Socket) {
@@ -46,13 +59,24 @@ async fn friends_see_online_in_match_and_offline() {
         a_socket.leave_room(&room).await;
         assert_eq!(b_socket.presence_changed(&a.id).await, "online");
 
-        // Closing the socket while seated releases the seat and the player goes offline in one
-        // step, although their HTTP requests stamped them a moment ago.
+        // A socket closed while seated keeps its seat away for the resume grace period: still
+        // in_match (no flapping on a short drop), offline once the grace period is over.
         a_socket.create_room().await;
         assert_eq!(b_socket.presence_changed(&a.id).await, "in_match");
         a_socket.close().await;
+        wait_released(&s, &a).await;
+        b_socket.nothing_pending().await;
+        assert_eq!(e.presence_of(&b, &a).await, "in_match");
+        s.clock
+            .advance_ms(s.state.config.realtime.resume_grace_secs as i64 * 1000 + 1000);
         assert_eq!(b_socket.presence_changed(&a.id).await, "offline");
         assert_eq!(e.presence_of(&b, &a).await, "offline");
+
+        // Without a seat, closing the last socket is offline at once.
+        let a_socket = e.socket(&a).await;
+        assert_eq!(b_socket.presence_changed(&a.id).await, "online");
+        a_socket.close().await;
+        assert_eq!(b_socket.presence_changed(&a.id).await, "offline");
 
         // Only friends are told; B's view of A is up to date, so the stranger had its chance.
         stranger_socket.nothing_pending().await;
@@ -144,7 +168,10 @@ async fn new_friends_read_each_others_socket_presence() {
         assert_eq!(resp.status(), 204);
         assert_eq!(e.presence_of(&b, &a).await, "in_match");
         a_socket.close().await;
-        // Closing happens in the socket's task; B's list follows without a push to B.
+        wait_released(&s, &a).await;
+        s.clock
+            .advance_ms(s.state.config.realtime.resume_grace_secs as i64 * 1000 + 1000);
+        // The grace period ends in the server's own time; B's list follows without a push to B.
         let mut offline = false;
         for _ in 0..100 {
             if e.presence_of(&b, &a).await == "offline" {

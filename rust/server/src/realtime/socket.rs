@@ -1,5 +1,6 @@
 //! `GET /api/v1/realtime`: authenticates before the upgrade, then runs one task per socket that
-//! reads client frames, enforces the limits and writes the queued outbound frames.
+//! reads client frames, enforces the limits, writes the queued outbound frames and pings the
+//! client. A socket that ends leaves its seats "away" for the grace period (`resume`).
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -7,10 +8,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aethex_protocol::realtime::{close_code, Cid, ClientFrame, ClientMessage, ServerMessage};
+use aethex_protocol::realtime::{
+    close_code, Cid, ClientFrame, ClientMessage, ServerMessage, JSON_SUBPROTOCOL,
+    MSGPACK_SUBPROTOCOL,
+};
 use aethex_protocol::{ApiErrorBody, ErrorCode, CLIENT_KEY_HEADER, SERVER_KEY_SCHEME};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
@@ -19,7 +23,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::conn::{encode, ConnHandle};
+use super::conn::{encode, ConnHandle, Encoding, Outgoing};
 use super::presence::Presence;
 use crate::app::AppState;
 use crate::caller::{project_by_client_key, verify_player, Player};
@@ -30,6 +34,8 @@ use crate::projects::Project;
 const HARD_CAP_FACTOR: usize = 4;
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an away seat's grace period is checked against the server clock.
+const GRACE_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize)]
 pub struct AuthQuery {
@@ -37,6 +43,8 @@ pub struct AuthQuery {
     token: Option<String>,
     /// Client key, likewise.
     key: Option<String>,
+    /// `json` or `msgpack`, for clients that cannot set `Sec-WebSocket-Protocol`.
+    encoding: Option<String>,
 }
 
 pub async fn upgrade(
@@ -81,8 +89,23 @@ pub async fn upgrade(
     };
     let project = project_by_client_key(&state, &key).await?;
     let (player, expires_at) = verify_player(&state, project, &token).await?;
-    let ws =
-        ws.map_err(|e| ApiError::invalid(format!("this endpoint needs a WebSocket upgrade: {e}")))?;
+    let ws = ws
+        .map_err(|e| ApiError::invalid(format!("this endpoint needs a WebSocket upgrade: {e}")))?
+        .protocols([JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL]);
+    // The negotiated subprotocol wins: the client reads the answer's header.
+    let encoding = match ws.selected_protocol() {
+        Some(p) if p == MSGPACK_SUBPROTOCOL => Encoding::MessagePack,
+        Some(_) => Encoding::Json,
+        None => match query.encoding.as_deref() {
+            None | Some("json") => Encoding::Json,
+            Some("msgpack") => Encoding::MessagePack,
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "unknown encoding {other:?}: json or msgpack"
+                )))
+            }
+        },
+    };
     let hard_cap = state
         .config
         .realtime
@@ -93,7 +116,7 @@ pub async fn upgrade(
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
             let id = state.realtime.next_conn_id.fetch_add(1, Ordering::Relaxed);
-            let session = Session::new(state, id, player, expires_at);
+            let session = Session::new(state, id, player, expires_at, encoding);
             session.run(socket).await;
         }))
 }
@@ -102,7 +125,8 @@ struct Session {
     state: AppState,
     conn: Arc<ConnHandle>,
     project: Arc<Project>,
-    outbound: mpsc::Receiver<Utf8Bytes>,
+    outbound: mpsc::Receiver<Outgoing>,
+    encoding: Encoding,
     /// Session of the current access token: signing it out silences the socket.
     session_id: String,
     /// Unix seconds the current access token expires at.
@@ -114,7 +138,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(state: AppState, id: u64, player: Player, expires_at: i64) -> Self {
+    fn new(state: AppState, id: u64, player: Player, expires_at: i64, encoding: Encoding) -> Self {
         let limits = &state.config.realtime;
         let (tx, outbound) = mpsc::channel(limits.outbound_queue.max(1));
         let rate = NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN);
@@ -128,6 +152,7 @@ impl Session {
             )),
             project: player.project,
             outbound,
+            encoding,
             session_id: player.session_id,
             expires_at,
             rooms: HashSet::new(),
@@ -141,6 +166,14 @@ impl Session {
     async fn run(mut self, mut socket: WebSocket) {
         self.state.realtime.users.register(&self.conn);
         self.refresh_presence();
+        let heartbeat = Duration::from_secs(self.state.config.realtime.heartbeat_secs.max(1));
+        let mut pings =
+            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_inbound = tokio::time::Instant::now();
+        // Re-armed from `last_inbound` when it fires, rather than on every frame.
+        let dead_check = tokio::time::sleep(heartbeat * 2);
+        tokio::pin!(dead_check);
         loop {
             tokio::select! {
                 _ = self.conn.killed() => break,
@@ -157,12 +190,15 @@ impl Session {
                     };
                     tokio::select! {
                         biased;
-                        sent = socket.send(Message::Text(frame)) => if sent.is_err() { break },
+                        sent = send(&mut socket, frame, self.encoding) => if sent.is_err() { break },
                         _ = interrupted => break,
                     }
                 }
                 incoming = socket.recv() => match incoming {
-                    Some(Ok(message)) => self.on_message(message).await,
+                    Some(Ok(message)) => {
+                        last_inbound = tokio::time::Instant::now();
+                        self.on_message(message).await;
+                    }
                     Some(Err(e)) => {
                         // Tungstenite refuses frames over the hard cap with a capacity error.
                         if matches!(
@@ -176,18 +212,82 @@ impl Session {
                     }
                     None => break,
                 },
+                _ = pings.tick() => {
+                    let ping = socket.send(Message::Ping(Default::default()));
+                    if !matches!(tokio::time::timeout(heartbeat, ping).await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                () = &mut dead_check => {
+                    let dead_at = last_inbound + heartbeat * 2;
+                    if dead_at <= tokio::time::Instant::now() {
+                        tracing::debug!(conn = self.conn.id, "realtime socket silent: dead");
+                        break;
+                    }
+                    dead_check.as_mut().reset(dead_at);
+                }
             }
         }
-        for room in std::mem::take(&mut self.rooms) {
-            self.state.realtime.rooms.leave(&self.conn, &room);
-        }
-        self.state.realtime.users.unregister(&self.conn);
-        self.refresh_presence();
         let code = self.conn.close_code();
+        self.release_seats(code);
+        self.state.realtime.users.unregister(&self.conn);
+        // Seats kept for a resume keep the player in_match until the grace period ends.
+        self.refresh_presence();
         if code != 0 {
             // A slow consumer may never take the close frame; the socket is dropped anyway.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.close(&mut socket, code)).await;
         }
+    }
+
+    /// The socket ended: its seats go away for the grace period, after which the others see
+    /// `player_left`. A client closed for breaking the limits leaves at once.
+    fn release_seats(&mut self, code: u16) {
+        let rooms = std::mem::take(&mut self.rooms);
+        let realtime = &self.state.realtime;
+        let grace_ms = self
+            .state
+            .config
+            .realtime
+            .resume_grace_secs
+            .saturating_mul(1000);
+        let abusive = matches!(
+            code,
+            close_code::POLICY_VIOLATION | close_code::MESSAGE_TOO_BIG
+        );
+        if grace_ms == 0 || abusive {
+            for room in rooms {
+                realtime.rooms.leave(&self.conn, &room);
+            }
+            return;
+        }
+        let away: Vec<String> = rooms
+            .into_iter()
+            .filter(|room| realtime.rooms.set_away(&self.conn, room))
+            .collect();
+        if away.is_empty() {
+            return;
+        }
+        let deadline = self
+            .state
+            .clock
+            .now_ms()
+            .saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX));
+        let (state, conn) = (self.state.clone(), self.conn.clone());
+        tokio::spawn(async move {
+            // The server clock decides, so tests can move it instead of waiting.
+            loop {
+                let left = deadline.saturating_sub(state.clock.now_ms());
+                if left <= 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(left as u64).min(GRACE_POLL)).await;
+            }
+            // Seats resumed meanwhile belong to another socket and are left alone.
+            for room in away {
+                state.realtime.rooms.leave(&conn, &room);
+            }
+            Presence::refresh(&state, &conn.project_id, &conn.user_id);
+        });
     }
 
     /// Sends the close frame; when the client broke a limit, first the frames queued before it
@@ -195,7 +295,7 @@ impl Session {
     async fn close(&mut self, socket: &mut WebSocket, code: u16) {
         if code != close_code::SLOW_CONSUMER {
             while let Ok(frame) = self.outbound.try_recv() {
-                if socket.send(Message::Text(frame)).await.is_err() {
+                if send(socket, frame, self.encoding).await.is_err() {
                     return;
                 }
             }
@@ -222,18 +322,24 @@ impl Session {
     }
 
     async fn on_message(&mut self, message: Message) {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
+        let bytes = match (&message, self.encoding) {
+            (Message::Text(text), Encoding::Json) => text.as_bytes(),
+            (Message::Binary(bytes), Encoding::MessagePack) => bytes.as_ref(),
+            (Message::Binary(_), Encoding::Json) => {
                 return self.violation(ApiError::invalid(
-                    "binary frames are not accepted yet; send JSON text (#8)",
+                    "this socket speaks JSON text frames (negotiate aethex.msgpack for binary)",
+                ))
+            }
+            (Message::Text(_), Encoding::MessagePack) => {
+                return self.violation(ApiError::invalid(
+                    "this socket speaks MessagePack: send binary frames",
                 ))
             }
             // Pings are answered by the WebSocket layer; a close ends the stream next.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return,
+            (Message::Ping(_) | Message::Pong(_) | Message::Close(_), _) => return,
         };
         let limits = &self.state.config.realtime;
-        if text.len() > limits.max_frame_bytes {
+        if bytes.len() > limits.max_frame_bytes {
             return self.violation(ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("frames are limited to {} bytes", limits.max_frame_bytes),
@@ -242,7 +348,15 @@ impl Session {
         if self.limiter.check().is_err() {
             return self.violation(ApiError::rate_limited(1));
         }
-        let frame: ClientFrame = match serde_json::from_str(text.as_str()) {
+        let parsed = match self.encoding {
+            Encoding::Json => {
+                serde_json::from_slice::<ClientFrame>(bytes).map_err(|e| e.to_string())
+            }
+            Encoding::MessagePack => {
+                rmp_serde::from_slice::<ClientFrame>(bytes).map_err(|e| e.to_string())
+            }
+        };
+        let frame = match parsed {
             Ok(frame) => frame,
             Err(e) => return self.violation(ApiError::invalid(format!("malformed frame: {e}"))),
         };
@@ -354,9 +468,41 @@ impl Session {
                     .rooms
                     .relay(&self.conn, &room_id, value, targets.as_deref(), echo)?
             }
-            ClientMessage::RelayPacket { .. }
-            | ClientMessage::Resume { .. }
-            | ClientMessage::JoinQueue(_)
+            ClientMessage::RelayPacket {
+                room_id,
+                data,
+                targets,
+                channel,
+                reliable,
+            } => state.realtime.rooms.relay_packet(
+                &self.conn,
+                &room_id,
+                data,
+                targets.as_deref(),
+                channel,
+                reliable,
+            )?,
+            ClientMessage::Resume { rooms } => {
+                let mut resumed = Vec::new();
+                let mut lost = Vec::new();
+                for (room_id, last_seq) in rooms {
+                    match state.realtime.rooms.resume(&self.conn, &room_id, last_seq) {
+                        Some(room) => {
+                            self.rooms.insert(room_id);
+                            resumed.push(room);
+                        }
+                        None => lost.push(room_id),
+                    }
+                }
+                self.reply(
+                    cid,
+                    ServerMessage::Resumed {
+                        rooms: resumed,
+                        lost,
+                    },
+                );
+            }
+            ClientMessage::JoinQueue(_)
             | ClientMessage::LeaveQueue { .. }
             | ClientMessage::QueueStatus { .. }
             | ClientMessage::SendMessage { .. }
@@ -375,5 +521,22 @@ fn body(error: ApiError) -> ApiErrorBody {
         code: error.code,
         message: error.message,
         details: error.details,
+    }
+}
+
+/// Writes one queued slot (a replay is several frames).
+async fn send(
+    socket: &mut WebSocket,
+    outgoing: Outgoing,
+    encoding: Encoding,
+) -> Result<(), axum::Error> {
+    match outgoing {
+        Outgoing::One(frame) => socket.send(frame.to_ws(encoding)).await,
+        Outgoing::Many(frames) => {
+            for frame in frames {
+                socket.send(frame.to_ws(encoding)).await?;
+            }
+            Ok(())
+        }
     }
 }

@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
-
-use super::conn::ConnHandle;
+use super::conn::{ConnHandle, Frame};
 use super::presence::UserKey;
 use crate::cluster::Cluster;
 
@@ -57,15 +55,15 @@ impl Users {
 
     /// Queues `frame` on every socket of the player, on every node; false when the player has
     /// none on this node (the other nodes deliver theirs without answering).
-    pub fn send(&self, project_id: &str, user_id: &str, frame: &Utf8Bytes) -> bool {
+    pub fn send(&self, project_id: &str, user_id: &str, frame: &Frame) -> bool {
         if let Some(cluster) = self.cluster.get() {
-            cluster.forward_push(project_id, user_id, frame.as_str());
+            cluster.forward_push(project_id, user_id, frame.message());
         }
         self.send_local(project_id, user_id, frame)
     }
 
     /// Queues `frame` on the player's sockets on this node only.
-    pub fn send_local(&self, project_id: &str, user_id: &str, frame: &Utf8Bytes) -> bool {
+    pub fn send_local(&self, project_id: &str, user_id: &str, frame: &Frame) -> bool {
         let sockets: Vec<Arc<ConnHandle>> =
             match lock(&self.sockets).get(&(project_id.to_owned(), user_id.to_owned())) {
                 Some(conns) => conns.clone(),
