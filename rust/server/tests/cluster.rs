@@ -360,3 +360,88 @@ async fn leaderboards_stay_correct_with_writes_on_both_nodes() {
     n2.stop().await;
     cluster.finish().await;
 }
+
+#[tokio::test]
+async fn players_on_two_nodes_share_a_room() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let (a, b, c) = (
+        n1.e.device_player().await,
+        n2.e.device_player().await,
+        n2.e.device_player().await,
+    );
+    let mut as_ = n1.e.socket(&a).await;
+    let mut bs = n2.e.socket(&b).await;
+    let mut cs = n2.e.socket(&c).await;
+
+    let room = as_.create_room().await;
+    bs.send(json!({"type": "join_room", "room_id": room, "cid": 1}))
+        .await;
+    let joined = bs.recv_type("room_joined").await;
+    assert_eq!(joined["cid"], 1);
+    assert_eq!(joined["room"]["host"], a.id.as_str());
+    let members: Vec<&str> = joined["room"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, [a.id.as_str(), b.id.as_str()]);
+    let seen = as_.recv_type("player_joined").await;
+    assert_eq!(seen["member"]["user_id"], b.id.as_str());
+
+    // State both ways, the sender not echoed.
+    bs.send(json!({"type": "player_state_update", "room_id": room, "state": {"x": 1}}))
+        .await;
+    let update = as_.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["from"], b.id.as_str());
+    assert_eq!(update["updates"][0]["state"], json!({"x": 1}));
+    as_.send(json!({"type": "player_state_update", "room_id": room, "state": {"y": 2}}))
+        .await;
+    let update = bs.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["from"], a.id.as_str());
+    assert_eq!(update["updates"][0]["state"], json!({"y": 2}));
+    bs.nothing_pending().await;
+
+    // A private room by its join code, from the other node.
+    cs.send(json!({"type": "create_room", "properties": {"private": true}}))
+        .await;
+    let private = cs.recv_type("room_joined").await["room"].clone();
+    let code = private["join_code"].as_str().unwrap();
+    as_.send(json!({"type": "join_room", "join_code": code}))
+        .await;
+    let joined = as_.recv_type("room_joined").await;
+    assert_eq!(joined["room"]["room_id"], private["room_id"]);
+    cs.recv_type("player_joined").await;
+
+    // A room no node has.
+    bs.send(json!({"type": "join_room", "room_id": "no-such-room", "cid": 2}))
+        .await;
+    let refused = bs.recv_type("error").await;
+    assert_eq!(refused["cid"], 2);
+    assert_eq!(refused["error"]["code"], "not_found");
+
+    // Leaving from node 2 reaches the room on node 1.
+    bs.send(json!({"type": "leave_room", "room_id": room}))
+        .await;
+    bs.recv_type("room_left").await;
+    let left = as_.recv_type("player_left").await;
+    assert_eq!(left["user_id"], b.id.as_str());
+
+    // A node that stops takes its players out of the other node's rooms.
+    bs.send(json!({"type": "join_room", "room_id": room})).await;
+    bs.recv_type("room_joined").await;
+    as_.recv_type("player_joined").await;
+    drop((bs, cs));
+    n2.stop().await;
+    let left = as_.recv_type("player_left").await;
+    assert_eq!(
+        (&left["room_id"], &left["user_id"]),
+        (&json!(room), &json!(b.id))
+    );
+
+    n1.stop().await;
+    cluster.finish().await;
+}

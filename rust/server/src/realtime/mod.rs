@@ -5,14 +5,15 @@
 //! - `rooms`: rooms, membership, host migration and the state relay.
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
 //! - `presence`: each player's status from their sockets and seats, pushed to their friends.
+//! - `remote`: members of a room whose sockets are on another node of a cluster.
 //!
-//! Everything here is in memory. Rooms are per node; presence and pushes to a player reach every
-//! node of a cluster (`crate::cluster`). Later parts of issue #8 (resume after a drop,
-//! matchmaking, chat, signaling, a binary encoding, rooms across nodes) add modules beside these
-//! and message types to `aethex_protocol::realtime`.
+//! Everything here is in memory. A room lives on the node it was created on; players on other
+//! nodes of a cluster (`crate::cluster`) join it through `remote`; presence and pushes to a player
+//! reach every node.
 
 pub mod conn;
 pub mod presence;
+pub mod remote;
 pub mod rooms;
 pub mod socket;
 pub mod users;
@@ -37,6 +38,8 @@ pub struct RealtimeService {
     pub rooms: rooms::Rooms,
     pub users: users::Users,
     pub presence: presence::Presence,
+    /// Members of this node's rooms whose sockets are on other nodes.
+    pub remote: remote::RemoteMembers,
     next_conn_id: AtomicU64,
 }
 

@@ -2,7 +2,7 @@
 //! reads client frames, enforces the limits, writes the queued outbound frames and pings the
 //! client. A socket that ends leaves its seats "away" for the grace period (`resume`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::conn::{encode, ConnHandle, Encoding, Outgoing};
 use super::presence::Presence;
+use super::remote::{self, Op};
 use crate::app::AppState;
 use crate::caller::{project_by_client_key, verify_player, Player};
 use crate::error::ApiError;
@@ -132,6 +133,8 @@ struct Session {
     /// Unix seconds the current access token expires at.
     expires_at: i64,
     rooms: HashSet<String>,
+    /// Rooms on other nodes of the cluster -> their home node.
+    remote_rooms: HashMap<String, String>,
     limiter: DefaultDirectRateLimiter,
     violations: u32,
     window_start: Instant,
@@ -156,6 +159,7 @@ impl Session {
             session_id: player.session_id,
             expires_at,
             rooms: HashSet::new(),
+            remote_rooms: HashMap::new(),
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
             violations: 0,
             window_start: Instant::now(),
@@ -230,6 +234,9 @@ impl Session {
         }
         let code = self.conn.close_code();
         self.release_seats(code);
+        for (room_id, home) in std::mem::take(&mut self.remote_rooms) {
+            remote::forward(&self.state, &home, &self.conn, None, Op::Leave { room_id });
+        }
         self.state.realtime.users.unregister(&self.conn);
         // Seats kept for a resume keep the player in_match until the grace period ends.
         self.refresh_presence();
@@ -438,16 +445,76 @@ impl Session {
                 self.reply(cid, ServerMessage::RoomList { rooms });
             }
             ClientMessage::JoinRoom { room_id, join_code } => {
-                let room = state.realtime.rooms.join(
+                let joined = state.realtime.rooms.join(
                     &state.config.realtime,
                     &self.conn,
                     room_id.as_deref(),
                     join_code.as_deref(),
                     now_ms,
-                )?;
-                self.rooms.insert(room.room_id.clone());
-                self.refresh_presence();
+                );
+                let room = match joined {
+                    // Not here: maybe on another node of the cluster.
+                    Err(e) if e.code == ErrorCode::NotFound && state.cluster.is_some() => {
+                        let elsewhere = remote::join(
+                            &state,
+                            &self.conn,
+                            room_id.as_deref(),
+                            join_code.as_deref(),
+                        )
+                        .await?;
+                        let (room, home) = elsewhere.ok_or(e)?;
+                        self.remote_rooms.insert(room.room_id.clone(), home);
+                        room
+                    }
+                    joined => {
+                        let room = joined?;
+                        self.rooms.insert(room.room_id.clone());
+                        self.refresh_presence();
+                        room
+                    }
+                };
                 self.reply(cid, ServerMessage::RoomJoined { room });
+            }
+            // A room on another node: its home node runs the frame (and answers errors).
+            ClientMessage::LeaveRoom { room_id } if self.remote_rooms.contains_key(&room_id) => {
+                let home = self.remote_rooms.remove(&room_id).unwrap_or_default();
+                let op = Op::Leave {
+                    room_id: room_id.clone(),
+                };
+                remote::forward(&state, &home, &self.conn, None, op);
+                self.reply(cid, ServerMessage::RoomLeft { room_id });
+            }
+            ClientMessage::PlayerStateUpdate {
+                room_id,
+                state: value,
+                targets,
+                echo,
+            } if self.remote_rooms.contains_key(&room_id) => {
+                let home = &self.remote_rooms[&room_id];
+                let op = Op::Relay {
+                    room_id: room_id.clone(),
+                    state: value,
+                    targets,
+                    echo,
+                };
+                remote::forward(&state, home, &self.conn, cid, op);
+            }
+            ClientMessage::RelayPacket {
+                room_id,
+                data,
+                targets,
+                channel,
+                reliable,
+            } if self.remote_rooms.contains_key(&room_id) => {
+                let home = &self.remote_rooms[&room_id];
+                let op = Op::Packet {
+                    room_id: room_id.clone(),
+                    data,
+                    targets,
+                    channel,
+                    reliable,
+                };
+                remote::forward(&state, home, &self.conn, cid, op);
             }
             ClientMessage::LeaveRoom { room_id } => {
                 if !self.rooms.remove(&room_id) || !state.realtime.rooms.leave(&self.conn, &room_id)

@@ -62,6 +62,26 @@ impl Users {
         self.send_local(project_id, user_id, frame)
     }
 
+    /// Queues `frame` on one socket of the player on this node; false when it is gone.
+    pub fn send_to_conn(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        conn_id: u64,
+        frame: Frame,
+    ) -> bool {
+        let conn = lock(&self.sockets)
+            .get(&(project_id.to_owned(), user_id.to_owned()))
+            .and_then(|conns| conns.iter().find(|c| c.id == conn_id).cloned());
+        match conn {
+            Some(conn) => {
+                conn.push(frame);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Queues `frame` on the player's sockets on this node only.
     pub fn send_local(&self, project_id: &str, user_id: &str, frame: &Frame) -> bool {
         let sockets: Vec<Arc<ConnHandle>> =
