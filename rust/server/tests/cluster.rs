@@ -16,9 +16,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aethex-server");
-/// Short heartbeats so a killed node is noticed within the test's patience.
+/// Short heartbeats so a killed node is noticed within the test's patience, with a timeout that
+/// a node of a busy 2-core machine still meets (a node taken for gone drops its players).
 const CONFIG: &str =
-    "[rate_limit]\nenabled = false\n[cluster]\nheartbeat_ms = 200\nnode_timeout_ms = 1500\n";
+    "[rate_limit]\nenabled = false\n[cluster]\nheartbeat_ms = 250\nnode_timeout_ms = 3000\n";
 
 /// `(NATS URL, PostgreSQL URL)`, or `None` with a note when the suite is off.
 fn settings() -> Option<(String, String)> {
@@ -177,9 +178,15 @@ async fn presence_and_pushes_cross_nodes() {
     let n2 = cluster.node().await;
     let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
 
-    // A friend request made on node 1 reaches B's socket on node 2.
+    // A friend request made on node 1 reaches B's socket on node 2, and the accept made on
+    // node 2 reaches A's socket on node 1.
     let mut bs = n2.e.socket(&b).await;
+    let mut a0 = n1.e.socket(&a).await;
     befriend(&n1.e, &n2.e, &a, &b, &mut bs).await;
+    a0.recv_type("friends_updated").await;
+    a0.recv_type("friends_updated").await;
+    a0.close().await;
+    assert_eq!(bs.presence_changed(&a.id).await, "offline");
 
     let mut a1 = n1.e.socket(&a).await;
     assert_eq!(bs.presence_changed(&a.id).await, "online");

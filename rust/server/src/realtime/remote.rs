@@ -9,7 +9,8 @@
 //! - Member -> home: the member's node forwards the socket's frames for the room (state updates,
 //!   packets, leave) to the home node, which runs them against the proxy.
 //! - The member's socket closing, or its node leaving the cluster, leaves the room at once (a
-//!   resume grace period across nodes is part of the failover design in docs/server.md).
+//!   resume grace period across nodes is part of the failover design in docs/server.md). When the
+//!   home node leaves, its remote members get `room_left`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -20,7 +21,7 @@ use aethex_protocol::{ApiErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::conn::{ConnHandle, Outgoing};
+use super::conn::{encode, ConnHandle, Outgoing};
 use super::presence::Presence;
 use crate::app::AppState;
 use crate::cluster::Cluster;
@@ -29,10 +30,19 @@ use crate::error::ApiError;
 /// A socket on another node, as the home node knows it: `(node id, connection id there)`.
 type Origin = (String, u64);
 
-/// Proxies of members whose sockets are on other nodes, with the rooms each is in.
+/// A proxy member and the rooms it is in here.
+type Proxy = (Arc<ConnHandle>, HashSet<String>);
+
+/// A socket of this node in a room elsewhere: `(project id, user id, connection id, room id)`.
+type JoinedElsewhere = (String, String, u64, String);
+
 #[derive(Default)]
 pub struct RemoteMembers {
-    proxies: Mutex<HashMap<Origin, (Arc<ConnHandle>, HashSet<String>)>>,
+    /// Home side: proxies of members whose sockets are on other nodes.
+    proxies: Mutex<HashMap<Origin, Proxy>>,
+    /// Member side: rooms this node's sockets are in on other nodes, by home node, so they
+    /// learn when that node leaves.
+    joined: Mutex<HashMap<String, HashSet<JoinedElsewhere>>>,
 }
 
 /// Who asks, from which node.
@@ -122,7 +132,13 @@ pub async fn join(
     };
     match cluster.request_join(&request).await {
         None => Ok(None),
-        Some((JoinReply::Joined { room }, home)) => Ok(Some((room, home))),
+        Some((JoinReply::Joined { room }, home)) => {
+            lock(&state.realtime.remote.joined)
+                .entry(home.clone())
+                .or_default()
+                .insert(joined_key(conn, &room.room_id));
+            Ok(Some((room, home)))
+        }
         Some((JoinReply::Refused { error }, _)) => Err(ApiError {
             code: error.code,
             message: error.message,
@@ -134,6 +150,11 @@ pub async fn join(
 
 /// Hands one of `conn`'s frames for a room on `home` to that node.
 pub fn forward(state: &AppState, home: &str, conn: &ConnHandle, cid: Option<Cid>, op: Op) {
+    if let Op::Leave { room_id } = &op {
+        if let Some(rooms) = lock(&state.realtime.remote.joined).get_mut(home) {
+            rooms.remove(&joined_key(conn, room_id));
+        }
+    }
     if let Some(cluster) = &state.cluster {
         let member = member_of(conn, cluster);
         cluster.room_op(home, RoomOp { member, cid, op });
@@ -255,9 +276,20 @@ impl RemoteMembers {
         }
     }
 
-    /// On the home node: a node left the cluster; its members leave their rooms.
+    /// A node left the cluster: its members leave this node's rooms, and this node's sockets
+    /// in its rooms are told they are out (`room_left`).
     pub fn drop_node(state: &AppState, node: &str) {
-        let gone: Vec<(Arc<ConnHandle>, HashSet<String>)> = {
+        let orphaned = lock(&state.realtime.remote.joined)
+            .remove(node)
+            .unwrap_or_default();
+        for (project_id, user_id, conn_id, room_id) in orphaned {
+            let frame = encode(None, ServerMessage::RoomLeft { room_id });
+            state
+                .realtime
+                .users
+                .send_to_conn(&project_id, &user_id, conn_id, frame);
+        }
+        let gone: Vec<Proxy> = {
             let mut proxies = lock(&state.realtime.remote.proxies);
             let keys: Vec<Origin> = proxies.keys().filter(|k| k.0 == node).cloned().collect();
             keys.iter().filter_map(|k| proxies.remove(k)).collect()
@@ -313,6 +345,15 @@ impl RemoteMembers {
         });
         proxy
     }
+}
+
+fn joined_key(conn: &ConnHandle, room_id: &str) -> JoinedElsewhere {
+    (
+        conn.project_id.clone(),
+        conn.user_id.clone(),
+        conn.id,
+        room_id.to_owned(),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
