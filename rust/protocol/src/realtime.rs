@@ -179,6 +179,7 @@ pub struct MatchedPlayer {
 
 /// A stored chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     pub message_id: String,
     /// As the receiver names it: a direct message from `u` arrives on `dm:u`.
@@ -187,9 +188,55 @@ pub struct ChatMessage {
     /// After the profanity filter.
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
     /// Unix milliseconds.
     pub sent_at: i64,
+}
+
+/// `GET /api/v1/chat/{channel}/messages`: like the socket's `chat_history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatHistoryPage {
+    pub channel: String,
+    /// Newest first.
+    pub messages: Vec<ChatMessage>,
+    /// Fetches the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A player the caller muted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMute {
+    pub user_id: String,
+    /// Unix milliseconds.
+    pub muted_at: i64,
+}
+
+/// `GET /api/v1/chat/mutes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMuteList {
+    /// Most recent first.
+    pub mutes: Vec<ChatMute>,
+}
+
+/// A project's chat settings (`GET`/`PUT /api/v1/chat/settings`, server key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatSettings {
+    /// Censor profanity in message bodies (default true).
+    pub profanity_filter: bool,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            profanity_filter: true,
+        }
+    }
 }
 
 /// What the socket says about a player.
@@ -362,8 +409,12 @@ pub enum ServerMessage {
     MatchmakingTimeout {
         ticket_id: String,
     },
+    /// The stored message. `seq` is set on room channels: the room event number the message
+    /// took (members got it in `message_received`).
     MessageSent {
         message: ChatMessage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// A chat message from someone else. `seq` is set on room channels (room event order).
     MessageReceived {
@@ -544,6 +595,51 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn chat_frames_carry_the_room_seq_only_on_room_channels() {
+        let message = ChatMessage {
+            message_id: "m".into(),
+            channel: "dm:u".into(),
+            from: "u".into(),
+            body: "hi".into(),
+            metadata: None,
+            sent_at: 5,
+        };
+        let sent = ServerFrame {
+            cid: Some(Cid::Number(9)),
+            message: ServerMessage::MessageSent {
+                message: message.clone(),
+                seq: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&sent).unwrap(),
+            json!({"type": "message_sent", "cid": 9, "message": {"message_id": "m",
+                "channel": "dm:u", "from": "u", "body": "hi", "sent_at": 5}})
+        );
+        let received: ServerFrame = serde_json::from_value(json!({"type": "message_received",
+            "message": {"message_id": "m", "channel": "dm:u", "from": "u", "body": "hi",
+            "sent_at": 5}, "seq": 4}))
+        .unwrap();
+        assert_eq!(
+            received.message,
+            ServerMessage::MessageReceived {
+                message,
+                seq: Some(4)
+            }
+        );
+        let history: ClientFrame =
+            serde_json::from_value(json!({"type": "chat_history", "channel": "room:r"})).unwrap();
+        assert_eq!(
+            history.message,
+            ClientMessage::ChatHistory {
+                channel: "room:r".into(),
+                cursor: None,
+                limit: None
+            }
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::projects::{CreatedProject, Projects, DEFAULT_PROJECT};
 use crate::tokens::TokenKeys;
-use crate::{auth, http, openapi, realtime, saves, social};
+use crate::{auth, chat, http, openapi, realtime, saves, social};
 
 /// Largest request body outside endpoints that set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -39,6 +39,7 @@ pub struct AppInner {
     pub realtime: realtime::RealtimeService,
     /// Set when this node is one of several (`--nats-url`).
     pub cluster: Option<Arc<Cluster>>,
+    pub chat: chat::ChatService,
 }
 
 /// Shared by every handler; cloning is one `Arc` increment.
@@ -78,6 +79,7 @@ impl Server {
         let saves = saves::SavesService::new(&config, &db, &blobs).await?;
         let cluster = Cluster::connect(&config.cluster).await?;
         let social = social::SocialService::new(&db, clock.as_ref(), cluster.clone()).await?;
+        let chat = chat::ChatService::new(&config.chat);
         let state = AppState(Arc::new(AppInner {
             config,
             db,
@@ -90,6 +92,7 @@ impl Server {
             social,
             realtime: realtime::RealtimeService::default(),
             cluster,
+            chat,
         }));
         realtime::presence::Presence::start(&state);
         if let Some(cluster) = &state.cluster {
@@ -174,6 +177,7 @@ fn router(state: AppState) -> Router {
         .merge(saves::router(&state.config))
         .merge(social::router())
         .merge(realtime::router())
+        .merge(chat::router())
         .fallback(http::not_found_fallback)
         .layer(middleware::from_fn(http::record_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

@@ -106,6 +106,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub realtime: RealtimeConfig,
     pub cluster: ClusterConfig,
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -124,6 +125,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             realtime: RealtimeConfig::default(),
             cluster: ClusterConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -343,6 +345,37 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Chat on the realtime socket (`send_message`, history, mutes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Token bucket per player (over all their sockets): the sustained rate ...
+    pub messages_per_minute: u32,
+    /// ... and the burst above it.
+    pub message_burst: u32,
+    /// Longest message body, in characters.
+    pub max_body_chars: usize,
+    /// Largest `metadata`, in bytes of JSON.
+    pub max_metadata_bytes: usize,
+    /// Largest history page (`limit`); pages default to 50.
+    pub max_page: u32,
+    /// Most players one player may mute.
+    pub max_mutes: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_minute: 60,
+            message_burst: 10,
+            max_body_chars: 2000,
+            max_metadata_bytes: 4096,
+            max_page: 100,
+            max_mutes: 1000,
+        }
+    }
+}
+
 impl Config {
     /// Defaults, then the TOML file (if any), then the overrides.
     pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
@@ -515,6 +548,16 @@ mod tests {
         assert_eq!(config.cluster.nats_url, "nats://127.0.0.2:4222");
         assert_eq!(config.cluster.subject_prefix, "game1");
         assert!(Config::default().cluster.nats_url.is_empty());
+    }
+
+    #[test]
+    fn chat_limits_from_toml() {
+        let config: Config =
+            toml::from_str("[chat]\nmessages_per_minute = 5\nmax_body_chars = 100\n").unwrap();
+        assert_eq!(config.chat.messages_per_minute, 5);
+        assert_eq!(config.chat.max_body_chars, 100);
+        assert_eq!(config.chat.message_burst, 10);
+        assert!(toml::from_str::<Config>("[chat]\nper_minute = 5\n").is_err());
     }
 
     #[test]

@@ -564,7 +564,7 @@ async fn msgpack_and_json_clients_share_a_room() {
         )
         .await;
 
-        let value = json!({"pos": [1.5, -2.0], "name": "ü", "big": 9_007_199_254_740_993u64, "nested": {"ok": true, "none": null}});
+        let value = json!({"pos": [1.5, -2.0], "name": "ü \"[{\\", "big": 9_007_199_254_740_993u64, "nested": {"ok": true, "none": null}});
         j.send(state(&room, value.clone())).await;
         for other in [&mut m, &mut q] {
             let got = other.recv_type("state_update").await;
@@ -578,6 +578,38 @@ async fn msgpack_and_json_clients_share_a_room() {
                 value
             );
         }
+
+        // States nest at most 64 deep, whoever sends them (a receiver's parser has its limit).
+        let nested = |depth: usize| (0..depth).fold(json!(1), |inner, _| json!([inner]));
+        for sender in [&mut j, &mut m] {
+            sender
+                .send(json!({"type": "player_state_update", "cid": 5, "room_id": room, "state": nested(65)}))
+                .await;
+            let err = sender.recv_type("error").await;
+            assert_eq!(err["error"]["code"], "invalid_request", "{err}");
+        }
+        j.send(state(&room, nested(64))).await;
+        for other in [&mut m, &mut q] {
+            assert_eq!(
+                other.recv_type("state_update").await["updates"][0]["state"],
+                nested(64)
+            );
+        }
+        m.send(state(&room, nested(64))).await;
+        for other in [&mut j, &mut q] {
+            assert_eq!(
+                other.recv_type("state_update").await["updates"][0]["state"],
+                nested(64)
+            );
+        }
+        // Errors of the fast path carry the cid too.
+        j.send(json!({"type": "player_state_update", "cid": "x", "room_id": "nope", "state": {}}))
+            .await;
+        let err = j.recv_type("error").await;
+        assert_eq!(
+            (err["cid"].clone(), err["error"]["code"].clone()),
+            (json!("x"), json!("forbidden"))
+        );
 
         // Packets: raw bytes in MessagePack, base64 in JSON.
         let data: Vec<u8> = (0..=255).collect();

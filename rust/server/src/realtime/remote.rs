@@ -21,7 +21,7 @@ use aethex_protocol::{ApiErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::conn::{encode, ConnHandle, Outgoing};
+use super::conn::{encode, Body, ConnHandle, OutFrame, Outgoing, StatePayload};
 use super::presence::Presence;
 use crate::app::AppState;
 use crate::cluster::Cluster;
@@ -223,9 +223,13 @@ impl RemoteMembers {
                 state: value,
                 targets,
                 echo,
-            } => realtime
-                .rooms
-                .relay(&proxy, &room_id, value, targets.as_deref(), echo),
+            } => realtime.rooms.relay(
+                &proxy,
+                &room_id,
+                StatePayload::Value(value),
+                targets.as_deref(),
+                echo,
+            ),
             Op::Packet {
                 room_id,
                 data,
@@ -327,23 +331,29 @@ impl RemoteMembers {
                     Outgoing::One(frame) => vec![frame],
                     Outgoing::Many(frames) => frames,
                 };
-                for frame in frames {
+                for frame in frames.iter().filter_map(|f| portable(f)) {
                     cluster.socket_frame(
                         &member.node,
                         SocketFrame {
                             conn_id: member.conn_id,
                             project_id: member.project_id.clone(),
                             user_id: member.user_id.clone(),
-                            frame: ServerFrame {
-                                cid: None,
-                                message: frame.message().clone(),
-                            },
+                            frame,
                         },
                     );
                 }
             }
         });
         proxy
+    }
+}
+
+/// A frame as a protocol message, to carry to another node (a relayed state kept as JSON text is
+/// parsed there, once per frame).
+pub fn portable(frame: &OutFrame) -> Option<ServerFrame> {
+    match frame.body() {
+        Body::Message(f) => Some(f.clone()),
+        Body::StateUpdate(_) => serde_json::from_str(frame.json().as_str()).ok(),
     }
 }
 

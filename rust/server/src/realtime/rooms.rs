@@ -9,17 +9,17 @@
 //! event's audience and records it in the room's bounded replay buffer, from which a member
 //! whose socket dropped gets what it missed when it resumes within the grace period.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use aethex_protocol::realtime::{
-    Member, ResumedRoom, RoomInfo, RoomProperties, RoomSummary, ServerMessage, StateEntry,
+    ChatMessage, Member, ResumedRoom, RoomInfo, RoomProperties, RoomSummary, ServerMessage,
 };
 use aethex_protocol::ErrorCode;
 use rand::Rng;
 
-use super::conn::{encode, ConnHandle, Frame};
+use super::conn::{encode, Body, ConnHandle, Frame, RelayedState, StatePayload, StateUpdate};
 use crate::config::RealtimeConfig;
 use crate::error::ApiError;
 
@@ -62,7 +62,7 @@ struct RoomState {
     /// Set when the last member left: a late join must not revive it.
     closed: bool,
     /// Updates waiting for the next tick, per recipient connection.
-    pending: HashMap<u64, (Arc<ConnHandle>, Vec<StateEntry>)>,
+    pending: HashMap<u64, (Arc<ConnHandle>, Vec<RelayedState>)>,
     replay: Replay,
 }
 
@@ -181,12 +181,12 @@ impl Room {
     /// ticked room a `state_update` waits for the tick; anything else flushes the waiting
     /// updates first so each member sees `seq` in order) and, when `replayable`, records it for
     /// members who resume. Returns the event's `seq`.
-    fn publish(
+    fn publish<B: Into<Body>>(
         &self,
         state: &mut RoomState,
         audience: Audience,
         replayable: bool,
-        build: impl FnOnce(u64) -> ServerMessage,
+        build: impl FnOnce(u64) -> B,
     ) -> u64 {
         state.seq += 1;
         let seq = state.seq;
@@ -195,8 +195,10 @@ impl Room {
             .members
             .iter()
             .filter(|s| !s.away && audience.includes(&s.member.user_id));
-        match frame.message() {
-            ServerMessage::StateUpdate { updates, .. } if self.properties.tick_rate.is_some() => {
+        match frame.body() {
+            Body::StateUpdate(StateUpdate { updates, .. })
+                if self.properties.tick_rate.is_some() =>
+            {
                 let batch: Vec<Arc<ConnHandle>> = recipients.map(|s| s.conn.clone()).collect();
                 for conn in batch {
                     state
@@ -226,7 +228,7 @@ impl Room {
         for (_, (conn, updates)) in state.pending.drain() {
             conn.push(encode(
                 None,
-                ServerMessage::StateUpdate {
+                StateUpdate {
                     room_id: self.id.clone(),
                     updates,
                 },
@@ -487,16 +489,16 @@ impl Rooms {
         &self,
         conn: &ConnHandle,
         room_id: &str,
-        state_value: serde_json::Value,
+        state_value: StatePayload,
         targets: Option<&[String]>,
         echo: bool,
     ) -> Result<(), ApiError> {
         self.with_member(conn, room_id, |room, state| {
             let audience = Audience::relay(&conn.user_id, targets, echo, state);
             let (room_id, from) = (room.id.clone(), conn.user_id.clone());
-            room.publish(state, audience, true, |seq| ServerMessage::StateUpdate {
+            room.publish(state, audience, true, |seq| StateUpdate {
                 room_id,
-                updates: vec![StateEntry {
+                updates: vec![RelayedState {
                     from,
                     seq,
                     state: state_value,
@@ -559,6 +561,55 @@ impl Rooms {
             .get(&(project_id.to_owned(), user_id.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Whether `user_id` (from any of their sockets) is a member of the project's room.
+    pub fn has_member(&self, project_id: &str, room_id: &str, user_id: &str) -> bool {
+        let Some(room) = lock(&self.registry).rooms.get(room_id).cloned() else {
+            return false;
+        };
+        room.project_id == project_id
+            && lock(&room.state)
+                .members
+                .iter()
+                .any(|s| s.member.user_id == user_id)
+    }
+
+    /// Chat on a room channel: published like any room event (next `seq`, replayed to members
+    /// who resume) as `message_received` to every member but the sender and those in `skip`.
+    /// None when `message.from` is not a member (any more).
+    pub fn broadcast_chat(
+        &self,
+        project_id: &str,
+        room_id: &str,
+        message: ChatMessage,
+        skip: &HashSet<String>,
+    ) -> Option<u64> {
+        let room = lock(&self.registry).rooms.get(room_id).cloned()?;
+        let mut state = lock(&room.state);
+        if room.project_id != project_id
+            || !state
+                .members
+                .iter()
+                .any(|s| s.member.user_id == message.from)
+        {
+            return None;
+        }
+        let audience = Audience::Only(
+            state
+                .members
+                .iter()
+                .map(|s| &s.member.user_id)
+                .filter(|u| **u != message.from && !skip.contains(*u))
+                .cloned()
+                .collect(),
+        );
+        Some(room.publish(&mut state, audience, true, |seq| {
+            ServerMessage::MessageReceived {
+                message,
+                seq: Some(seq),
+            }
+        }))
     }
 
     /// Public rooms of a project, oldest first, optionally only those carrying `label`.

@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::conn::{ConnHandle, Frame};
-use super::presence::UserKey;
 use crate::cluster::Cluster;
+
+/// `(project id, user id)` -> live sockets, oldest first.
+type SocketsByPlayer = HashMap<(String, String), Vec<Arc<ConnHandle>>>;
 
 #[derive(Default)]
 pub struct Users {
-    /// `(project id, user id)` -> live sockets, oldest first.
-    sockets: Mutex<HashMap<UserKey, Vec<Arc<ConnHandle>>>>,
+    sockets: Mutex<SocketsByPlayer>,
     /// Set once at start when this node is part of a cluster.
     cluster: OnceLock<Arc<Cluster>>,
 }
@@ -57,7 +58,9 @@ impl Users {
     /// none on this node (the other nodes deliver theirs without answering).
     pub fn send(&self, project_id: &str, user_id: &str, frame: &Frame) -> bool {
         if let Some(cluster) = self.cluster.get() {
-            cluster.forward_push(project_id, user_id, frame.message());
+            if let Some(portable) = super::remote::portable(frame) {
+                cluster.forward_push(project_id, user_id, &portable.message);
+            }
         }
         self.send_local(project_id, user_id, frame)
     }
