@@ -87,6 +87,7 @@ impl Server {
             realtime: realtime::RealtimeService::default(),
         }));
         let router = router(state.clone());
+        realtime::matchmaking::spawn(&state);
         Ok(Self {
             state,
             router,

@@ -97,6 +97,7 @@ pub struct Config {
     pub saves: SavesConfig,
     pub database: DatabaseConfig,
     pub realtime: RealtimeConfig,
+    pub matchmaking: MatchmakingConfig,
 }
 
 impl Default for Config {
@@ -114,6 +115,7 @@ impl Default for Config {
             saves: SavesConfig::default(),
             database: DatabaseConfig::default(),
             realtime: RealtimeConfig::default(),
+            matchmaking: MatchmakingConfig::default(),
         }
     }
 }
@@ -294,6 +296,36 @@ impl Default for RealtimeConfig {
             outbound_queue: 1024,
             max_violations: 20,
             violation_window_secs: 10,
+        }
+    }
+}
+
+/// Matchmaking on the realtime socket: how often the pool is matched, and the rules of every mode
+/// not configured through `PUT /api/v1/matchmaking/modes/{mode}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchmakingConfig {
+    /// Milliseconds between matching passes (a new ticket also starts one at once).
+    pub interval_ms: u64,
+    pub default_min_players: u32,
+    pub default_max_players: u32,
+    pub default_timeout_secs: u32,
+    pub default_widen_per_sec: f64,
+    pub default_max_widen: f64,
+    /// Seconds a match's room waits for its first player before it closes.
+    pub room_claim_secs: u64,
+}
+
+impl Default for MatchmakingConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 200,
+            default_min_players: 2,
+            default_max_players: 2,
+            default_timeout_secs: 60,
+            default_widen_per_sec: 5.0,
+            default_max_widen: 250.0,
+            room_claim_secs: 60,
         }
     }
 }

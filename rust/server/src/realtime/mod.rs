@@ -10,6 +10,7 @@
 //! these and message types to `aethex_protocol::realtime`.
 
 pub mod conn;
+pub mod matchmaking;
 pub mod rooms;
 pub mod socket;
 pub mod users;
@@ -33,6 +34,7 @@ use crate::social::ApiQuery;
 pub struct RealtimeService {
     pub rooms: rooms::Rooms,
     pub users: users::Users,
+    pub matchmaking: matchmaking::Matchmaking,
     next_conn_id: AtomicU64,
 }
 
@@ -40,6 +42,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(REALTIME_PATH, get(socket::upgrade))
         .route("/api/v1/rooms", get(list_rooms))
+        .merge(matchmaking::router())
 }
 
 #[derive(OpenApi)]

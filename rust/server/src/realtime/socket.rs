@@ -179,7 +179,13 @@ impl Session {
         for room in std::mem::take(&mut self.rooms) {
             self.state.realtime.rooms.leave(&self.conn, &room);
         }
-        self.state.realtime.users.unregister(&self.conn);
+        if self.state.realtime.users.unregister(&self.conn) {
+            self.state.realtime.matchmaking.player_offline(
+                &self.state,
+                &self.conn.project_id,
+                &self.conn.user_id,
+            );
+        }
         let code = self.conn.close_code();
         if code != 0 {
             // A slow consumer may never take the close frame; the socket is dropped anyway.
@@ -344,11 +350,34 @@ impl Session {
                     .rooms
                     .relay(&self.conn, &room_id, value, targets.as_deref(), echo)?
             }
+            ClientMessage::JoinQueue(request) => {
+                let ticket = state
+                    .realtime
+                    .matchmaking
+                    .join(&state, &self.conn.project_id, &self.conn.user_id, request)
+                    .await?;
+                self.reply(cid, ServerMessage::QueueJoined { ticket });
+            }
+            ClientMessage::LeaveQueue { ticket_id } => {
+                let ticket_ids = state.realtime.matchmaking.leave(
+                    &state,
+                    &self.conn.project_id,
+                    &self.conn.user_id,
+                    ticket_id.as_deref(),
+                )?;
+                self.reply(cid, ServerMessage::QueueLeft { ticket_ids });
+            }
+            ClientMessage::QueueStatus { ticket_id } => {
+                let ticket = state.realtime.matchmaking.status(
+                    &state,
+                    &self.conn.project_id,
+                    &self.conn.user_id,
+                    &ticket_id,
+                )?;
+                self.reply(cid, ServerMessage::TicketStatus { ticket });
+            }
             ClientMessage::RelayPacket { .. }
             | ClientMessage::Resume { .. }
-            | ClientMessage::JoinQueue(_)
-            | ClientMessage::LeaveQueue { .. }
-            | ClientMessage::QueueStatus { .. }
             | ClientMessage::SendMessage { .. }
             | ClientMessage::ChatHistory { .. } => {
                 return Err(ApiError::invalid(
