@@ -20,7 +20,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const WAIT: Duration = Duration::from_secs(5);
 
 /// The seed's example, byte for byte.
-const SEED_QUEUE: &str = r#"{"type":"join_queue","mode":"deathmatch","region":"us-east","skill_range":[1000,1500]}"#;
+const SEED_QUEUE: &str =
+    r#"{"type":"join_queue","mode":"deathmatch","region":"us-east","skill_range":[1000,1500]}"#;
 
 struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -48,7 +49,9 @@ async fn connect(s: &TestServer, token: &str, id: &str) -> Client {
         "Authorization",
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
     Client {
         ws,
         id: id.to_owned(),
@@ -207,10 +210,7 @@ async fn seed_queue_matches_into_a_reserved_room_that_relays_to_the_others_only(
             (found_a["mode"].as_str(), found_a["region"].as_str()),
             (Some("deathmatch"), Some("us-east"))
         );
-        assert_eq!(
-            user_ids(&found_a["players"]),
-            sorted(&[&a.id, &b.id])
-        );
+        assert_eq!(user_ids(&found_a["players"]), sorted(&[&a.id, &b.id]));
         assert_eq!(found_a["players"], found_b["players"]);
         let room_id = found_a["room_id"].as_str().unwrap().to_owned();
         // The ticket is gone once matched.
@@ -276,8 +276,10 @@ async fn parties_are_queued_together_and_matched_whole() {
         befriend(&s, p3.who(), p4.who()).await;
 
         let t1 = p1
-            .queue(json!({"mode": "squad", "region": "eu", "skill_range": [10, 20],
-                          "party": [p2.id], "properties": {"role": "tank"}}))
+            .queue(
+                json!({"mode": "squad", "region": "eu", "skill_range": [10, 20],
+                          "party": [p2.id], "properties": {"role": "tank"}}),
+            )
             .await;
         assert_eq!(t1["players"], json!([p1.id, p2.id]));
         // The party member is told, without a cid.
@@ -294,7 +296,9 @@ async fn parties_are_queued_together_and_matched_whole() {
         p1.nothing_pending().await;
 
         let t3 = p3
-            .queue(json!({"mode": "squad", "region": "eu", "skill_range": [15, 30], "party": [p4.id]}))
+            .queue(
+                json!({"mode": "squad", "region": "eu", "skill_range": [15, 30], "party": [p4.id]}),
+            )
             .await;
         p4.recv_type("queue_joined").await;
         let party_one = [p1.id.clone(), p2.id.clone()];
@@ -345,39 +349,63 @@ async fn bad_tickets_get_typed_errors_and_nothing_is_queued() {
             .await;
         assert_eq!(a.error("inverted").await, "invalid_request");
         // JSON has no NaN or infinity; an out-of-range number is a malformed frame.
-        a.send_text(r#"{"type":"join_queue","mode":"duel","region":"us-east","skill_range":[1e999,2]}"#)
-            .await;
+        a.send_text(
+            r#"{"type":"join_queue","mode":"duel","region":"us-east","skill_range":[1e999,2]}"#,
+        )
+        .await;
         let err = a.recv_type("error").await;
         assert_eq!(err["error"]["code"], "invalid_request");
-        a.send(with("nan", json!({"skill_range": ["NaN", 2]}))).await;
-        assert_eq!(a.recv_type("error").await["error"]["code"], "invalid_request");
+        a.send(with("nan", json!({"skill_range": ["NaN", 2]})))
+            .await;
+        assert_eq!(
+            a.recv_type("error").await["error"]["code"],
+            "invalid_request"
+        );
         a.send(with("mode", json!({"mode": "", "skill_range": [1, 2]})))
             .await;
         assert_eq!(a.error("mode").await, "invalid_request");
-        a.send(with("props", json!({"skill_range": [1, 2], "properties": [1]})))
-            .await;
+        a.send(with(
+            "props",
+            json!({"skill_range": [1, 2], "properties": [1]}),
+        ))
+        .await;
         assert_eq!(a.error("props").await, "invalid_request");
-        a.send(with("unknown", json!({"skill_range": [1, 2], "party": [uuid::Uuid::new_v4().to_string()]})))
-            .await;
+        a.send(with(
+            "unknown",
+            json!({"skill_range": [1, 2], "party": [uuid::Uuid::new_v4().to_string()]}),
+        ))
+        .await;
         assert_eq!(a.error("unknown").await, "forbidden");
-        a.send(with("stranger", json!({"skill_range": [1, 2], "party": [stranger.id]})))
-            .await;
+        a.send(with(
+            "stranger",
+            json!({"skill_range": [1, 2], "party": [stranger.id]}),
+        ))
+        .await;
         assert_eq!(a.error("stranger").await, "forbidden");
-        a.send(with("self", json!({"skill_range": [1, 2], "party": [a.id]})))
-            .await;
+        a.send(with(
+            "self",
+            json!({"skill_range": [1, 2], "party": [a.id]}),
+        ))
+        .await;
         assert_eq!(a.error("self").await, "invalid_request");
         // The default mode takes two players: a party of three does not fit.
         let third = player(&s).await;
         befriend(&s, a.who(), third.who()).await;
-        a.send(with("big", json!({"skill_range": [1, 2], "party": [friend.id, third.id]})))
-            .await;
+        a.send(with(
+            "big",
+            json!({"skill_range": [1, 2], "party": [friend.id, third.id]}),
+        ))
+        .await;
         assert_eq!(a.error("big").await, "invalid_request");
         drop(third);
         // A friend who is not connected cannot be queued.
         let (offline_token, offline_id) = sign_in(&s).await;
         befriend(&s, (&a.id, &a.token), (&offline_id, &offline_token)).await;
-        a.send(with("away", json!({"skill_range": [1, 2], "party": [offline_id]})))
-            .await;
+        a.send(with(
+            "away",
+            json!({"skill_range": [1, 2], "party": [offline_id]}),
+        ))
+        .await;
         assert_eq!(a.error("away").await, "conflict");
         assert_eq!(s.state.realtime.matchmaking.queued(), 0);
 
@@ -416,7 +444,10 @@ async fn ranges_widen_and_tickets_time_out_on_the_servers_clock() {
         let tc = c
             .queue(json!({"mode": "wide", "region": "r", "skill_range": [1000, 1100]}))
             .await;
-        assert_eq!(ta["expires_at"].as_i64().unwrap() - ta["created_at"].as_i64().unwrap(), 30_000);
+        assert_eq!(
+            ta["expires_at"].as_i64().unwrap() - ta["created_at"].as_i64().unwrap(),
+            30_000
+        );
         s.state.realtime.matchmaking.run_once(&s.state);
         a.nothing_pending().await;
 
@@ -486,13 +517,41 @@ async fn mode_rules_are_set_with_the_server_key_only() {
             json!({"modes": [expected]})
         );
         for (body, status, code) in [
-            (json!({"min_players": 0, "max_players": 2, "timeout_secs": 5}), StatusCode::BAD_REQUEST, "invalid_request"),
-            (json!({"min_players": 2, "max_players": 101, "timeout_secs": 5}), StatusCode::BAD_REQUEST, "invalid_request"),
-            (json!({"min_players": 2, "max_players": 2, "timeout_secs": 0}), StatusCode::BAD_REQUEST, "invalid_request"),
-            (json!({"min_players": 2, "max_players": 2, "timeout_secs": 5, "widen_per_sec": -1}), StatusCode::BAD_REQUEST, "invalid_request"),
-            (json!({"min_players": 2, "max_players": 2, "timeout_secs": 5, "metadata": [1]}), StatusCode::BAD_REQUEST, "invalid_request"),
-            (json!({"min_players": 3, "max_players": 2, "timeout_secs": 5}), StatusCode::CONFLICT, "conflict"),
-            (json!({"min_players": 2, "max_players": 2, "timeout_secs": 5, "tick_rate": 500}), StatusCode::CONFLICT, "conflict"),
+            (
+                json!({"min_players": 0, "max_players": 2, "timeout_secs": 5}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"min_players": 2, "max_players": 101, "timeout_secs": 5}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"min_players": 2, "max_players": 2, "timeout_secs": 0}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"min_players": 2, "max_players": 2, "timeout_secs": 5, "widen_per_sec": -1}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"min_players": 2, "max_players": 2, "timeout_secs": 5, "metadata": [1]}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"min_players": 3, "max_players": 2, "timeout_secs": 5}),
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                json!({"min_players": 2, "max_players": 2, "timeout_secs": 5, "tick_rate": 500}),
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
         ] {
             let resp = s
                 .admin(Method::PUT, "/api/v1/matchmaking/modes/bad")
@@ -529,7 +588,10 @@ async fn mode_rules_are_set_with_the_server_key_only() {
             .await;
         let joined = players[0].recv_type("room_joined").await;
         assert_eq!(joined["room"]["properties"]["tick_rate"], 20);
-        assert_eq!(joined["room"]["properties"]["metadata"], json!({"map": "dust"}));
+        assert_eq!(
+            joined["room"]["properties"]["metadata"],
+            json!({"map": "dust"})
+        );
         assert_eq!(joined["room"]["properties"]["labels"], json!(["trio"]));
 
         let resp = s
@@ -592,7 +654,11 @@ async fn one_ticket_per_player_even_from_two_sockets_at_once() {
             ];
             kinds.sort();
             assert_eq!(kinds, vec!["error", "queue_joined"], "round {round}");
-            let err = if first["type"] == "error" { &first } else { &second };
+            let err = if first["type"] == "error" {
+                &first
+            } else {
+                &second
+            };
             assert_eq!(err["error"]["code"], "conflict");
             assert_eq!(s.state.realtime.matchmaking.queued(), round + 1);
             open.push((one, two));
@@ -615,7 +681,9 @@ async fn a_player_whose_last_socket_closes_loses_their_ticket() {
         let member = player(&s).await;
         befriend(&s, leader.who(), member.who()).await;
         let ticket = leader
-            .queue(json!({"mode": "four", "region": "r", "skill_range": [0, 1], "party": [member.id]}))
+            .queue(
+                json!({"mode": "four", "region": "r", "skill_range": [0, 1], "party": [member.id]}),
+            )
             .await;
         // The member has a second socket: closing one keeps the ticket.
         let mut second = connect(&s, &member.token, &member.id).await;
@@ -632,7 +700,9 @@ async fn a_player_whose_last_socket_closes_loses_their_ticket() {
         let mut member = player(&s).await;
         befriend(&s, leader.who(), member.who()).await;
         let ticket = leader
-            .queue(json!({"mode": "four", "region": "r", "skill_range": [0, 1], "party": [member.id]}))
+            .queue(
+                json!({"mode": "four", "region": "r", "skill_range": [0, 1], "party": [member.id]}),
+            )
             .await;
         member.recv_type("queue_joined").await;
         member

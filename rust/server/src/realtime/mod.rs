@@ -4,6 +4,7 @@
 //! - `conn`: a socket's outbound queue as the rest of the service sees it.
 //! - `rooms`: rooms, membership, host migration and the state relay.
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
+//! - `matchmaking`: tickets, the matcher, mode rules (`/api/v1/matchmaking/modes`).
 //!
 //! Everything here is in memory and per node. Later parts of issue #8 (resume after a drop,
 //! matchmaking, chat, presence, signaling, a binary encoding, several nodes) add modules beside

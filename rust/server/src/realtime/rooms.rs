@@ -186,7 +186,11 @@ impl Rooms {
                 .rooms
                 .get(id)
                 .filter(|r| r.project_id == conn.project_id && r.join_code.is_none())
-                .filter(|r| r.reserved.as_ref().is_none_or(|p| p.contains(&conn.user_id))),
+                .filter(|r| {
+                    r.reserved
+                        .as_ref()
+                        .is_none_or(|p| p.contains(&conn.user_id))
+                }),
             (None, None) => return Err(ApiError::invalid("give room_id or join_code")),
         }
         .cloned()

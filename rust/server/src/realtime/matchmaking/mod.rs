@@ -44,8 +44,9 @@ type BucketKey = (String, String, String);
 #[derive(Default)]
 pub struct Matchmaking {
     pool: Mutex<Pool>,
-    /// Mode rules read from SQL: `None` caches "not configured" (the defaults apply).
-    modes: RwLock<HashMap<ModeKey, Option<MatchmakingModeConfig>>>,
+    /// Configured modes read from SQL. Unconfigured ones are not cached (a player could name
+    /// any number of them); their tickets use the defaults.
+    modes: RwLock<HashMap<ModeKey, MatchmakingModeConfig>>,
     /// Rooms of formed matches nobody has joined yet, by the time they close (unix ms).
     unclaimed: Mutex<Vec<(i64, String)>>,
     /// Starts a pass before the next interval (after a submission).
@@ -149,22 +150,26 @@ impl Matchmaking {
     ) -> ApiResult<Option<MatchmakingModeConfig>> {
         let key = (project_id.to_owned(), mode.to_owned());
         if let Some(cached) = self.modes.read().expect("lock").get(&key) {
-            return Ok(cached.clone());
+            return Ok(Some(cached.clone()));
         }
         let loaded = handlers::load_mode(db, project_id, mode).await?;
-        self.modes
-            .write()
-            .expect("lock")
-            .insert(key, loaded.clone());
+        if let Some(config) = &loaded {
+            self.modes
+                .write()
+                .expect("lock")
+                .insert(key, config.clone());
+        }
         Ok(loaded)
     }
 
     /// Records a mode's new rules (after the SQL write).
     fn set_mode(&self, project_id: &str, mode: &str, config: Option<MatchmakingModeConfig>) {
-        self.modes
-            .write()
-            .expect("lock")
-            .insert((project_id.to_owned(), mode.to_owned()), config);
+        let key = (project_id.to_owned(), mode.to_owned());
+        let mut modes = self.modes.write().expect("lock");
+        match config {
+            Some(config) => modes.insert(key, config),
+            None => modes.remove(&key),
+        };
     }
 
     fn cached_mode(&self, project_id: &str, mode: &str) -> Option<MatchmakingModeConfig> {
@@ -173,7 +178,6 @@ impl Matchmaking {
             .expect("lock")
             .get(&(project_id.to_owned(), mode.to_owned()))
             .cloned()
-            .flatten()
     }
 
     /// `join_queue` from `user_id`'s socket: validates, checks the party, queues the ticket and
@@ -189,7 +193,9 @@ impl Matchmaking {
         validate_name("region", &req.region)?;
         let [low, high] = req.skill_range;
         if !low.is_finite() || !high.is_finite() {
-            return Err(ApiError::invalid("skill_range must hold two finite numbers"));
+            return Err(ApiError::invalid(
+                "skill_range must hold two finite numbers",
+            ));
         }
         if low > high {
             return Err(ApiError::invalid(
@@ -385,7 +391,10 @@ impl Matchmaking {
         );
         for player in &queued.ticket.players {
             if Some(player.as_str()) != except {
-                state.realtime.users.send(&queued.project_id, player, &frame);
+                state
+                    .realtime
+                    .users
+                    .send(&queued.project_id, player, &frame);
             }
         }
     }
@@ -452,10 +461,7 @@ impl Matchmaking {
                 }
             }
             for found in outcome.matches {
-                let tickets = found
-                    .iter()
-                    .filter_map(|&i| pool.remove(&ids[i]))
-                    .collect();
+                let tickets = found.iter().filter_map(|&i| pool.remove(&ids[i])).collect();
                 events.push(Event::Matched {
                     project_id: project_id.clone(),
                     mode: mode.clone(),
@@ -484,7 +490,10 @@ impl Matchmaking {
                         },
                     );
                     for player in &queued.ticket.players {
-                        state.realtime.users.send(&queued.project_id, player, &frame);
+                        state
+                            .realtime
+                            .users
+                            .send(&queued.project_id, player, &frame);
                     }
                 }
                 Event::Matched {
@@ -500,7 +509,8 @@ impl Matchmaking {
         }
         let claim_deadline_passed: Vec<String> = {
             let mut unclaimed = lock(&self.unclaimed);
-            let (due, keep): (Vec<_>, Vec<_>) = unclaimed.drain(..).partition(|(at, _)| *at <= now_ms);
+            let (due, keep): (Vec<_>, Vec<_>) =
+                unclaimed.drain(..).partition(|(at, _)| *at <= now_ms);
             *unclaimed = keep;
             due.into_iter().map(|(_, room)| room).collect()
         };
@@ -542,7 +552,11 @@ impl Matchmaking {
             .realtime
             .rooms
             .create_reserved(project_id, &user_ids, properties, now_ms);
-        let claim_ms = state.config.matchmaking.room_claim_secs.saturating_mul(1000);
+        let claim_ms = state
+            .config
+            .matchmaking
+            .room_claim_secs
+            .saturating_mul(1000);
         lock(&self.unclaimed).push((
             now_ms.saturating_add(i64::try_from(claim_ms).unwrap_or(i64::MAX)),
             room_id.clone(),

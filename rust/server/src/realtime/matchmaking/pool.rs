@@ -102,7 +102,9 @@ pub fn form_matches(pool: &[Candidate], rules: &Rules, now_ms: i64) -> Outcome {
             // The active set is about to lose a ticket: match what it holds now.
             sweep.form_all();
             if sweep.by_end.remove(&(end, oldest_end)) {
-                sweep.by_age.remove(&(pool[oldest_end].created_at, oldest_end));
+                sweep
+                    .by_age
+                    .remove(&(pool[oldest_end].created_at, oldest_end));
                 sweep.players -= pool[oldest_end].players;
             }
         }
@@ -320,7 +322,10 @@ mod tests {
         // 101 apart never match: the cap holds at any wait.
         let pool = [ticket(0.0, 100.0, 0, 1), ticket(201.0, 300.0, 0, 1)];
         assert!(form_matches(&pool, &rules, 59_000).matches.is_empty());
-        assert_eq!(rules.effective_range([0.0, 100.0], 0, 2_000), [-20.0, 120.0]);
+        assert_eq!(
+            rules.effective_range([0.0, 100.0], 0, 2_000),
+            [-20.0, 120.0]
+        );
     }
 
     #[test]
