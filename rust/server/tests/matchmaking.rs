@@ -516,6 +516,12 @@ async fn mode_rules_are_set_with_the_server_key_only() {
             expect_status(resp, StatusCode::OK).await,
             json!({"modes": [expected]})
         );
+        let resp = s
+            .admin(Method::GET, "/api/v1/matchmaking/modes/unset")
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::NOT_FOUND, "not_found").await;
         for (body, status, code) in [
             (
                 json!({"min_players": 0, "max_players": 2, "timeout_secs": 5}),
@@ -561,6 +567,21 @@ async fn mode_rules_are_set_with_the_server_key_only() {
                 .unwrap();
             expect_error(resp, status, code).await;
         }
+        // JSON Schema counts 2.0 as an integer; so does the server.
+        let integral = put_mode(
+            &s,
+            "floats",
+            json!({"min_players": 2.0, "max_players": 4e0, "timeout_secs": 30.0, "tick_rate": 10.0}),
+        )
+        .await;
+        assert_eq!(
+            (
+                integral["min_players"].as_i64(),
+                integral["max_players"].as_i64()
+            ),
+            (Some(2), Some(4))
+        );
+        assert_eq!(integral["widen_per_sec"], 0.0);
         let resp = s
             .admin(Method::PUT, "/api/v1/matchmaking/modes/not%20ok")
             .json(&rules)

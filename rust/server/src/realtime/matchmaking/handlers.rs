@@ -21,7 +21,7 @@ use crate::social::require_server;
 /// Largest room `metadata` of a mode, as JSON text.
 const MAX_METADATA_BYTES: usize = 4096;
 /// Longest ticket timeout (a day).
-const MAX_TIMEOUT_SECS: u32 = 86_400;
+const MAX_TIMEOUT_SECS: i64 = 86_400;
 /// Largest widening rate and cap (keeps ranges finite).
 const MAX_WIDEN: f64 = 1e9;
 
@@ -129,12 +129,12 @@ pub async fn put_mode(
     )
     .bind(project_id)
     .bind(&mode)
-    .bind(i64::from(config.min_players))
-    .bind(i64::from(config.max_players))
-    .bind(i64::from(config.timeout_secs))
+    .bind(config.min_players)
+    .bind(config.max_players)
+    .bind(config.timeout_secs)
     .bind(config.widen_per_sec)
     .bind(config.max_widen)
-    .bind(config.tick_rate.map(i64::from))
+    .bind(config.tick_rate)
     .bind(config.metadata.as_ref().map(|m| m.to_string()))
     .bind(now)
     .execute(&state.db.write)
@@ -186,7 +186,7 @@ fn not_configured(mode: &str) -> ApiError {
 }
 
 fn validate(state: &AppState, c: &MatchmakingModeConfig) -> ApiResult<()> {
-    let players = 1..=MAX_MATCH_PLAYERS;
+    let players = 1..=i64::from(MAX_MATCH_PLAYERS);
     if !players.contains(&c.min_players) || !players.contains(&c.max_players) {
         return Err(ApiError::invalid(format!(
             "min_players and max_players must be between 1 and {MAX_MATCH_PLAYERS}"
@@ -207,7 +207,7 @@ fn validate(state: &AppState, c: &MatchmakingModeConfig) -> ApiResult<()> {
             )));
         }
     }
-    if c.tick_rate == Some(0) || c.tick_rate.is_some_and(|t| t > 1000) {
+    if c.tick_rate.is_some_and(|t| !(1..=1000).contains(&t)) {
         return Err(ApiError::invalid("tick_rate must be between 1 and 1000"));
     }
     if let Some(metadata) = &c.metadata {
@@ -223,7 +223,7 @@ fn validate(state: &AppState, c: &MatchmakingModeConfig) -> ApiResult<()> {
         return Err(ApiError::conflict("min_players is above max_players"));
     }
     let max_tick = state.config.realtime.max_tick_rate;
-    if c.tick_rate.is_some_and(|t| t > max_tick) {
+    if c.tick_rate.is_some_and(|t| t > i64::from(max_tick)) {
         return Err(ApiError::conflict(format!(
             "tick_rate is above this server's realtime.max_tick_rate ({max_tick})"
         )));
@@ -251,14 +251,12 @@ pub async fn load_mode(
 fn mode_from_row(row: &sqlx::any::AnyRow) -> Result<MatchmakingModeConfig, sqlx::Error> {
     let metadata: Option<String> = row.try_get("metadata")?;
     Ok(MatchmakingModeConfig {
-        min_players: row.try_get::<i64, _>("min_players")? as u32,
-        max_players: row.try_get::<i64, _>("max_players")? as u32,
-        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u32,
+        min_players: row.try_get("min_players")?,
+        max_players: row.try_get("max_players")?,
+        timeout_secs: row.try_get("timeout_secs")?,
         widen_per_sec: row.try_get("widen_per_sec")?,
         max_widen: row.try_get("max_widen")?,
-        tick_rate: row
-            .try_get::<Option<i64>, _>("tick_rate")?
-            .map(|t| t as u32),
+        tick_rate: row.try_get("tick_rate")?,
         // Written by this server as JSON text; a row that is not would be a bug to surface.
         metadata: metadata
             .map(|m| serde_json::from_str(&m))

@@ -92,6 +92,29 @@ impl Queued {
 }
 
 impl Pool {
+    /// Adds a ticket whose players are on no other ticket.
+    fn insert(&mut self, project_id: &str, ticket: Ticket, properties: Option<serde_json::Value>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for player in &ticket.players {
+            self.by_player.insert(
+                (project_id.to_owned(), player.clone()),
+                ticket.ticket_id.clone(),
+            );
+        }
+        let queued = Queued {
+            project_id: project_id.to_owned(),
+            seq,
+            ticket,
+            properties,
+        };
+        self.buckets
+            .entry(queued.bucket())
+            .or_default()
+            .insert(seq, queued.ticket.ticket_id.clone());
+        self.tickets.insert(queued.ticket.ticket_id.clone(), queued);
+    }
+
     fn remove(&mut self, ticket_id: &str) -> Option<Queued> {
         let queued = self.tickets.remove(ticket_id)?;
         for player in &queued.ticket.players {
@@ -116,9 +139,10 @@ impl Pool {
 
 fn rules_of(config: Option<&MatchmakingModeConfig>, defaults: &MatchmakingConfig) -> Rules {
     match config {
+        // Stored rules were validated to 1..=MAX_MATCH_PLAYERS.
         Some(c) => Rules {
-            min_players: c.min_players,
-            max_players: c.max_players,
+            min_players: c.min_players as u32,
+            max_players: c.max_players as u32,
             widen_per_sec: c.widen_per_sec,
             max_widen: c.max_widen,
         },
@@ -132,7 +156,7 @@ fn rules_of(config: Option<&MatchmakingModeConfig>, defaults: &MatchmakingConfig
 }
 
 fn timeout_ms(config: Option<&MatchmakingModeConfig>, defaults: &MatchmakingConfig) -> i64 {
-    i64::from(config.map_or(defaults.default_timeout_secs, |c| c.timeout_secs)) * 1000
+    config.map_or(i64::from(defaults.default_timeout_secs), |c| c.timeout_secs) * 1000
 }
 
 /// Mode and region names: 1 to 64 of `[A-Za-z0-9_.-]`, like every other id.
@@ -281,25 +305,7 @@ impl Matchmaking {
                     "party member {away:?} is not connected to the realtime socket"
                 )));
             }
-            let seq = pool.next_seq;
-            pool.next_seq += 1;
-            for player in &ticket.players {
-                pool.by_player.insert(
-                    (project_id.to_owned(), player.clone()),
-                    ticket.ticket_id.clone(),
-                );
-            }
-            let queued = Queued {
-                project_id: project_id.to_owned(),
-                seq,
-                ticket: ticket.clone(),
-                properties: req.properties,
-            };
-            pool.buckets
-                .entry(queued.bucket())
-                .or_default()
-                .insert(seq, ticket.ticket_id.clone());
-            pool.tickets.insert(ticket.ticket_id.clone(), queued);
+            pool.insert(project_id, ticket.clone(), req.properties);
         }
         let frame = encode(
             None,
@@ -411,26 +417,7 @@ impl Matchmaking {
         ticket: Ticket,
         properties: Option<serde_json::Value>,
     ) {
-        let mut pool = lock(&self.pool);
-        let seq = pool.next_seq;
-        pool.next_seq += 1;
-        for player in &ticket.players {
-            pool.by_player.insert(
-                (project_id.to_owned(), player.clone()),
-                ticket.ticket_id.clone(),
-            );
-        }
-        let queued = Queued {
-            project_id: project_id.to_owned(),
-            seq,
-            ticket,
-            properties,
-        };
-        pool.buckets
-            .entry(queued.bucket())
-            .or_default()
-            .insert(seq, queued.ticket.ticket_id.clone());
-        pool.tickets.insert(queued.ticket.ticket_id.clone(), queued);
+        lock(&self.pool).insert(project_id, ticket, properties);
     }
 
     /// One matching pass over every pool: takes matched and timed-out tickets out of the pool.
@@ -546,7 +533,8 @@ impl Matchmaking {
             max_players: Some(user_ids.len() as u32),
             private: false,
             labels: vec![mode.clone()],
-            tick_rate: config.as_ref().and_then(|c| c.tick_rate),
+            // Validated against realtime.max_tick_rate when stored.
+            tick_rate: config.as_ref().and_then(|c| c.tick_rate).map(|t| t as u32),
         };
         let room_id = state
             .realtime
