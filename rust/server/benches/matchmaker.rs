@@ -32,12 +32,29 @@ const RULES: Rules = Rules {
 };
 const RUNS: usize = 5;
 
+/// Narrow ranges and no widening: most tickets find nobody, the case a pairwise matcher pays
+/// n^2 for.
+const SPARSE_RULES: Rules = Rules {
+    widen_per_sec: 0.0,
+    max_widen: 0.0,
+    ..RULES
+};
+
 fn tickets(n: usize, seed: u64) -> Vec<Candidate> {
+    pool_of(n, seed, 25.0..150.0)
+}
+
+fn sparse_tickets(n: usize, seed: u64) -> Vec<Candidate> {
+    // Over 0..3000 at 10k tickets about one in three has a compatible neighbour.
+    pool_of(n, seed, 0.0..0.05)
+}
+
+fn pool_of(n: usize, seed: u64, spreads: std::ops::Range<f64>) -> Vec<Candidate> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
             let skill = rng.gen_range(0.0..3000.0);
-            let spread = rng.gen_range(25.0..150.0);
+            let spread = rng.gen_range(spreads.clone());
             let created_at = NOW - 30_000 + (i as i64 * 30_000 / n as i64);
             Candidate {
                 range: [skill - spread, skill + spread],
@@ -107,6 +124,31 @@ fn main() {
         t,
     );
 
+    println!("sparse pools (ranges of +-0..0.05, no widening: most tickets wait):");
+    let sparse_100k = sparse_tickets(TICKETS, 3);
+    let sparse_10k = sparse_tickets(NAIVE_TICKETS, 4);
+    let (t, out) = median(|| pool::form_matches(&sparse_100k, &SPARSE_RULES, NOW));
+    line(
+        "sweep (server algorithm)",
+        TICKETS,
+        matched_tickets(&out.matches),
+        t,
+    );
+    let (t, out) = median(|| pool::form_matches(&sparse_10k, &SPARSE_RULES, NOW));
+    let sparse_sweep_10k = line(
+        "sweep (server algorithm)",
+        NAIVE_TICKETS,
+        matched_tickets(&out.matches),
+        t,
+    );
+    let (t, matches) = median(|| pool::naive_pairwise(&sparse_10k, &SPARSE_RULES, NOW));
+    let sparse_naive_10k = line(
+        "baseline: naive pairwise",
+        NAIVE_TICKETS,
+        matched_tickets(&matches),
+        t,
+    );
+    println!();
     let (t, _) = median(|| {
         let mut lows: Vec<f64> = pool_100k.iter().map(|c| c.range[0]).collect();
         lows.sort_unstable_by(f64::total_cmp);

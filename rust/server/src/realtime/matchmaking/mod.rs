@@ -572,7 +572,8 @@ pub fn spawn(state: &AppState) {
     let weak: Weak<AppInner> = Arc::downgrade(&state.0);
     let interval = Duration::from_millis(state.config.matchmaking.interval_ms.max(10));
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
+        // The first pass is due one interval after start (an `interval` ticks at once).
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let Some(inner) = weak.upgrade() else { return };

@@ -12,8 +12,8 @@
 
 use std::collections::BTreeSet;
 
-/// Oldest active tickets one match is chosen from: bounds the work per match when many tickets
-/// share a skill value.
+/// Most of the oldest active tickets one match is chosen from: bounds the work per match when
+/// many tickets share a skill value.
 pub const WINDOW: usize = 256;
 
 /// A mode's rules as the algorithm needs them.
@@ -143,9 +143,20 @@ impl Sweep<'_> {
         }
     }
 
-    /// Forms one match from the oldest active tickets, or returns false when none fits.
+    /// Forms one match from the oldest active tickets, or returns false when none fits. Looks
+    /// at twice `max_players` tickets first (nearly always enough), then at up to [`WINDOW`].
     fn form_one(&mut self) -> bool {
-        let window: Vec<usize> = self.by_age.iter().take(WINDOW).map(|&(_, i)| i).collect();
+        let small = 2 * self.max as usize;
+        self.form_from(small) || (self.by_age.len() > small && self.form_from(WINDOW))
+    }
+
+    fn form_from(&mut self, window_len: usize) -> bool {
+        let window: Vec<usize> = self
+            .by_age
+            .iter()
+            .take(window_len)
+            .map(|&(_, i)| i)
+            .collect();
         let sizes: Vec<u32> = window.iter().map(|&i| self.pool[i].players).collect();
         // reachable[k]: the player totals (as bits) some subset of window[k..] adds up to.
         let cap = bits(0, self.max);
