@@ -10,10 +10,12 @@ use axum::extract::ws::Utf8Bytes;
 
 use super::conn::ConnHandle;
 
+/// `(project id, user id)` -> live sockets, oldest first.
+type SocketsByPlayer = HashMap<(String, String), Vec<Arc<ConnHandle>>>;
+
 #[derive(Default)]
 pub struct Users {
-    /// `(project id, user id)` -> live sockets, oldest first.
-    sockets: Mutex<HashMap<(String, String), Vec<Arc<ConnHandle>>>>,
+    sockets: Mutex<SocketsByPlayer>,
 }
 
 impl Users {
