@@ -41,9 +41,10 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Socket buffer settings of the baseline: tungstenite's defaults, which are also axum's.
+/// Socket buffers of the baseline: the read buffer the server's sockets use (tungstenite's
+/// default is 128 KiB), so the comparison is of everything else.
 pub fn server_like_ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
+    WebSocketConfig::default().read_buffer_size(aethex_server::realtime::socket::READ_BUFFER_BYTES)
 }
 
 /// Client sockets: small buffers, frames written at once.

@@ -29,6 +29,10 @@ use crate::projects::Project;
 const HARD_CAP_FACTOR: usize = 4;
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read buffer of each socket. Tungstenite's default (128 KiB, zero-filled so all of it is
+/// resident) made an idle socket cost ~130 KiB; client frames are small (state updates are tens
+/// of bytes, the limit is `max_frame_bytes`), and a bigger frame grows the buffer as needed.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 #[derive(Debug, Deserialize)]
 pub struct AuthQuery {
@@ -88,6 +92,7 @@ pub async fn upgrade(
         .max_frame_bytes
         .saturating_mul(HARD_CAP_FACTOR);
     Ok(ws
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
