@@ -15,6 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -33,6 +34,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// resident) made an idle socket cost ~130 KiB; client frames are small (state updates are tens
 /// of bytes, the limit is `max_frame_bytes`), and a bigger frame grows the buffer as needed.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Most queued frames written with one flush.
+const SEND_BATCH: usize = 64;
 
 #[derive(Debug, Deserialize)]
 pub struct AuthQuery {
@@ -159,7 +162,9 @@ impl Session {
                     };
                     tokio::select! {
                         biased;
-                        sent = socket.send(Message::Text(frame)) => if sent.is_err() { break },
+                        sent = send_queued(&mut socket, frame, &mut self.outbound) => {
+                            if sent.is_err() { break }
+                        }
                         _ = interrupted => break,
                     }
                 }
@@ -350,6 +355,23 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Sends `first` and the frames already queued behind it (at most `SEND_BATCH` in all) with one
+/// flush: a busy room's burst costs one write to the socket instead of one per frame.
+async fn send_queued(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..SEND_BATCH {
+        match queue.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
 }
 
 fn body(error: ApiError) -> ApiErrorBody {
