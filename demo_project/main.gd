@@ -9,6 +9,7 @@ const SCREENS := {
 	"saves": preload("res://screens/saves.tscn"),
 	"leaderboards": preload("res://screens/leaderboards.tscn"),
 	"achievements": preload("res://screens/achievements.tscn"),
+	"multiplayer": preload("res://screens/lobby.tscn"),
 }
 
 var _signed_in := false
@@ -23,6 +24,7 @@ var _cloud = Engine.get_singleton("AeThexCloud")
 @onready var _saves_button: Button = %SavesButton
 @onready var _leaderboards_button: Button = %LeaderboardsButton
 @onready var _achievements_button: Button = %AchievementsButton
+@onready var _multiplayer_button: Button = %MultiplayerButton
 @onready var _sync_label: Label = %SyncLabel
 @onready var _account_label: Label = %AccountLabel
 @onready var _logout_button: Button = %LogoutButton
@@ -36,6 +38,7 @@ func _ready() -> void:
 	_saves_button.pressed.connect(_show_screen.bind("saves"))
 	_leaderboards_button.pressed.connect(_show_screen.bind("leaderboards"))
 	_achievements_button.pressed.connect(_show_screen.bind("achievements"))
+	_multiplayer_button.pressed.connect(_show_screen.bind("multiplayer"))
 	_logout_button.pressed.connect(_on_logout_pressed)
 	_on_sync_status_changed(_cloud.saves.get_sync_status())
 	_set_signed_in_ui(false)

@@ -8,7 +8,7 @@ use godot::obj::{Base, Gd};
 use godot::register::{godot_api, GodotClass};
 
 use crate::convert;
-use crate::hub::{unsupported_argument, Hub};
+use crate::hub::{optional, unsupported_argument, Hub};
 
 /// Player accounts: email, device (anonymous) and OAuth sign-in, account linking, password
 /// reset, profile. Reach it as `AeThexCloud.auth`.
@@ -182,9 +182,4 @@ impl AeThexAuth {
     pub fn create(hub: Rc<Hub>) -> Gd<Self> {
         Gd::from_init_fn(|base| Self { hub, base })
     }
-}
-
-/// GDScript has no `Option`: an empty string means "not given".
-fn optional(text: &GString) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_string())
 }

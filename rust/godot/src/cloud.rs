@@ -9,14 +9,13 @@ use godot::register::{godot_api, GodotClass};
 
 use crate::auth::AeThexAuth;
 use crate::hub::Hub;
+use crate::multiplayer::AeThexMultiplayer;
 use crate::saves::AeThexSaves;
-use crate::services::{
-    AeThexAnalytics, AeThexCdn, AeThexMatchmaking, AeThexMultiplayer, AeThexVoice,
-};
+use crate::services::{AeThexAnalytics, AeThexCdn, AeThexVoice};
 use crate::social::AeThexSocial;
 
-/// AeThex Cloud: accounts, cloud saves and (soon) multiplayer, analytics, content delivery and
-/// social features for your game.
+/// AeThex Cloud: accounts, cloud saves, multiplayer, social features and (soon) analytics and
+/// content delivery for your game.
 ///
 /// Every service is a property of this singleton: `AeThexCloud.auth`, `AeThexCloud.saves`, ...
 /// Asynchronous methods return a [Signal]; `await` it to get an [AeThexResult]:
@@ -39,7 +38,8 @@ pub struct AeThexCloud {
     /// Cloud saves ([AeThexSaves]).
     #[var(get = get_saves, no_set)]
     saves: Gd<AeThexSaves>,
-    /// Multiplayer: matchmaking and voice ([AeThexMultiplayer]).
+    /// Multiplayer: rooms, state relay, matchmaking and Godot's high-level multiplayer
+    /// ([AeThexMultiplayer]).
     #[var(get = get_multiplayer, no_set)]
     multiplayer: Gd<AeThexMultiplayer>,
     /// Analytics ([AeThexAnalytics]).
@@ -48,7 +48,8 @@ pub struct AeThexCloud {
     /// Content delivery ([AeThexCdn]).
     #[var(get = get_cdn, no_set)]
     cdn: Gd<AeThexCdn>,
-    /// Leaderboards, achievements, statistics, friends and groups ([AeThexSocial]).
+    /// Leaderboards, achievements, statistics, friends, presence, groups and chat
+    /// ([AeThexSocial]).
     #[var(get = get_social, no_set)]
     social: Gd<AeThexSocial>,
     hub: Rc<Hub>,
@@ -124,17 +125,14 @@ impl AeThexCloud {
         let hub = Hub::new();
         let auth = AeThexAuth::create(hub.clone());
         let saves = AeThexSaves::create(hub.clone());
-        let matchmaking = AeThexMatchmaking::create();
         let voice = AeThexVoice::create();
-        let multiplayer = AeThexMultiplayer::create(matchmaking.clone(), voice.clone());
+        let multiplayer = AeThexMultiplayer::create(hub.clone(), voice.clone());
         let analytics = AeThexAnalytics::create();
         let cdn = AeThexCdn::create();
         let social = AeThexSocial::create(&hub);
 
         hub.add_service("auth", auth.clone().upcast());
         hub.add_service("saves", saves.clone().upcast());
-        hub.add_service("multiplayer", multiplayer.clone().upcast());
-        hub.add_service("multiplayer.matchmaking", matchmaking.upcast());
         hub.add_service("multiplayer.voice", voice.upcast());
         hub.add_service("analytics", analytics.clone().upcast());
         hub.add_service("cdn", cdn.clone().upcast());

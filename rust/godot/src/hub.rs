@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use aethex_protocol::ErrorCode;
-use godot::builtin::{Callable, Signal, StringName, Variant};
+use godot::builtin::{Callable, GString, Signal, StringName, Variant};
 use godot::classes::{Engine, Object, SceneTree};
 use godot::global::{godot_error, godot_warn};
 use godot::obj::{Gd, Singleton};
@@ -294,4 +294,35 @@ pub fn binding_error(code: ErrorCode, message: impl Into<String>) -> SdkError {
 /// The `invalid_request` error for an argument that has no portable form.
 pub fn unsupported_argument(error: Unsupported) -> SdkError {
     binding_error(ErrorCode::InvalidRequest, error.to_string())
+}
+
+/// `None` for the empty string GDScript passes for "not given".
+pub fn optional(text: &GString) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// Converts a Variant argument and starts the call, or refuses it next frame with
+/// `invalid_request` naming the element that has no portable form.
+pub fn call_with(
+    hub: &Rc<Hub>,
+    argument: &Variant,
+    name: &str,
+    start: impl FnOnce(&Client, Value) -> RequestId,
+) -> Signal {
+    match convert::to_value(argument, name) {
+        Ok(value) => hub.call(|c| start(c, value)),
+        Err(error) => hub.refuse(unsupported_argument(error)),
+    }
+}
+
+/// A page size from GDScript's int; 0 means the server's default.
+pub fn page_limit(hub: &Rc<Hub>, limit: i64) -> Result<Option<u32>, Signal> {
+    match u32::try_from(limit) {
+        Ok(0) => Ok(None),
+        Ok(limit) => Ok(Some(limit)),
+        Err(_) => Err(hub.refuse(binding_error(
+            ErrorCode::InvalidRequest,
+            format!("limit must be between 0 and {}, got {limit}", u32::MAX),
+        ))),
+    }
 }

@@ -3,10 +3,13 @@
 //! once per frame on the main thread. All client logic lives in the SDK core (`aethex-sdk`).
 
 mod auth;
+mod chat;
 mod cloud;
 mod convert;
 mod hub;
 mod log_bridge;
+mod multiplayer;
+mod peer;
 mod result;
 mod saves;
 mod services;

@@ -11,18 +11,18 @@
 
 use std::rc::Rc;
 
-use aethex_protocol::ErrorCode;
 use godot::builtin::{GString, Signal, VarDictionary, Variant};
 use godot::classes::RefCounted;
 use godot::obj::{Base, Gd};
 use godot::register::{godot_api, GodotClass};
 
+use crate::chat::AeThexChat;
 use crate::convert;
-use crate::hub::{binding_error, unsupported_argument, Hub};
-use crate::sdk::{Client, RequestId, Value};
+use crate::hub::{call_with, optional, page_limit, unsupported_argument, Hub};
+use crate::sdk::Value;
 
 /// Social features. Reach it as `AeThexCloud.social`: [member leaderboards],
-/// [member achievements], [member stats], [member friends], [member groups].
+/// [member achievements], [member stats], [member friends], [member groups], [member chat].
 ///
 /// Every method returning a [Signal] is asynchronous; `await` it for an [AeThexResult]. A result
 /// whose payload holds a list iterates it, so `for entry in await
@@ -45,6 +45,9 @@ pub struct AeThexSocial {
     /// Groups / clans ([AeThexGroups]).
     #[var(no_set)]
     groups: Gd<AeThexGroups>,
+    /// Chat channels: rooms, direct messages, groups ([AeThexChat]).
+    #[var(no_set)]
+    chat: Gd<AeThexChat>,
     base: Base<RefCounted>,
 }
 
@@ -72,12 +75,14 @@ impl AeThexSocial {
             hub: hub.clone(),
             base,
         });
+        let chat = AeThexChat::create(hub);
         let social = Gd::from_init_fn(|base| AeThexSocial {
             leaderboards: leaderboards.clone(),
             achievements: achievements.clone(),
             stats: stats.clone(),
             friends: friends.clone(),
             groups: groups.clone(),
+            chat,
             base,
         });
         hub.add_service("social", social.clone().upcast());
@@ -87,37 +92,6 @@ impl AeThexSocial {
         hub.add_service("social.friends", friends.clone().upcast());
         hub.add_service("social.groups", groups.upcast());
         social
-    }
-}
-
-/// `None` for the empty string GDScript passes for "not given".
-fn optional(text: &GString) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_string())
-}
-
-/// Converts a Variant argument (Dictionary or null) and starts the call, or refuses it next
-/// frame with `invalid_request`.
-fn call_with(
-    hub: &Rc<Hub>,
-    argument: &Variant,
-    name: &str,
-    start: impl FnOnce(&Client, Value) -> RequestId,
-) -> Signal {
-    match convert::to_value(argument, name) {
-        Ok(value) => hub.call(|c| start(c, value)),
-        Err(error) => hub.refuse(unsupported_argument(error)),
-    }
-}
-
-/// A page size from GDScript's int; 0 means the server's default.
-fn page_limit(hub: &Rc<Hub>, limit: i64) -> Result<Option<u32>, Signal> {
-    match u32::try_from(limit) {
-        Ok(0) => Ok(None),
-        Ok(limit) => Ok(Some(limit)),
-        Err(_) => Err(hub.refuse(binding_error(
-            ErrorCode::InvalidRequest,
-            format!("limit must be between 0 and {}, got {limit}", u32::MAX),
-        ))),
     }
 }
 
@@ -339,7 +313,9 @@ impl AeThexStats {
 /// Friends and presence. Reach it as `AeThexCloud.social.friends`.
 ///
 /// Actions answer `{user_id, state}` where `state` is `"friend"`, `"sent"`, `"received"`,
-/// `"blocked"` or null (no relationship left), and emit [signal friends_updated].
+/// `"blocked"` or null (no relationship left), and emit [signal friends_updated]. While the
+/// realtime connection is up (see [AeThexMultiplayer]) the server also pushes friends' presence
+/// ([signal presence_changed]) and changes others made ([signal friends_updated]).
 #[derive(GodotClass)]
 #[class(no_init, base = RefCounted)]
 pub struct AeThexFriends {
@@ -349,10 +325,16 @@ pub struct AeThexFriends {
 
 #[godot_api]
 impl AeThexFriends {
-    /// A relationship changed through one of your calls; `status` is `{user_id, state}`. The
-    /// server cannot push yet: requests others send you show up in [method list].
+    /// A relationship changed. After one of your calls `status` is `{user_id, state}`; when
+    /// the server pushes a change someone else made (a request sent to you, accepted, ...) it
+    /// is empty: re-read [method list].
     #[signal]
     fn friends_updated(status: VarDictionary);
+
+    /// A friend's presence changed: `status` is `"online"`, `"in_match"` or `"offline"`, `at`
+    /// the time in unix milliseconds. Pushed over the realtime connection.
+    #[signal]
+    fn presence_changed(user_id: GString, status: GString, at: i64);
 
     /// Sends a friend request (if they already asked you, you become friends).
     #[func]

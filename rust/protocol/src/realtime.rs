@@ -6,12 +6,20 @@
 //! features (matchmaking, chat, presence, signaling) and a binary encoding of the same enums add
 //! to this file without changing what is here.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiErrorBody;
 
 /// Path of the socket.
 pub const REALTIME_PATH: &str = "/api/v1/realtime";
+
+/// `Sec-WebSocket-Protocol` of JSON text frames (the default).
+pub const JSON_SUBPROTOCOL: &str = "aethex.json";
+/// `Sec-WebSocket-Protocol` of MessagePack binary frames (`?encoding=msgpack` likewise): the
+/// same messages, as maps with the same field names.
+pub const MSGPACK_SUBPROTOCOL: &str = "aethex.msgpack";
 
 /// Close codes the server ends a socket with (RFC 6455 4000-4999 are the application's own).
 pub mod close_code {
@@ -77,6 +85,220 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         echo: bool,
     },
+    /// Opaque bytes for Godot's high-level multiplayer (`AeThexMultiplayerPeer`): relayed as
+    /// `packet_received` like a state update (same seq, replay and ordering), to `targets` or
+    /// everyone else. `channel` and `reliable` are carried for the receiving peer.
+    RelayPacket {
+        room_id: String,
+        #[serde(with = "bytes_field")]
+        data: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        targets: Option<Vec<String>>,
+        #[serde(default)]
+        channel: u32,
+        #[serde(default = "default_true")]
+        reliable: bool,
+    },
+    /// First message on a new socket after a drop: takes back the player's seats in these rooms
+    /// (room id -> the last `seq` the client saw) if the grace period has not run out. The
+    /// missed events of each room are sent again, in order, then `resumed`.
+    Resume { rooms: BTreeMap<String, u64> },
+    /// Answered by `queue_joined`; later `match_found` or `matchmaking_timeout`.
+    JoinQueue(QueueRequest),
+    /// Leaves one ticket, or every ticket of the player when `ticket_id` is unset; answered by
+    /// `queue_left`.
+    LeaveQueue {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket_id: Option<String>,
+    },
+    /// Answered by `ticket_status`.
+    QueueStatus { ticket_id: String },
+    /// Posts to a chat channel (`room:<room id>`, `dm:<user id>`, `group:<group id>`);
+    /// answered by `message_sent` with the stored message.
+    SendMessage {
+        channel: String,
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<serde_json::Value>,
+    },
+    /// A page of a channel's history, newest first; answered by `chat_history`.
+    ChatHistory {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `join_queue`: what the player looks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRequest {
+    pub mode: String,
+    pub region: String,
+    /// Acceptable opponents' skill, `[low, high]`; widened while the ticket waits.
+    pub skill_range: [f64; 2],
+    /// Other players (user ids) queued with this one and kept together in the match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub party: Vec<String>,
+    /// Free-form data handed to the other players in `match_found`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<serde_json::Value>,
+}
+
+/// A matchmaking ticket as its players see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub ticket_id: String,
+    pub mode: String,
+    pub region: String,
+    /// The range requested.
+    pub skill_range: [f64; 2],
+    /// The range currently accepted, after widening.
+    pub effective_range: [f64; 2],
+    /// The submitter first, then the party.
+    pub players: Vec<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds at which the ticket times out.
+    pub expires_at: i64,
+}
+
+/// One player of a match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchedPlayer {
+    pub user_id: String,
+    /// The `properties` of the ticket the player was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<serde_json::Value>,
+}
+
+/// A stored chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMessage {
+    pub message_id: String,
+    /// As the receiver names it: a direct message from `u` arrives on `dm:u`.
+    pub channel: String,
+    pub from: String,
+    /// After the profanity filter.
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Value>,
+    /// Unix milliseconds.
+    pub sent_at: i64,
+}
+
+/// `GET /api/v1/chat/{channel}/messages`: like the socket's `chat_history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatHistoryPage {
+    pub channel: String,
+    /// Newest first.
+    pub messages: Vec<ChatMessage>,
+    /// Fetches the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A player the caller muted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMute {
+    pub user_id: String,
+    /// Unix milliseconds.
+    pub muted_at: i64,
+}
+
+/// `GET /api/v1/chat/mutes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMuteList {
+    /// Most recent first.
+    pub mutes: Vec<ChatMute>,
+}
+
+/// A project's chat settings (`GET`/`PUT /api/v1/chat/settings`, server key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatSettings {
+    /// Censor profanity in message bodies (default true).
+    pub profanity_filter: bool,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            profanity_filter: true,
+        }
+    }
+}
+
+/// What the socket says about a player.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    InMatch,
+    Offline,
+}
+
+/// Raw bytes: base64 text in JSON, a binary blob in MessagePack.
+pub mod bytes_field {
+    use base64::Engine as _;
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+        } else {
+            serializer.serialize_bytes(data)
+        }
+    }
+
+    /// Takes either form whatever the format claims: frames pass through serde's buffering
+    /// (flatten, internal tags), which reports every format as human-readable.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_any(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("base64 text or bytes")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(E::custom)
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// What a room is, set by its creator.
@@ -149,6 +371,73 @@ pub enum ServerMessage {
         room_id: String,
         updates: Vec<StateEntry>,
     },
+    /// A `relay_packet` from another member.
+    PacketReceived {
+        room_id: String,
+        seq: u64,
+        from: String,
+        #[serde(with = "bytes_field")]
+        data: Vec<u8>,
+        channel: u32,
+        reliable: bool,
+    },
+    /// After `resume`: the rooms whose seats were kept (their missed events were just re-sent;
+    /// `complete` is false when the replay buffer no longer held all of them) and those lost
+    /// (grace period over or room closed: as if `room_left`).
+    Resumed {
+        rooms: Vec<ResumedRoom>,
+        lost: Vec<String>,
+    },
+    QueueJoined {
+        ticket: Ticket,
+    },
+    QueueLeft {
+        ticket_ids: Vec<String>,
+    },
+    TicketStatus {
+        ticket: Ticket,
+    },
+    /// Pushed to every player of a formed match; the room exists and holds their seats.
+    MatchFound {
+        ticket_id: String,
+        room_id: String,
+        mode: String,
+        region: String,
+        players: Vec<MatchedPlayer>,
+    },
+    /// The ticket waited its mode's whole timeout without a match and is gone.
+    MatchmakingTimeout {
+        ticket_id: String,
+    },
+    /// The stored message. `seq` is set on room channels: the room event number the message
+    /// took (members got it in `message_received`).
+    MessageSent {
+        message: ChatMessage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// A chat message from someone else. `seq` is set on room channels (room event order).
+    MessageReceived {
+        message: ChatMessage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// Newest first; `next_cursor` fetches older messages.
+    ChatHistory {
+        channel: String,
+        messages: Vec<ChatMessage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_cursor: Option<String>,
+    },
+    /// A friend's status changed (pushed to accepted friends).
+    PresenceChanged {
+        user_id: String,
+        status: PresenceStatus,
+        /// Unix milliseconds.
+        at: i64,
+    },
+    /// The player's friend list or pending requests changed; re-read `GET /api/v1/friends`.
+    FriendsUpdated,
     Error {
         error: ApiErrorBody,
     },
@@ -193,8 +482,18 @@ pub struct RoomListResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub user_id: String,
+    /// Stable within the room, from 2 up, never reused: `AeThexMultiplayerPeer` uses it as the
+    /// member's Godot peer id (the host is shown as peer 1).
+    pub peer_id: u32,
     /// Unix milliseconds.
     pub joined_at: i64,
+}
+
+/// A room whose seat `resume` took back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumedRoom {
+    pub room: RoomInfo,
+    pub complete: bool,
 }
 
 /// One relayed update.
@@ -258,6 +557,107 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&pushed).unwrap(),
             json!({"type": "host_changed", "room_id": "r", "seq": 3, "host": "u"})
+        );
+    }
+
+    #[test]
+    fn packets_are_base64_in_json_and_raw_bytes_in_msgpack() {
+        let frame = ClientFrame {
+            cid: None,
+            message: ClientMessage::RelayPacket {
+                room_id: "r".into(),
+                data: vec![0, 1, 255],
+                targets: None,
+                channel: 2,
+                reliable: false,
+            },
+        };
+        let json = serde_json::to_value(&frame).unwrap();
+        assert_eq!(
+            json,
+            json!({"type": "relay_packet", "room_id": "r", "data": "AAH/", "channel": 2, "reliable": false})
+        );
+        assert_eq!(serde_json::from_value::<ClientFrame>(json).unwrap(), frame);
+        let packed = rmp_serde::to_vec_named(&frame).unwrap();
+        assert!(packed.windows(3).any(|w| w == [0, 1, 255]));
+        assert_eq!(
+            rmp_serde::from_slice::<ClientFrame>(&packed).unwrap(),
+            frame
+        );
+        let reliable_by_default: ClientFrame =
+            serde_json::from_value(json!({"type": "relay_packet", "room_id": "r", "data": ""}))
+                .unwrap();
+        assert!(matches!(
+            reliable_by_default.message,
+            ClientMessage::RelayPacket {
+                reliable: true,
+                channel: 0,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn chat_frames_carry_the_room_seq_only_on_room_channels() {
+        let message = ChatMessage {
+            message_id: "m".into(),
+            channel: "dm:u".into(),
+            from: "u".into(),
+            body: "hi".into(),
+            metadata: None,
+            sent_at: 5,
+        };
+        let sent = ServerFrame {
+            cid: Some(Cid::Number(9)),
+            message: ServerMessage::MessageSent {
+                message: message.clone(),
+                seq: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&sent).unwrap(),
+            json!({"type": "message_sent", "cid": 9, "message": {"message_id": "m",
+                "channel": "dm:u", "from": "u", "body": "hi", "sent_at": 5}})
+        );
+        let received: ServerFrame = serde_json::from_value(json!({"type": "message_received",
+            "message": {"message_id": "m", "channel": "dm:u", "from": "u", "body": "hi",
+            "sent_at": 5}, "seq": 4}))
+        .unwrap();
+        assert_eq!(
+            received.message,
+            ServerMessage::MessageReceived {
+                message,
+                seq: Some(4)
+            }
+        );
+        let history: ClientFrame =
+            serde_json::from_value(json!({"type": "chat_history", "channel": "room:r"})).unwrap();
+        assert_eq!(
+            history.message,
+            ClientMessage::ChatHistory {
+                channel: "room:r".into(),
+                cursor: None,
+                limit: None
+            }
+        );
+    }
+
+    #[test]
+    fn join_queue_is_flat_like_the_seed_example() {
+        let frame: ClientFrame = serde_json::from_value(json!({
+            "type": "join_queue", "cid": 1, "mode": "deathmatch", "region": "us-east",
+            "skill_range": [1000, 1500]
+        }))
+        .unwrap();
+        assert_eq!(
+            frame.message,
+            ClientMessage::JoinQueue(QueueRequest {
+                mode: "deathmatch".into(),
+                region: "us-east".into(),
+                skill_range: [1000.0, 1500.0],
+                party: vec![],
+                properties: None,
+            })
         );
     }
 }

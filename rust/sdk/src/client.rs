@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::codec::plain_from_json;
 use crate::credentials::TokenStore;
 use crate::http::{Api, Reply, Request};
+use crate::multiplayer::{Chat, Multiplayer};
 use crate::saves::{Saves, SyncState};
 use crate::social::Social;
 use crate::storage::{write_atomic, UserStore};
@@ -46,6 +47,9 @@ pub(crate) struct Shared {
     pub tokens: TokenStore,
     pub sync: SyncState,
     shut_down: AtomicBool,
+    /// Bumped whenever the session changes (sign-in, refresh, sign-out): the realtime socket
+    /// sends the new token as `refresh_session`, or closes on sign-out.
+    session_epoch: tokio::sync::watch::Sender<u64>,
 }
 
 /// Owns the runtime; dropped with the last `Client` clone.
@@ -80,6 +84,8 @@ pub struct Client {
     auth: Auth,
     saves: Saves,
     social: Social,
+    multiplayer: Multiplayer,
+    chat: Chat,
 }
 
 impl Client {
@@ -118,13 +124,17 @@ impl Client {
             tokens,
             sync: SyncState::new(),
             shut_down: AtomicBool::new(false),
+            session_epoch: tokio::sync::watch::Sender::new(0),
             config,
         });
         runtime.spawn(crate::saves::auto_sync_loop(shared.clone()));
+        let multiplayer = Multiplayer::new(shared.clone());
         Ok(Client {
             auth: Auth::new(shared.clone()),
             saves: Saves::new(shared.clone()),
             social: Social::new(shared.clone()),
+            chat: Chat::new(multiplayer.realtime().clone()),
+            multiplayer,
             shared,
             runtime: Arc::new(RuntimeOwner(Mutex::new(Some(runtime)))),
         })
@@ -163,6 +173,16 @@ impl Client {
         &self.social
     }
 
+    /// Rooms, state relay, packets, matchmaking and the realtime socket.
+    pub fn multiplayer(&self) -> &Multiplayer {
+        &self.multiplayer
+    }
+
+    /// Chat channels (the binding's `social.chat`).
+    pub fn chat(&self) -> &Chat {
+        &self.chat
+    }
+
     /// Stops background tasks at once; in-flight requests are abandoned (queued saves stay on
     /// disk and are uploaded by the next client). Later calls complete with `unavailable`.
     pub fn shutdown(&self) {
@@ -185,6 +205,54 @@ impl Shared {
         self.shut_down.load(Ordering::Relaxed)
     }
 
+    /// A fresh id for a call whose outcome `complete` reports.
+    pub fn new_request(&self) -> RequestId {
+        RequestId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn complete(&self, request: RequestId, outcome: Result<Value, SdkError>) {
+        self.events.push(Event::Completed { request, outcome });
+    }
+
+    pub fn complete_all_with(&self, requests: impl Iterator<Item = RequestId>, error: &SdkError) {
+        for request in requests {
+            self.complete(request, Err(error.clone()));
+        }
+    }
+
+    pub fn session_epoch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.session_epoch.subscribe()
+    }
+
+    fn session_changed(&self) {
+        self.session_epoch.send_modify(|epoch| *epoch += 1);
+    }
+
+    pub fn session_user_id(&self) -> Option<String> {
+        self.session
+            .read()
+            .expect("session lock")
+            .as_ref()
+            .map(|s| s.user_id.clone())
+    }
+
+    pub fn session_access_token(&self) -> Option<String> {
+        self.session
+            .read()
+            .expect("session lock")
+            .as_ref()
+            .map(|s| s.access_token.clone())
+    }
+
+    /// When the access token should be refreshed (a margin before it expires).
+    pub fn session_refresh_at(&self) -> Option<Instant> {
+        self.session
+            .read()
+            .expect("session lock")
+            .as_ref()
+            .map(|s| s.refresh_at)
+    }
+
     pub fn emit(&self, service: &'static str, name: &'static str, args: Vec<Value>) {
         self.events.push(Event::Signal {
             service,
@@ -199,7 +267,7 @@ impl Shared {
         F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Value, SdkError>> + Send + 'static,
     {
-        let request = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let request = self.new_request();
         if self.shut_down.load(Ordering::Relaxed) {
             self.events.push(Event::Completed {
                 request,
@@ -273,6 +341,7 @@ impl Shared {
             refresh_token: auth.refresh_token.clone(),
             refresh_at: refresh_at(auth.expires_in),
         });
+        self.session_changed();
         self.persist_refresh_token(auth.refresh_token).await;
         if announce {
             self.emit("auth", "logged_in", vec![user.clone()]);
@@ -299,6 +368,7 @@ impl Shared {
     /// Forgets the session locally (memory and stored token).
     pub async fn clear_session(self: &Arc<Self>) {
         *self.session.write().expect("session lock") = None;
+        self.session_changed();
         let _ = std::fs::remove_file(self.session_user_file());
         let shared = self.clone();
         let _ = tokio::task::spawn_blocking(move || shared.tokens.clear()).await;
@@ -362,7 +432,10 @@ impl Shared {
 
     /// A valid access token, refreshing first when it is about to expire. `stale` names a token
     /// the server just rejected, so it is refreshed even if it looks fresh.
-    async fn access_token(self: &Arc<Self>, stale: Option<&str>) -> Result<String, SdkError> {
+    pub async fn valid_access_token(
+        self: &Arc<Self>,
+        stale: Option<&str>,
+    ) -> Result<String, SdkError> {
         let current = |s: &Self| {
             s.session.read().expect("session lock").as_ref().map(|s| {
                 (
@@ -389,7 +462,7 @@ impl Shared {
 
     /// Sends with the bearer token; on 401 `token_expired` refreshes once and retries once.
     pub async fn authed(self: &Arc<Self>, build: impl Fn() -> Request) -> Result<Reply, SdkError> {
-        let token = self.access_token(None).await?;
+        let token = self.valid_access_token(None).await?;
         let first = {
             let mut request = build();
             request.token = Some(token.clone());
@@ -397,7 +470,7 @@ impl Shared {
         };
         match first {
             Err(e) if e.code == ErrorCode::TokenExpired => {
-                let token = self.access_token(Some(&token)).await?;
+                let token = self.valid_access_token(Some(&token)).await?;
                 let mut request = build();
                 request.token = Some(token.clone());
                 self.api.send(&request).await

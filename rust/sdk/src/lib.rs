@@ -16,6 +16,7 @@ mod client;
 pub mod codec;
 mod credentials;
 mod http;
+pub mod multiplayer;
 mod oauth;
 mod saves;
 mod social;
@@ -30,6 +31,10 @@ use std::time::Duration;
 pub use auth::Auth;
 pub use client::Client;
 pub use credentials::CredentialStore;
+pub use multiplayer::{
+    Chat, ConnectionState, ConnectionStatus, Matchmaking, Multiplayer, MultiplayerPeer, PeerEvent,
+    RealtimeConfig, RealtimeEncoding, TransferMode,
+};
 pub use saves::Saves;
 pub use social::{Achievements, Friends, Groups, Leaderboards, Social, Stats};
 pub use value::Value;
@@ -116,6 +121,8 @@ pub struct ClientConfig {
     pub retry: RetryConfig,
     /// Additive to the binding contract: how OAuth opens the browser (tests follow the URL).
     pub url_opener: UrlOpener,
+    /// The realtime socket: encoding, reconnect backoff, keepalive.
+    pub realtime: RealtimeConfig,
 }
 
 impl ClientConfig {
@@ -136,6 +143,7 @@ impl ClientConfig {
             },
             retry: RetryConfig::default(),
             url_opener: Arc::new(|url: &str| webbrowser::open(url).map_err(|e| e.to_string())),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -150,6 +158,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("credential_store", &self.credential_store)
             .field("retry", &self.retry)
+            .field("realtime", &self.realtime)
             .finish_non_exhaustive()
     }
 }

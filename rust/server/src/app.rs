@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::projects::{CreatedProject, Projects, DEFAULT_PROJECT};
 use crate::tokens::TokenKeys;
-use crate::{auth, http, openapi, realtime, saves, social};
+use crate::{auth, chat, http, openapi, realtime, saves, social};
 
 /// Largest request body outside endpoints that set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -36,6 +36,7 @@ pub struct AppInner {
     pub saves: saves::SavesService,
     pub social: social::SocialService,
     pub realtime: realtime::RealtimeService,
+    pub chat: chat::ChatService,
 }
 
 /// Shared by every handler; cloning is one `Arc` increment.
@@ -74,6 +75,7 @@ impl Server {
         let auth = auth::AuthService::new(&config, &db).await?;
         let saves = saves::SavesService::new(&config, &db, &blobs).await?;
         let social = social::SocialService::new(&db, clock.as_ref()).await?;
+        let chat = chat::ChatService::new(&config.chat);
         let state = AppState(Arc::new(AppInner {
             config,
             db,
@@ -85,6 +87,7 @@ impl Server {
             saves,
             social,
             realtime: realtime::RealtimeService::default(),
+            chat,
         }));
         let router = router(state.clone());
         Ok(Self {
@@ -166,6 +169,7 @@ fn router(state: AppState) -> Router {
         .merge(saves::router(&state.config))
         .merge(social::router())
         .merge(realtime::router())
+        .merge(chat::router())
         .fallback(http::not_found_fallback)
         .layer(middleware::from_fn(http::record_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

@@ -97,6 +97,7 @@ pub struct Config {
     pub saves: SavesConfig,
     pub database: DatabaseConfig,
     pub realtime: RealtimeConfig,
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -114,6 +115,7 @@ impl Default for Config {
             saves: SavesConfig::default(),
             database: DatabaseConfig::default(),
             realtime: RealtimeConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -280,6 +282,13 @@ pub struct RealtimeConfig {
     /// (1008).
     pub max_violations: u32,
     pub violation_window_secs: u64,
+    /// How long a dropped socket's seats stay "away" for a `resume` before the others see
+    /// `player_left`; 0 leaves the rooms at once.
+    pub resume_grace_secs: u64,
+    /// Events each room keeps for members who resume.
+    pub replay_buffer: usize,
+    /// Seconds between the server's pings; a socket silent for twice this is dead.
+    pub heartbeat_secs: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -294,6 +303,40 @@ impl Default for RealtimeConfig {
             outbound_queue: 1024,
             max_violations: 20,
             violation_window_secs: 10,
+            resume_grace_secs: 30,
+            replay_buffer: 512,
+            heartbeat_secs: 15,
+        }
+    }
+}
+
+/// Chat on the realtime socket (`send_message`, history, mutes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Token bucket per player (over all their sockets): the sustained rate ...
+    pub messages_per_minute: u32,
+    /// ... and the burst above it.
+    pub message_burst: u32,
+    /// Longest message body, in characters.
+    pub max_body_chars: usize,
+    /// Largest `metadata`, in bytes of JSON.
+    pub max_metadata_bytes: usize,
+    /// Largest history page (`limit`); pages default to 50.
+    pub max_page: u32,
+    /// Most players one player may mute.
+    pub max_mutes: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_minute: 60,
+            message_burst: 10,
+            max_body_chars: 2000,
+            max_metadata_bytes: 4096,
+            max_page: 100,
+            max_mutes: 1000,
         }
     }
 }
@@ -439,6 +482,16 @@ mod tests {
         let config = Config::load(&overrides).unwrap();
         assert_eq!(config.realtime.messages_per_second, 7);
         assert_eq!(config.realtime.max_rooms_per_user, 2);
+    }
+
+    #[test]
+    fn chat_limits_from_toml() {
+        let config: Config =
+            toml::from_str("[chat]\nmessages_per_minute = 5\nmax_body_chars = 100\n").unwrap();
+        assert_eq!(config.chat.messages_per_minute, 5);
+        assert_eq!(config.chat.max_body_chars, 100);
+        assert_eq!(config.chat.message_burst, 10);
+        assert!(toml::from_str::<Config>("[chat]\nper_minute = 5\n").is_err());
     }
 
     #[test]

@@ -522,7 +522,8 @@ async fn a_ticked_room_batches_updates_into_one_frame_per_tick() {
 #[tokio::test]
 async fn the_host_migrates_to_the_longest_present_member() {
     for backend in backends() {
-        let s = TestServer::start(backend).await;
+        // No grace period: a dropped socket leaves at once (resume: tests/realtime_resume.rs).
+        let s = TestServer::start_with(backend, |c| c.realtime.resume_grace_secs = 0).await;
         let mut a = player(&s).await;
         let mut b = player(&s).await;
         let mut c = player(&s).await;
@@ -761,6 +762,7 @@ async fn a_slow_reader_is_disconnected_without_holding_up_the_room() {
             c.realtime.outbound_queue = 16;
             c.realtime.messages_per_second = 10_000;
             c.realtime.message_burst = 10_000;
+            c.realtime.resume_grace_secs = 0;
         })
         .await;
         let mut a = player(&s).await;

@@ -16,6 +16,50 @@ use aethex_server::{AppState, Config, Server};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL too when `AETHEX_TEST_DATABASE_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut list = vec![Backend::Sqlite];
+    if std::env::var("AETHEX_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        list.push(Backend::Postgres);
+    }
+    list
+}
+
+/// A fresh PostgreSQL schema and a URL whose connections use it, so concurrent tests never see
+/// each other's rows.
+async fn fresh_pg_schema() -> (String, String) {
+    use sqlx::{Connection, Executor};
+    let base = std::env::var("AETHEX_TEST_DATABASE_URL").expect("AETHEX_TEST_DATABASE_URL");
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to AETHEX_TEST_DATABASE_URL");
+    conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("create schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+async fn drop_pg_schema(schema: &str) {
+    use sqlx::{Connection, Executor};
+    let base = std::env::var("AETHEX_TEST_DATABASE_URL").expect("AETHEX_TEST_DATABASE_URL");
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+        let _ = conn
+            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await;
+    }
+}
+
 pub struct RealServer {
     pub addr: SocketAddr,
     pub url: String,
@@ -26,11 +70,40 @@ pub struct RealServer {
     adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    pg_schema: Option<String>,
 }
 
 impl RealServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
+    }
+
+    /// Starts on `backend` (a fresh PostgreSQL schema for `Postgres`; `finish` drops it).
+    pub async fn start_on(
+        backend: Backend,
+        adjust: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> Self {
+        match backend {
+            Backend::Sqlite => Self::start_with(adjust).await,
+            Backend::Postgres => {
+                let (url, schema) = fresh_pg_schema().await;
+                let mut server = Self::start_with(move |c| {
+                    c.database_url = url.clone();
+                    adjust(c);
+                })
+                .await;
+                server.pg_schema = Some(schema);
+                server
+            }
+        }
+    }
+
+    /// Stops the server and drops its PostgreSQL schema, if any.
+    pub async fn finish(mut self) {
+        self.stop().await;
+        if let Some(schema) = self.pg_schema.take() {
+            drop_pg_schema(&schema).await;
+        }
     }
 
     /// Starts after `adjust` changed the configuration (applied again by `restart`).
@@ -55,6 +128,7 @@ impl RealServer {
             adjust,
             shutdown: Some(shutdown),
             task: Some(task),
+            pg_schema: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! - `socket`: upgrade, authentication, the per-socket loop and its limits.
 //! - `conn`: a socket's outbound queue as the rest of the service sees it.
 //! - `rooms`: rooms, membership, host migration and the state relay.
+//! - `users`: the live sockets of each player, for pushes addressed to a player.
 //!
 //! Everything here is in memory and per node. Later parts of issue #8 (resume after a drop,
 //! matchmaking, chat, presence, signaling, a binary encoding, several nodes) add modules beside
@@ -11,6 +12,7 @@
 pub mod conn;
 pub mod rooms;
 pub mod socket;
+pub mod users;
 
 use std::sync::atomic::AtomicU64;
 
@@ -30,6 +32,7 @@ use crate::social::ApiQuery;
 #[derive(Default)]
 pub struct RealtimeService {
     pub rooms: rooms::Rooms,
+    pub users: users::Users,
     next_conn_id: AtomicU64,
 }
 

@@ -1,20 +1,25 @@
-//! Rooms: membership, host migration and the state relay.
+//! Rooms: membership, host migration, the state and packet relay, and resume after a drop.
 //!
 //! All in memory, per node: nothing here touches the database, so a relayed update costs one
-//! lock, one serialization and one queue push per member. Locks are `std` mutexes never held
-//! across an await; the registry lock is never taken while a room's is held.
+//! lock, one frame (serialized lazily, once per encoding) and one queue push per member. Locks
+//! are `std` mutexes never held across an await; the registry lock is never taken while a room's
+//! is held.
+//!
+//! Every room event goes through [`Room::publish`]: it takes the room's next `seq`, reaches the
+//! event's audience and records it in the room's bounded replay buffer, from which a member
+//! whose socket dropped gets what it missed when it resumes within the grace period.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use aethex_protocol::realtime::{
-    Member, RoomInfo, RoomProperties, RoomSummary, ServerMessage, StateEntry,
+    ChatMessage, Member, ResumedRoom, RoomInfo, RoomProperties, RoomSummary, ServerMessage,
 };
 use aethex_protocol::ErrorCode;
 use rand::Rng;
 
-use super::conn::{encode, ConnHandle};
+use super::conn::{encode, Body, ConnHandle, Frame, RelayedState, StatePayload, StateUpdate};
 use crate::config::RealtimeConfig;
 use crate::error::ApiError;
 
@@ -52,15 +57,111 @@ struct RoomState {
     /// Oldest first; the first one is the host.
     members: Vec<Slot>,
     seq: u64,
+    /// The next member's `peer_id`; 1 is kept for whoever hosts.
+    next_peer_id: u32,
     /// Set when the last member left: a late join must not revive it.
     closed: bool,
     /// Updates waiting for the next tick, per recipient connection.
-    pending: HashMap<u64, (Arc<ConnHandle>, Vec<StateEntry>)>,
+    pending: HashMap<u64, (Arc<ConnHandle>, Vec<RelayedState>)>,
+    replay: Replay,
 }
 
 struct Slot {
     member: Member,
     conn: Arc<ConnHandle>,
+    /// The socket dropped: the seat waits for a `resume` and receives nothing meanwhile.
+    away: bool,
+    /// The `seq` of the member's own `player_joined`: earlier events were not theirs.
+    joined_seq: u64,
+}
+
+/// Who a room event is for (among the members at the time).
+#[derive(Debug, Clone)]
+pub enum Audience {
+    All,
+    AllBut(String),
+    /// These user ids.
+    Only(Vec<String>),
+}
+
+impl Audience {
+    fn includes(&self, user_id: &str) -> bool {
+        match self {
+            Audience::All => true,
+            Audience::AllBut(except) => except != user_id,
+            Audience::Only(users) => users.iter().any(|u| u == user_id),
+        }
+    }
+
+    /// The audience of a relayed message: `targets` (or everyone), the sender only with `echo`.
+    fn relay(sender: &str, targets: Option<&[String]>, echo: bool, state: &RoomState) -> Self {
+        match targets {
+            Some(targets) => Audience::Only(
+                state
+                    .members
+                    .iter()
+                    .map(|s| &s.member.user_id)
+                    .filter(|u| (echo || *u != sender) && targets.contains(u))
+                    .cloned()
+                    .collect(),
+            ),
+            None if echo => Audience::All,
+            None => Audience::AllBut(sender.to_owned()),
+        }
+    }
+}
+
+/// The room's last published events, for members who resume.
+struct Replay {
+    events: VecDeque<Recorded>,
+    capacity: usize,
+    /// The highest `seq` pushed out to make room (0: none yet).
+    evicted_through: u64,
+}
+
+struct Recorded {
+    seq: u64,
+    audience: Audience,
+    /// The very frame the members got (a ticked room's update: its one entry).
+    frame: Frame,
+}
+
+impl Replay {
+    fn new(capacity: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            capacity,
+            evicted_through: 0,
+        }
+    }
+
+    fn record(&mut self, seq: u64, audience: Audience, frame: Frame) {
+        if self.capacity == 0 {
+            self.evicted_through = seq;
+            return;
+        }
+        if self.events.len() == self.capacity {
+            if let Some(old) = self.events.pop_front() {
+                self.evicted_through = old.seq;
+            }
+        }
+        self.events.push_back(Recorded {
+            seq,
+            audience,
+            frame,
+        });
+    }
+
+    /// `user_id`'s events after `after`, and whether none of them had been evicted.
+    fn since(&self, after: u64, user_id: &str) -> (Vec<Frame>, bool) {
+        let frames = self
+            .events
+            .iter()
+            .filter(|e| e.seq > after && e.audience.includes(user_id))
+            .map(|e| e.frame.clone())
+            .collect();
+        (frames, self.evicted_through <= after)
+    }
 }
 
 impl Room {
@@ -75,14 +176,86 @@ impl Room {
         }
     }
 
-    /// Serializes `message` once and queues it to every member but `except`.
-    fn broadcast(&self, state: &RoomState, message: ServerMessage, except: Option<u64>) {
-        let frame = encode(None, message);
-        for slot in &state.members {
-            if Some(slot.conn.id) != except {
-                slot.conn.push(frame.clone());
+    /// Every room event goes through here (membership, state, packets, chat): takes the next
+    /// `seq`, builds the event with it, queues it to the audience's connected members (in a
+    /// ticked room a `state_update` waits for the tick; anything else flushes the waiting
+    /// updates first so each member sees `seq` in order) and, when `replayable`, records it for
+    /// members who resume. Returns the event's `seq`.
+    fn publish<B: Into<Body>>(
+        &self,
+        state: &mut RoomState,
+        audience: Audience,
+        replayable: bool,
+        build: impl FnOnce(u64) -> B,
+    ) -> u64 {
+        state.seq += 1;
+        let seq = state.seq;
+        let frame = encode(None, build(seq));
+        let recipients = state
+            .members
+            .iter()
+            .filter(|s| !s.away && audience.includes(&s.member.user_id));
+        match frame.body() {
+            Body::StateUpdate(StateUpdate { updates, .. })
+                if self.properties.tick_rate.is_some() =>
+            {
+                let batch: Vec<Arc<ConnHandle>> = recipients.map(|s| s.conn.clone()).collect();
+                for conn in batch {
+                    state
+                        .pending
+                        .entry(conn.id)
+                        .or_insert_with(|| (conn.clone(), Vec::new()))
+                        .1
+                        .extend(updates.iter().cloned());
+                }
+            }
+            _ => {
+                let recipients: Vec<Arc<ConnHandle>> = recipients.map(|s| s.conn.clone()).collect();
+                self.flush(state);
+                for conn in recipients {
+                    conn.push(frame.clone());
+                }
             }
         }
+        if replayable {
+            state.replay.record(seq, audience, frame);
+        }
+        seq
+    }
+
+    /// Sends a ticked room's waiting updates: one `state_update` per member.
+    fn flush(&self, state: &mut RoomState) {
+        for (_, (conn, updates)) in state.pending.drain() {
+            conn.push(encode(
+                None,
+                StateUpdate {
+                    room_id: self.id.clone(),
+                    updates,
+                },
+            ));
+        }
+    }
+
+    /// Removes the member at `pos` and announces it (and the new host when it was the host).
+    fn remove_member(&self, state: &mut RoomState, pos: usize) {
+        let slot = state.members.remove(pos);
+        state.pending.remove(&slot.conn.id);
+        let room_id = self.id.clone();
+        self.publish(state, Audience::All, true, |seq| {
+            ServerMessage::PlayerLeft {
+                room_id,
+                seq,
+                user_id: slot.member.user_id,
+            }
+        });
+        if pos == 0 && !state.members.is_empty() {
+            let host = state.members[0].member.user_id.clone();
+            let room_id = self.id.clone();
+            self.publish(state, Audience::All, true, |seq| {
+                ServerMessage::HostChanged { room_id, seq, host }
+            });
+        }
+        state.closed = state.members.is_empty();
     }
 }
 
@@ -136,13 +309,18 @@ impl Rooms {
                 members: vec![Slot {
                     member: Member {
                         user_id: conn.user_id.clone(),
+                        peer_id: 2,
                         joined_at: now_ms,
                     },
                     conn: conn.clone(),
+                    away: false,
+                    joined_seq: 1,
                 }],
                 seq: 1,
+                next_peer_id: 3,
                 closed: false,
                 pending: HashMap::new(),
+                replay: Replay::new(config.replay_buffer),
             }),
             properties,
         });
@@ -195,28 +373,32 @@ impl Rooms {
                 .iter()
                 .any(|s| s.member.user_id == conn.user_id)
             {
-                return Err(ApiError::conflict("already in this room"));
+                return Err(ApiError::conflict(
+                    "already in this room (after a drop, take the seat back with resume)",
+                ));
             }
             if state.members.len() >= room.max_players as usize {
                 return Err(ApiError::conflict("the room is full"));
             }
-            state.seq += 1;
             let member = Member {
                 user_id: conn.user_id.clone(),
+                peer_id: state.next_peer_id,
                 joined_at: now_ms,
             };
-            room.broadcast(
-                &state,
+            state.next_peer_id += 1;
+            let (room_id, joiner) = (room.id.clone(), member.clone());
+            let joined_seq = room.publish(&mut state, Audience::All, true, |seq| {
                 ServerMessage::PlayerJoined {
-                    room_id: room.id.clone(),
-                    seq: state.seq,
-                    member: member.clone(),
-                },
-                None,
-            );
+                    room_id,
+                    seq,
+                    member: joiner,
+                }
+            });
             state.members.push(Slot {
                 member,
                 conn: conn.clone(),
+                away: false,
+                joined_seq,
             });
             Ok(room.info(&state))
         })();
@@ -226,7 +408,7 @@ impl Rooms {
         joined
     }
 
-    /// Removes `conn` from the room; false when it was not a member.
+    /// Removes `conn` from the room at once; false when it was not a member.
     pub fn leave(&self, conn: &ConnHandle, room_id: &str) -> bool {
         let Some(room) = lock(&self.registry).rooms.get(room_id).cloned() else {
             return false;
@@ -235,33 +417,8 @@ impl Rooms {
         let Some(pos) = state.members.iter().position(|s| s.conn.id == conn.id) else {
             return false;
         };
-        state.members.remove(pos);
-        state.pending.remove(&conn.id);
-        state.seq += 1;
-        room.broadcast(
-            &state,
-            ServerMessage::PlayerLeft {
-                room_id: room.id.clone(),
-                seq: state.seq,
-                user_id: conn.user_id.clone(),
-            },
-            None,
-        );
-        if pos == 0 && !state.members.is_empty() {
-            state.seq += 1;
-            let host = state.members[0].member.user_id.clone();
-            room.broadcast(
-                &state,
-                ServerMessage::HostChanged {
-                    room_id: room.id.clone(),
-                    seq: state.seq,
-                    host,
-                },
-                None,
-            );
-        }
-        let empty = state.members.is_empty();
-        state.closed = empty;
+        room.remove_member(&mut state, pos);
+        let empty = state.closed;
         drop(state);
         let mut registry = lock(&self.registry);
         registry.release_seat(conn);
@@ -276,15 +433,114 @@ impl Rooms {
         true
     }
 
+    /// `conn` dropped: its seat in the room waits for a `resume` and the others see nothing yet.
+    /// False when `conn` does not hold a seat there (any more).
+    pub fn set_away(&self, conn: &ConnHandle, room_id: &str) -> bool {
+        let Some(room) = lock(&self.registry).rooms.get(room_id).cloned() else {
+            return false;
+        };
+        let mut state = lock(&room.state);
+        let Some(slot) = state.members.iter_mut().find(|s| s.conn.id == conn.id) else {
+            return false;
+        };
+        slot.away = true;
+        // Its waiting updates are in the replay buffer.
+        state.pending.remove(&conn.id);
+        true
+    }
+
+    /// Gives the player's seat in the room to `conn` (a new socket): queues the events the player
+    /// was sent after `last_seq` (and after joining) again, in order, then the room as it is now.
+    /// `None` when the player holds no seat there (grace over, room closed, never a member).
+    /// A still-open older socket of the player loses the seat (its connection is presumed dead).
+    pub fn resume(
+        &self,
+        conn: &Arc<ConnHandle>,
+        room_id: &str,
+        last_seq: u64,
+    ) -> Option<ResumedRoom> {
+        let room = lock(&self.registry)
+            .rooms
+            .get(room_id)
+            .filter(|r| r.project_id == conn.project_id)
+            .cloned()?;
+        let mut state = lock(&room.state);
+        let state = &mut *state;
+        let slot = state
+            .members
+            .iter_mut()
+            .find(|s| s.member.user_id == conn.user_id)?;
+        let (frames, complete) = state
+            .replay
+            .since(last_seq.max(slot.joined_seq), &conn.user_id);
+        state.pending.remove(&slot.conn.id);
+        slot.conn = conn.clone();
+        slot.away = false;
+        // Queued under the room lock: nothing published later can overtake the replay.
+        conn.push_many(frames);
+        Some(ResumedRoom {
+            room: room.info(state),
+            complete,
+        })
+    }
+
     /// Relays one update to the room's other members (or `targets`, or also back with `echo`).
     pub fn relay(
         &self,
         conn: &ConnHandle,
         room_id: &str,
-        state_value: serde_json::Value,
+        state_value: StatePayload,
         targets: Option<&[String]>,
         echo: bool,
     ) -> Result<(), ApiError> {
+        self.with_member(conn, room_id, |room, state| {
+            let audience = Audience::relay(&conn.user_id, targets, echo, state);
+            let (room_id, from) = (room.id.clone(), conn.user_id.clone());
+            room.publish(state, audience, true, |seq| StateUpdate {
+                room_id,
+                updates: vec![RelayedState {
+                    from,
+                    seq,
+                    state: state_value,
+                }],
+            });
+        })
+    }
+
+    /// Relays one `relay_packet` at once (never batched: Godot's own tick paces them) to
+    /// `targets` or every other member; only reliable packets are kept for replay.
+    pub fn relay_packet(
+        &self,
+        conn: &ConnHandle,
+        room_id: &str,
+        data: Vec<u8>,
+        targets: Option<&[String]>,
+        channel: u32,
+        reliable: bool,
+    ) -> Result<(), ApiError> {
+        self.with_member(conn, room_id, |room, state| {
+            let audience = Audience::relay(&conn.user_id, targets, false, state);
+            let (room_id, from) = (room.id.clone(), conn.user_id.clone());
+            room.publish(state, audience, reliable, |seq| {
+                ServerMessage::PacketReceived {
+                    room_id,
+                    seq,
+                    from,
+                    data,
+                    channel,
+                    reliable,
+                }
+            });
+        })
+    }
+
+    /// Runs `f` on the room, locked, when `conn` holds a seat in it.
+    fn with_member<R>(
+        &self,
+        conn: &ConnHandle,
+        room_id: &str,
+        f: impl FnOnce(&Room, &mut RoomState) -> R,
+    ) -> Result<R, ApiError> {
         let not_member = || ApiError::forbidden("you are not a member of this room");
         let room = lock(&self.registry)
             .rooms
@@ -295,38 +551,56 @@ impl Rooms {
         if !state.members.iter().any(|s| s.conn.id == conn.id) {
             return Err(not_member());
         }
-        state.seq += 1;
-        let entry = StateEntry {
-            from: conn.user_id.clone(),
-            seq: state.seq,
-            state: state_value,
+        Ok(f(&room, &mut state))
+    }
+
+    /// Whether `user_id` (from any of their sockets) is a member of the project's room.
+    pub fn has_member(&self, project_id: &str, room_id: &str, user_id: &str) -> bool {
+        let Some(room) = lock(&self.registry).rooms.get(room_id).cloned() else {
+            return false;
         };
-        let recipients = state.members.iter().filter(|s| {
-            (echo || s.conn.id != conn.id) && targets.is_none_or(|t| t.contains(&s.member.user_id))
-        });
-        if room.properties.tick_rate.is_some() {
-            let batch: Vec<Arc<ConnHandle>> = recipients.map(|s| s.conn.clone()).collect();
-            for member in batch {
-                state
-                    .pending
-                    .entry(member.id)
-                    .or_insert_with(|| (member.clone(), Vec::new()))
-                    .1
-                    .push(entry.clone());
-            }
-        } else {
-            let frame = encode(
-                None,
-                ServerMessage::StateUpdate {
-                    room_id: room.id.clone(),
-                    updates: vec![entry],
-                },
-            );
-            for slot in recipients {
-                slot.conn.push(frame.clone());
-            }
+        room.project_id == project_id
+            && lock(&room.state)
+                .members
+                .iter()
+                .any(|s| s.member.user_id == user_id)
+    }
+
+    /// Chat on a room channel: published like any room event (next `seq`, replayed to members
+    /// who resume) as `message_received` to every member but the sender and those in `skip`.
+    /// None when `message.from` is not a member (any more).
+    pub fn broadcast_chat(
+        &self,
+        project_id: &str,
+        room_id: &str,
+        message: ChatMessage,
+        skip: &HashSet<String>,
+    ) -> Option<u64> {
+        let room = lock(&self.registry).rooms.get(room_id).cloned()?;
+        let mut state = lock(&room.state);
+        if room.project_id != project_id
+            || !state
+                .members
+                .iter()
+                .any(|s| s.member.user_id == message.from)
+        {
+            return None;
         }
-        Ok(())
+        let audience = Audience::Only(
+            state
+                .members
+                .iter()
+                .map(|s| &s.member.user_id)
+                .filter(|u| **u != message.from && !skip.contains(*u))
+                .cloned()
+                .collect(),
+        );
+        Some(room.publish(&mut state, audience, true, |seq| {
+            ServerMessage::MessageReceived {
+                message,
+                seq: Some(seq),
+            }
+        }))
     }
 
     /// Public rooms of a project, oldest first, optionally only those carrying `label`.
@@ -411,21 +685,11 @@ async fn tick(room: Weak<Room>, rate: u32) {
     loop {
         interval.tick().await;
         let Some(room) = room.upgrade() else { return };
-        let pending = {
-            let mut state = lock(&room.state);
-            if state.closed {
-                return;
-            }
-            std::mem::take(&mut state.pending)
-        };
-        for (_, (conn, updates)) in pending {
-            conn.push(encode(
-                None,
-                ServerMessage::StateUpdate {
-                    room_id: room.id.clone(),
-                    updates,
-                },
-            ));
+        let mut state = lock(&room.state);
+        if state.closed {
+            return;
         }
+        // Under the room lock, so an event published meanwhile cannot overtake these updates.
+        room.flush(&mut state);
     }
 }

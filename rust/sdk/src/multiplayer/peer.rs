@@ -1,0 +1,763 @@
+//! The logic of Godot's `MultiplayerPeer` over one room of the relay, in plain Rust: the binding's
+//! `AeThexMultiplayerPeer` (a `MultiplayerPeerExtension`) forwards each virtual method to the
+//! method of the same name here (`_get_unique_id` -> [`MultiplayerPeer::unique_id`], `_poll` ->
+//! [`MultiplayerPeer::poll`], ...).
+//!
+//! # Peer ids
+//! Every member has a server-assigned `peer_id` (2 and up, stable in the room, never reused).
+//! The room's host is shown as peer **1** on every client (its own `peer_id` is hidden), so
+//! `is_server()` is true on the host and Godot's default authority (1) is the host.
+//!
+//! # Packets
+//! `put_packet` relays to the target set with `set_target_peer`: 0 = every other member, `n > 0`
+//! = that peer, `n < 0` = every other member but `-n`. Each packet carries a one-byte header
+//! (the transfer mode) ahead of the game's bytes so the receiver reports the sender's mode.
+//! `reliable` goes as `reliable: true`; `unreliable` and `unreliable_ordered` ride the same
+//! ordered socket as `reliable: false` (until P2P lands). An `unreliable_ordered` packet older
+//! than the newest one already received from the same peer on the same channel is dropped, as
+//! Godot's ENet peer does.
+//!
+//! # Relay topology
+//! `is_server_relay_supported()` is **false**: the AeThex server already relays between any two
+//! members, so every client sees every member as a connected peer (`peer_connected` for each) and
+//! targets any peer directly; Godot's `SceneMultiplayer` must not add its own relay through
+//! peer 1 on top.
+//!
+//! # Host migration
+//! When the host leaves, every client's peer emits `peer_disconnected(1)` and closes
+//! (`connection_status()` becomes `Disconnected`, `close_reason()` is `"host_left"`): Godot's
+//! `SceneMultiplayer` reports `server_disconnected`, exactly as when an ENet server goes away.
+//! The room itself lives on with its new host (`host_changed` on the `multiplayer` service); the
+//! game continues by assigning a new peer, `create_peer(room_id)`, in which the new host is
+//! peer 1. Why not swap ids in place: `SceneMultiplayer` assumes a peer's unique id never changes
+//! while its peer is assigned (node authority, spawner and synchronizer state, the path cache are
+//! keyed by peer id), so the new host's id turning into 1 under it would leave nodes owned by a
+//! peer id that no longer exists. A fresh peer gives Godot a clean, consistent start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use aethex_protocol::realtime::{ClientMessage, Member, RoomInfo};
+use aethex_protocol::ErrorCode;
+use crossbeam_queue::SegQueue;
+
+use super::socket::Realtime;
+use crate::SdkError;
+
+/// Godot's `MultiplayerPeer.TransferMode`, same numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferMode {
+    Unreliable = 0,
+    UnreliableOrdered = 1,
+    Reliable = 2,
+}
+
+impl TransferMode {
+    pub fn from_godot(mode: i64) -> Option<Self> {
+        match mode {
+            0 => Some(Self::Unreliable),
+            1 => Some(Self::UnreliableOrdered),
+            2 => Some(Self::Reliable),
+            _ => None,
+        }
+    }
+
+    pub fn as_godot(self) -> i64 {
+        self as i64
+    }
+}
+
+/// Godot's `MultiplayerPeer.ConnectionStatus`, same numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    Disconnected = 0,
+    Connecting = 1,
+    Connected = 2,
+}
+
+/// What `poll` reports, for the binding to emit as the peer's signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    PeerConnected(i32),
+    PeerDisconnected(i32),
+}
+
+/// What the socket task hands a peer, in the room's event order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RoomEvent {
+    Joined(Member),
+    Left(String),
+    HostChanged(String),
+    Packet {
+        from: String,
+        seq: u64,
+        data: Vec<u8>,
+        channel: u32,
+        reliable: bool,
+    },
+    /// The room is gone for this client (left, lost after a drop, signed out).
+    Closed(&'static str),
+}
+
+/// A peer's mailbox; the socket task pushes, `poll` drains on the game's thread.
+#[derive(Default)]
+pub(crate) struct PeerInbox {
+    pub queue: SegQueue<RoomEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Incoming {
+    from: i32,
+    channel: i32,
+    mode: TransferMode,
+    data: Vec<u8>,
+}
+
+/// A packet ready for `relay_packet`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outgoing {
+    /// `None`: every other member.
+    pub targets: Option<Vec<String>>,
+    pub channel: u32,
+    pub reliable: bool,
+    /// Header byte (the mode) then the game's bytes.
+    pub data: Vec<u8>,
+}
+
+/// The peer's state machine, without the socket: unit-testable.
+#[derive(Debug)]
+pub(crate) struct PeerCore {
+    room_id: String,
+    self_user: String,
+    host: String,
+    /// Every member, the caller included.
+    members: Vec<Member>,
+    incoming: VecDeque<Incoming>,
+    /// Newest `seq` of `unreliable_ordered` packets per (peer, channel).
+    ordered: HashMap<(i32, i32), u64>,
+    target: i32,
+    mode: TransferMode,
+    channel: i32,
+    status: ConnectionStatus,
+    close_reason: Option<&'static str>,
+    /// `peer_connected` for the members present at creation is reported by the first poll.
+    announced: bool,
+}
+
+impl PeerCore {
+    pub fn new(self_user: String, room: &RoomInfo) -> Self {
+        Self {
+            room_id: room.room_id.clone(),
+            self_user,
+            host: room.host.clone(),
+            members: room.members.clone(),
+            incoming: VecDeque::new(),
+            ordered: HashMap::new(),
+            target: 0,
+            mode: TransferMode::Reliable,
+            channel: 0,
+            status: ConnectionStatus::Connected,
+            close_reason: None,
+            announced: false,
+        }
+    }
+
+    /// The Godot peer id of a member: 1 for the host, else the server-assigned `peer_id`.
+    pub fn peer_of(&self, user_id: &str) -> Option<i32> {
+        if user_id == self.host {
+            return Some(1);
+        }
+        self.members
+            .iter()
+            .find(|m| m.user_id == user_id)
+            .map(|m| m.peer_id as i32)
+    }
+
+    /// The member behind a Godot peer id.
+    pub fn user_of(&self, peer: i32) -> Option<&str> {
+        if peer == 1 {
+            return Some(&self.host);
+        }
+        self.members
+            .iter()
+            .find(|m| m.peer_id as i32 == peer && m.user_id != self.host)
+            .map(|m| m.user_id.as_str())
+    }
+
+    pub fn unique_id(&self) -> i32 {
+        self.peer_of(&self.self_user).unwrap_or(0)
+    }
+
+    fn others(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.user_id != self.self_user)
+    }
+
+    /// Applies one room event; reports the peer signals it causes into `out`.
+    pub fn apply(&mut self, event: RoomEvent, out: &mut Vec<PeerEvent>) {
+        self.announce(out);
+        if self.status == ConnectionStatus::Disconnected {
+            return;
+        }
+        match event {
+            RoomEvent::Joined(member) => {
+                if self.members.iter().any(|m| m.user_id == member.user_id) {
+                    return;
+                }
+                self.members.push(member.clone());
+                if let Some(peer) = self.peer_of(&member.user_id) {
+                    out.push(PeerEvent::PeerConnected(peer));
+                }
+            }
+            RoomEvent::Left(user_id) => {
+                let Some(peer) = self.peer_of(&user_id) else {
+                    return;
+                };
+                self.members.retain(|m| m.user_id != user_id);
+                if user_id == self.self_user {
+                    self.close("room_left", out);
+                } else if peer == 1 {
+                    out.push(PeerEvent::PeerDisconnected(1));
+                    self.close("host_left", out);
+                } else {
+                    out.push(PeerEvent::PeerDisconnected(peer));
+                }
+            }
+            RoomEvent::HostChanged(host) => {
+                // Reached only when the host changed without leaving (a replay gap): the same
+                // rule as a departure applies, peer 1 is no longer who it was.
+                if host != self.host {
+                    out.push(PeerEvent::PeerDisconnected(1));
+                    self.close("host_left", out);
+                }
+            }
+            RoomEvent::Packet {
+                from,
+                seq,
+                data,
+                channel,
+                reliable,
+            } => self.receive(&from, seq, data, channel, reliable),
+            RoomEvent::Closed(reason) => self.close(reason, out),
+        }
+    }
+
+    /// The first poll reports the members already present.
+    fn announce(&mut self, out: &mut Vec<PeerEvent>) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
+        let peers: Vec<i32> = self
+            .others()
+            .filter_map(|m| self.peer_of(&m.user_id))
+            .collect();
+        out.extend(peers.into_iter().map(PeerEvent::PeerConnected));
+    }
+
+    pub fn poll(&mut self, out: &mut Vec<PeerEvent>) {
+        self.announce(out);
+    }
+
+    fn receive(&mut self, from: &str, seq: u64, data: Vec<u8>, channel: u32, reliable: bool) {
+        let Some(peer) = self.peer_of(from) else {
+            return;
+        };
+        let Some((&header, _)) = data.split_first() else {
+            return;
+        };
+        let mode = match TransferMode::from_godot(i64::from(header)) {
+            Some(mode) => mode,
+            // Not from a peer (a plain `send_packet`): its reliability flag decides.
+            None if reliable => TransferMode::Reliable,
+            None => TransferMode::Unreliable,
+        };
+        let channel = i32::try_from(channel).unwrap_or(i32::MAX);
+        if mode == TransferMode::UnreliableOrdered {
+            let newest = self.ordered.entry((peer, channel)).or_insert(0);
+            if seq <= *newest {
+                return;
+            }
+            *newest = seq;
+        }
+        let mut data = data;
+        data.remove(0);
+        self.incoming.push_back(Incoming {
+            from: peer,
+            channel,
+            mode,
+            data,
+        });
+    }
+
+    fn close(&mut self, reason: &'static str, out: &mut Vec<PeerEvent>) {
+        if self.status == ConnectionStatus::Disconnected {
+            return;
+        }
+        // Godot expects every connected peer to disconnect before the peer goes down.
+        let gone: Vec<i32> = self
+            .others()
+            .filter_map(|m| self.peer_of(&m.user_id))
+            .filter(|p| !out.contains(&PeerEvent::PeerDisconnected(*p)))
+            .collect();
+        out.extend(gone.into_iter().map(PeerEvent::PeerDisconnected));
+        self.status = ConnectionStatus::Disconnected;
+        self.close_reason = Some(reason);
+        self.incoming.clear();
+    }
+
+    /// Resolves the current target and mode for `data`.
+    pub fn outgoing(&self, data: &[u8]) -> Result<Outgoing, SdkError> {
+        if self.status != ConnectionStatus::Connected {
+            return Err(SdkError::new(
+                ErrorCode::Unavailable,
+                "the peer is closed; create a new one",
+            ));
+        }
+        let targets = match self.target {
+            0 => None,
+            peer if peer > 0 => {
+                let user = self.user_of(peer).ok_or_else(|| {
+                    SdkError::new(ErrorCode::NotFound, format!("no peer {peer} in the room"))
+                })?;
+                Some(vec![user.to_owned()])
+            }
+            excluded => {
+                let excluded = self.user_of(-excluded).map(str::to_owned);
+                Some(
+                    self.others()
+                        .filter(|m| Some(&m.user_id) != excluded.as_ref())
+                        .map(|m| m.user_id.clone())
+                        .collect(),
+                )
+            }
+        };
+        let mut framed = Vec::with_capacity(data.len() + 1);
+        framed.push(self.mode as u8);
+        framed.extend_from_slice(data);
+        Ok(Outgoing {
+            targets,
+            channel: u32::try_from(self.channel).unwrap_or(0),
+            reliable: self.mode == TransferMode::Reliable,
+            data: framed,
+        })
+    }
+}
+
+/// Godot's `MultiplayerPeer` over one joined room. Made by `Multiplayer::create_peer`; see the
+/// module documentation for peer ids, packets, relay topology and host migration.
+pub struct MultiplayerPeer {
+    realtime: Arc<Realtime>,
+    inbox: Arc<PeerInbox>,
+    core: PeerCore,
+}
+
+impl MultiplayerPeer {
+    pub(crate) fn attach(
+        realtime: Arc<Realtime>,
+        room_id: Option<String>,
+    ) -> Result<Self, SdkError> {
+        let not_joined = || SdkError::new(ErrorCode::NotFound, "not in that room (join it first)");
+        let room_id = match room_id {
+            Some(id) => id,
+            None => realtime.rooms().current().ok_or_else(not_joined)?,
+        };
+        let info = realtime.rooms().info(&room_id).ok_or_else(not_joined)?;
+        let self_user = realtime
+            .user_id()
+            .ok_or_else(|| SdkError::new(ErrorCode::Unauthorized, "not signed in"))?;
+        let inbox = Arc::new(PeerInbox::default());
+        realtime.attach_peer(&room_id, inbox.clone());
+        Ok(Self {
+            core: PeerCore::new(self_user, &info),
+            realtime,
+            inbox,
+        })
+    }
+
+    pub fn room_id(&self) -> &str {
+        &self.core.room_id
+    }
+
+    /// `_poll`: takes the room events that arrived since the last call; returns the
+    /// `peer_connected` / `peer_disconnected` signals to emit, in order.
+    pub fn poll(&mut self) -> Vec<PeerEvent> {
+        let mut out = Vec::new();
+        self.core.poll(&mut out);
+        while let Some(event) = self.inbox.queue.pop() {
+            self.core.apply(event, &mut out);
+        }
+        out
+    }
+
+    /// `_get_unique_id`: 1 on the host, else the caller's `peer_id` in the room.
+    pub fn unique_id(&self) -> i32 {
+        self.core.unique_id()
+    }
+
+    /// `_put_packet`: relays `data` to the target peer(s) with the current mode and channel.
+    /// Never blocks; `rate_limited` when the socket's queue is full, `unavailable` once closed.
+    pub fn put_packet(&mut self, data: &[u8]) -> Result<(), SdkError> {
+        let packet = self.core.outgoing(data)?;
+        self.realtime.send_untracked(ClientMessage::RelayPacket {
+            room_id: self.core.room_id.clone(),
+            data: packet.data,
+            targets: packet.targets,
+            channel: packet.channel,
+            reliable: packet.reliable,
+        })
+    }
+
+    /// `_get_available_packet_count`
+    pub fn available_packet_count(&self) -> usize {
+        self.core.incoming.len()
+    }
+
+    /// `_get_packet_peer`: sender of the next packet (0 when none).
+    pub fn packet_peer(&self) -> i32 {
+        self.core.incoming.front().map_or(0, |p| p.from)
+    }
+
+    /// `_get_packet_channel`: channel of the next packet.
+    pub fn packet_channel(&self) -> i32 {
+        self.core.incoming.front().map_or(0, |p| p.channel)
+    }
+
+    /// `_get_packet_mode`: transfer mode the next packet was sent with.
+    pub fn packet_mode(&self) -> TransferMode {
+        self.core
+            .incoming
+            .front()
+            .map_or(TransferMode::Reliable, |p| p.mode)
+    }
+
+    /// `_get_packet` / `_get_packet_script`: takes the next packet's bytes.
+    pub fn get_packet(&mut self) -> Option<Vec<u8>> {
+        self.core.incoming.pop_front().map(|p| p.data)
+    }
+
+    /// `_set_target_peer`: 0 = all, `n > 0` = peer n, `n < 0` = all but peer -n.
+    pub fn set_target_peer(&mut self, peer: i32) {
+        self.core.target = peer;
+    }
+
+    /// `_set_transfer_mode`
+    pub fn set_transfer_mode(&mut self, mode: TransferMode) {
+        self.core.mode = mode;
+    }
+
+    /// `_get_transfer_mode`
+    pub fn transfer_mode(&self) -> TransferMode {
+        self.core.mode
+    }
+
+    /// `_set_transfer_channel`
+    pub fn set_transfer_channel(&mut self, channel: i32) {
+        self.core.channel = channel.max(0);
+    }
+
+    /// `_get_transfer_channel`
+    pub fn transfer_channel(&self) -> i32 {
+        self.core.channel
+    }
+
+    /// `_get_connection_status`
+    pub fn connection_status(&self) -> ConnectionStatus {
+        self.core.status
+    }
+
+    /// Why the peer closed: `"host_left"`, `"room_left"` (left, or the seat was lost after a
+    /// drop), `"signed_out"`, `"replaced"` (another peer took the room), `"closed"` (`close`).
+    pub fn close_reason(&self) -> Option<&'static str> {
+        self.core.close_reason
+    }
+
+    /// `_is_server`: whether this client hosts the room.
+    pub fn is_server(&self) -> bool {
+        self.unique_id() == 1
+    }
+
+    /// `_is_server_relay_supported`: false, the AeThex server relays between all members.
+    pub fn is_server_relay_supported(&self) -> bool {
+        false
+    }
+
+    /// `_close`: detaches from the room (its packets become `packet_received` signals again)
+    /// and returns the `peer_disconnected` signals to emit. The seat stays: `leave_room` gives
+    /// it up.
+    pub fn close(&mut self) -> Vec<PeerEvent> {
+        let mut out = Vec::new();
+        self.core.close("closed", &mut out);
+        self.realtime.detach_peer(&self.core.room_id, &self.inbox);
+        out
+    }
+
+    /// `_disconnect_peer`: only the caller's own id (which closes the peer); the relay cannot
+    /// remove other members (`forbidden`).
+    pub fn disconnect_peer(&mut self, peer: i32) -> Result<Vec<PeerEvent>, SdkError> {
+        if peer == self.unique_id() {
+            return Ok(self.close());
+        }
+        Err(SdkError::new(
+            ErrorCode::Forbidden,
+            "a member cannot disconnect another one from the room",
+        ))
+    }
+
+    /// The user id behind a Godot peer id.
+    pub fn user_id_of(&self, peer: i32) -> Option<String> {
+        self.core.user_of(peer).map(str::to_owned)
+    }
+
+    /// The Godot peer id of a member.
+    pub fn peer_id_of(&self, user_id: &str) -> Option<i32> {
+        self.core.peer_of(user_id)
+    }
+}
+
+impl Drop for MultiplayerPeer {
+    fn drop(&mut self) {
+        self.realtime.detach_peer(&self.core.room_id, &self.inbox);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aethex_protocol::realtime::RoomProperties;
+
+    fn member(user: &str, peer_id: u32) -> Member {
+        Member {
+            user_id: user.into(),
+            peer_id,
+            joined_at: 0,
+        }
+    }
+
+    /// Host `h` (peer_id 2), `a` (3), `b` (4); seen from `me`.
+    fn core(me: &str) -> PeerCore {
+        let room = RoomInfo {
+            room_id: "r".into(),
+            join_code: None,
+            host: "h".into(),
+            members: vec![member("h", 2), member("a", 3), member("b", 4)],
+            properties: RoomProperties::default(),
+            seq: 3,
+        };
+        PeerCore::new(me.into(), &room)
+    }
+
+    fn packet(from: &str, seq: u64, mode: TransferMode, channel: u32, body: &[u8]) -> RoomEvent {
+        let mut data = vec![mode as u8];
+        data.extend_from_slice(body);
+        RoomEvent::Packet {
+            from: from.into(),
+            seq,
+            data,
+            channel,
+            reliable: mode == TransferMode::Reliable,
+        }
+    }
+
+    #[test]
+    fn the_host_is_peer_one_and_others_keep_their_server_ids() {
+        let host = core("h");
+        assert_eq!(host.unique_id(), 1);
+        let a = core("a");
+        assert_eq!(a.unique_id(), 3);
+        assert_eq!(a.peer_of("h"), Some(1));
+        assert_eq!(a.peer_of("b"), Some(4));
+        assert_eq!(a.user_of(1), Some("h"));
+        assert_eq!(a.user_of(2), None, "the host's own peer_id is hidden");
+        assert_eq!(a.user_of(4), Some("b"));
+        assert_eq!(a.peer_of("stranger"), None);
+    }
+
+    #[test]
+    fn the_first_poll_connects_the_members_present_then_follows_the_room() {
+        let mut a = core("a");
+        let mut out = Vec::new();
+        a.poll(&mut out);
+        assert_eq!(
+            out,
+            vec![PeerEvent::PeerConnected(1), PeerEvent::PeerConnected(4)]
+        );
+        out.clear();
+        a.poll(&mut out);
+        assert!(out.is_empty());
+        a.apply(RoomEvent::Joined(member("c", 5)), &mut out);
+        a.apply(RoomEvent::Joined(member("c", 5)), &mut out);
+        a.apply(RoomEvent::Left("b".into()), &mut out);
+        assert_eq!(
+            out,
+            vec![PeerEvent::PeerConnected(5), PeerEvent::PeerDisconnected(4)]
+        );
+        assert_eq!(a.connection_status(), ConnectionStatus::Connected);
+    }
+
+    impl PeerCore {
+        fn connection_status(&self) -> ConnectionStatus {
+            self.status
+        }
+    }
+
+    #[test]
+    fn packets_queue_with_sender_channel_and_mode() {
+        let mut a = core("a");
+        let mut out = Vec::new();
+        a.apply(packet("h", 4, TransferMode::Reliable, 0, b"one"), &mut out);
+        a.apply(
+            packet("b", 5, TransferMode::Unreliable, 3, b"two"),
+            &mut out,
+        );
+        a.apply(
+            packet("stranger", 6, TransferMode::Reliable, 0, b"x"),
+            &mut out,
+        );
+        a.apply(
+            RoomEvent::Packet {
+                from: "b".into(),
+                seq: 7,
+                data: vec![],
+                channel: 0,
+                reliable: true,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            a.incoming.len(),
+            2,
+            "strangers and empty frames are dropped"
+        );
+        let first = a.incoming.pop_front().unwrap();
+        assert_eq!(
+            (first.from, first.channel, first.mode, first.data.as_slice()),
+            (1, 0, TransferMode::Reliable, &b"one"[..])
+        );
+        let second = a.incoming.pop_front().unwrap();
+        assert_eq!(
+            (
+                second.from,
+                second.channel,
+                second.mode,
+                second.data.as_slice()
+            ),
+            (4, 3, TransferMode::Unreliable, &b"two"[..])
+        );
+    }
+
+    #[test]
+    fn stale_unreliable_ordered_packets_are_dropped_per_peer_and_channel() {
+        let mut a = core("a");
+        let mut out = Vec::new();
+        let ordered = TransferMode::UnreliableOrdered;
+        a.apply(packet("h", 10, ordered, 1, b"10"), &mut out);
+        a.apply(packet("h", 8, ordered, 1, b"8"), &mut out);
+        a.apply(packet("h", 9, ordered, 2, b"9 other channel"), &mut out);
+        a.apply(packet("b", 7, ordered, 1, b"7 other peer"), &mut out);
+        a.apply(
+            packet("h", 5, TransferMode::Reliable, 1, b"5 reliable"),
+            &mut out,
+        );
+        a.apply(packet("h", 11, ordered, 1, b"11"), &mut out);
+        let got: Vec<Vec<u8>> = a.incoming.iter().map(|p| p.data.clone()).collect();
+        assert_eq!(
+            got,
+            vec![
+                b"10".to_vec(),
+                b"9 other channel".to_vec(),
+                b"7 other peer".to_vec(),
+                b"5 reliable".to_vec(),
+                b"11".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn targets_resolve_to_user_ids() {
+        let mut a = core("a");
+        assert_eq!(a.outgoing(b"x").unwrap().targets, None);
+        a.target = 1;
+        assert_eq!(a.outgoing(b"x").unwrap().targets, Some(vec!["h".into()]));
+        a.target = 4;
+        assert_eq!(a.outgoing(b"x").unwrap().targets, Some(vec!["b".into()]));
+        a.target = -1;
+        assert_eq!(a.outgoing(b"x").unwrap().targets, Some(vec!["b".into()]));
+        a.target = -4;
+        assert_eq!(a.outgoing(b"x").unwrap().targets, Some(vec!["h".into()]));
+        a.target = 2;
+        assert_eq!(
+            a.outgoing(b"x").unwrap_err().code,
+            ErrorCode::NotFound,
+            "the host's own peer_id is not a target"
+        );
+        a.target = 9;
+        assert_eq!(a.outgoing(b"x").unwrap_err().code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn transfer_modes_set_reliability_channel_and_header() {
+        let mut a = core("a");
+        let reliable = a.outgoing(b"p").unwrap();
+        assert!(reliable.reliable);
+        assert_eq!(reliable.data, vec![2, b'p']);
+        a.mode = TransferMode::Unreliable;
+        a.channel = 3;
+        let unreliable = a.outgoing(b"p").unwrap();
+        assert!(!unreliable.reliable);
+        assert_eq!((unreliable.channel, unreliable.data[0]), (3, 0));
+        a.mode = TransferMode::UnreliableOrdered;
+        let ordered = a.outgoing(b"p").unwrap();
+        assert!(!ordered.reliable);
+        assert_eq!(ordered.data[0], 1);
+        assert_eq!(TransferMode::from_godot(2), Some(TransferMode::Reliable));
+        assert_eq!(TransferMode::from_godot(3), None);
+    }
+
+    #[test]
+    fn the_host_leaving_disconnects_peer_one_and_closes_the_peer() {
+        let mut a = core("a");
+        let mut out = Vec::new();
+        a.poll(&mut out);
+        out.clear();
+        a.apply(packet("h", 4, TransferMode::Reliable, 0, b"late"), &mut out);
+        a.apply(RoomEvent::Left("h".into()), &mut out);
+        a.apply(RoomEvent::HostChanged("a".into()), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                PeerEvent::PeerDisconnected(1),
+                PeerEvent::PeerDisconnected(4)
+            ]
+        );
+        assert_eq!(a.connection_status(), ConnectionStatus::Disconnected);
+        assert_eq!(a.close_reason, Some("host_left"));
+        assert_eq!(a.incoming.len(), 0, "a closed peer holds no packets");
+        assert_eq!(a.outgoing(b"x").unwrap_err().code, ErrorCode::Unavailable);
+
+        // The game makes a new peer: the new host is peer 1 everywhere.
+        let after = RoomInfo {
+            room_id: "r".into(),
+            join_code: None,
+            host: "a".into(),
+            members: vec![member("a", 3), member("b", 4)],
+            properties: RoomProperties::default(),
+            seq: 6,
+        };
+        let new_host = PeerCore::new("a".into(), &after);
+        assert_eq!(new_host.unique_id(), 1);
+        let b = PeerCore::new("b".into(), &after);
+        assert_eq!((b.unique_id(), b.peer_of("a")), (4, Some(1)));
+    }
+
+    #[test]
+    fn leaving_or_losing_the_room_closes_with_its_reason() {
+        let mut a = core("a");
+        let mut out = Vec::new();
+        a.apply(RoomEvent::Closed("room_left"), &mut out);
+        assert_eq!(a.close_reason, Some("room_left"));
+        assert!(out.contains(&PeerEvent::PeerDisconnected(1)));
+        out.clear();
+        a.apply(RoomEvent::Joined(member("c", 5)), &mut out);
+        assert!(out.is_empty(), "a closed peer reports nothing more");
+    }
+}
