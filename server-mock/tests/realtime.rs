@@ -207,8 +207,12 @@ async fn the_server_socket_works_through_the_mock() {
         (401, Some("unauthorized"))
     );
 
-    // A clean close from the client reaches the server: b leaves the room.
+    // A close from the client reaches the server: b's seat waits out the resume grace period,
+    // which runs on the mock's clock.
     b.ws.close(None).await.unwrap();
+    b.end().await;
+    a.silent(Duration::from_millis(300)).await;
+    mock.advance_clock(Duration::from_secs(31));
     assert_eq!(
         a.recv_type("player_left").await["user_id"],
         pb.user_id.as_str()
