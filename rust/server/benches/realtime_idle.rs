@@ -160,7 +160,7 @@ where
         .buffer_unordered(PARALLEL);
     while let Some((i, mut ws)) = opened.next().await {
         // Every 1,000th socket proves it is served: a ping answered by the server.
-        if i % 1000 == 0 && !server.client_key.is_empty() {
+        if i.is_multiple_of(1000) && !server.client_key.is_empty() {
             ping(&mut ws).await;
         }
         let closed = closed.clone();

@@ -81,7 +81,7 @@ fn main() {
         measure: Duration::from_secs(common::env_or("RELAY_SECS", if quick { 2 } else { 10 })),
     };
     assert!(
-        load.clients % ROOM_SIZE == 0,
+        load.clients.is_multiple_of(ROOM_SIZE),
         "clients must fill rooms of {ROOM_SIZE}"
     );
     common::raise_fd_limit(load.clients as u64 * 2 + 4096);

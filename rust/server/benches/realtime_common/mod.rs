@@ -214,6 +214,8 @@ pub fn run_baseline_server() {
 
 type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Utf8Bytes>)>>>>;
 
+// The handshake callback's `Result` (and its large error type) is tungstenite's signature.
+#[allow(clippy::result_large_err)]
 async fn baseline_socket(stream: TcpStream, id: u64, rooms: Rooms) {
     let _ = stream.set_nodelay(true);
     let mut path = String::new();
