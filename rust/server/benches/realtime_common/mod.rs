@@ -304,6 +304,19 @@ pub async fn open_socket(
     auth: Option<(&str, &str)>,
 ) -> Result<ClientSocket, String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    // The port is then picked at connect time for this destination, so ports in TIME_WAIT from
+    // an earlier run (or used towards other destinations) do not run the address out of ports.
+    let no_port: libc::c_int = 1;
+    // SAFETY: a plain setsockopt with a valid int option on a socket this function owns.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&no_port as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
     socket
         .bind(SocketAddr::new(IpAddr::V4(source), 0))
         .map_err(|e| format!("bind {source}: {e}"))?;
