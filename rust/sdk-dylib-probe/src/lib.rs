@@ -1,14 +1,16 @@
 //! The SDK built as a cdylib, for `tests/unload.rs`: one exported call signs a client in with the
-//! OS credential store selected, then shuts it down the way the Godot binding does at deinit.
+//! OS credential store selected, opens the realtime socket (a room), then shuts it down the way
+//! the Godot binding does at deinit.
 
 use std::ffi::{c_char, c_int, CStr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aethex_sdk::{Client, ClientConfig, CredentialStore, Event};
+use aethex_sdk::{Client, ClientConfig, CredentialStore, Event, RequestId, Value};
 
-/// Signs in with device id `device` against `api_url`, then `shutdown_and_wait`s.
-/// Returns 0 on success, 1 when the sign-in failed, 2 on a timeout, 3 for bad arguments.
+/// Signs in with device id `device` against `api_url`, creates a room on the realtime socket,
+/// then `shutdown_and_wait`s. Returns 0 on success, 1 when a call failed, 2 on a timeout, 3 for
+/// bad arguments.
 ///
 /// # Safety
 /// Every argument is a NUL-terminated string that stays valid for the call.
@@ -38,10 +40,19 @@ pub unsafe extern "C" fn aethex_probe_sign_in(
     let Ok(client) = Client::new(config) else {
         return 1;
     };
-    let request = client.auth().login_device(Some(device.to_owned()));
+    let mut outcome = wait(&client, client.auth().login_device(Some(device.to_owned())));
+    if outcome == 0 {
+        outcome = wait(&client, client.multiplayer().create_room(Value::Nil));
+    }
+    client.shutdown_and_wait(Duration::from_secs(5));
+    outcome
+}
+
+/// 0 when `request` succeeded, 1 when it failed, 2 when it did not complete in time.
+fn wait(client: &Client, request: RequestId) -> c_int {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut events = Vec::new();
-    let outcome = loop {
+    loop {
         client.drain_events(&mut events, 64);
         let done = events.iter().find_map(|e| match e {
             Event::Completed {
@@ -51,12 +62,10 @@ pub unsafe extern "C" fn aethex_probe_sign_in(
             _ => None,
         });
         match done {
-            Some(true) => break 0,
-            Some(false) => break 1,
-            None if Instant::now() > deadline => break 2,
+            Some(true) => return 0,
+            Some(false) => return 1,
+            None if Instant::now() > deadline => return 2,
             None => std::thread::sleep(Duration::from_millis(2)),
         }
-    };
-    client.shutdown_and_wait(Duration::from_secs(5));
-    outcome
+    }
 }

@@ -1,4 +1,5 @@
-//! How long an SDK call takes to return to its caller, and how long draining 1,000 queued events
+//! How long an SDK call takes to return to its caller (HTTP-backed calls and a realtime
+//! `send_state`), and how long draining 1,000 queued events
 //! takes. Not a test: run `cargo bench -p aethex-sdk --bench calls` and read the figures.
 //!
 //! Calls go to `aethex-mock` on loopback (signed in), so the runtime does real work (encoding,
@@ -24,6 +25,29 @@ fn wait_until(client: &Client, events: usize) {
     let end = Instant::now() + Duration::from_secs(60);
     while client.queued_events() < events {
         assert!(Instant::now() < end, "events did not arrive");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits for `request` to complete successfully (other events are dropped).
+fn wait_for(client: &Client, request: aethex_sdk::RequestId) {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    loop {
+        client.drain_events(&mut events, usize::MAX);
+        for e in events.drain(..) {
+            if let Event::Completed {
+                request: r,
+                outcome,
+            } = e
+            {
+                if r == request {
+                    outcome.expect("call succeeds");
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < end, "call timed out");
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -116,6 +140,8 @@ fn main() {
     }
     stats("saves().sync_status()", samples);
 
+    realtime_calls();
+
     // 1,000 events: calls that complete at once (invalid slot name) fill the queue.
     let mut drains = Vec::new();
     let mut out = Vec::with_capacity(1_000);
@@ -133,6 +159,79 @@ fn main() {
     stats("drain_events(out, 1000) with 1,000 queued", drains);
     client.shutdown();
     compare_queues();
+}
+
+/// A realtime call against the real server (the mock's fault layer does not carry the socket):
+/// the socket is open and the room joined, so the call only hands the state to the socket task
+/// (encoding happens there). Target: < 20 µs. Baseline in the same run: `current_user()`.
+fn realtime_calls() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (url, key) = runtime.block_on(async {
+        let mut config = aethex_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: server_dir.path().to_path_buf(),
+            ..aethex_server::Config::default()
+        };
+        config.rate_limit.enabled = false;
+        config.realtime.messages_per_second = 1_000_000;
+        config.realtime.message_burst = 1_000_000;
+        let server = aethex_server::Server::build(config)
+            .await
+            .expect("server builds");
+        let key = server
+            .created_default_project
+            .as_ref()
+            .expect("fresh data dir")
+            .client_key
+            .clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = server.serve(listener, std::future::pending()).await;
+        });
+        (url, key)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ClientConfig::new(url, key, dir.path());
+    config.credential_store = CredentialStore::FileOnly;
+    let client = Client::new(config).unwrap();
+    wait_for(
+        &client,
+        client.auth().login_device(Some("bench-realtime-01".into())),
+    );
+    wait_for(&client, client.multiplayer().create_room(Value::Nil));
+    drain_all(&client);
+
+    const CALLS: usize = 2_000;
+    let mut samples = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        let user = client.auth().current_user();
+        samples.push(t.elapsed());
+        assert!(user.is_some());
+    }
+    stats("baseline: auth().current_user() (realtime)", samples);
+
+    let state = Value::dict([
+        ("health", Value::Int(100)),
+        ("position", Value::Vector2([12.5, -3.25])),
+        ("rotation", Value::Float(1.25)),
+    ]);
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let state = state.clone();
+        let t = Instant::now();
+        client.multiplayer().send_state(state, None);
+        samples.push(t.elapsed());
+        if i % 100 == 99 {
+            wait_until(&client, 100);
+            drain_all(&client);
+        }
+    }
+    stats("multiplayer().send_state(state, None)", samples);
+    client.shutdown_and_wait(Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(5));
 }
 
 /// Why the client uses `SegQueue`: the same drain with a `Mutex<VecDeque>` (batched) for

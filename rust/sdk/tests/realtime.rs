@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::f64::consts::FRAC_1_SQRT_2;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,7 @@ fn godot_state(health: i64) -> Value {
         ("position", Value::Vector2([12.5, -3.25])),
         (
             "rotation",
-            Value::Quaternion([0.0, 0.7071067811865476, 0.0, 0.7071067811865476]),
+            Value::Quaternion([0.0, FRAC_1_SQRT_2, 0.0, FRAC_1_SQRT_2]),
         ),
         (
             "transform",

@@ -361,12 +361,19 @@ impl MultiplayerPeer {
             Some(id) => id,
             None => realtime.rooms().current().ok_or_else(not_joined)?,
         };
-        let info = realtime.rooms().info(&room_id).ok_or_else(not_joined)?;
+        realtime.rooms().info(&room_id).ok_or_else(not_joined)?;
         let self_user = realtime
             .user_id()
             .ok_or_else(|| SdkError::new(ErrorCode::Unauthorized, "not signed in"))?;
         let inbox = Arc::new(PeerInbox::default());
+        // The inbox is attached before the room is read: a join or leave between the two then
+        // reaches the inbox too (the core ignores what the snapshot already holds) instead of
+        // being lost between the read and the attach.
         realtime.attach_peer(&room_id, inbox.clone());
+        let Some(info) = realtime.rooms().info(&room_id) else {
+            realtime.detach_peer(&room_id, &inbox);
+            return Err(not_joined());
+        };
         Ok(Self {
             core: PeerCore::new(self_user, &info),
             realtime,

@@ -32,6 +32,9 @@ use crate::{RequestId, RetryConfig, SdkError, Value};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A socket that lived this long resets the reconnect backoff.
+const STABLE_SOCKET: Duration = Duration::from_secs(5);
+
 /// Pause before the socket tries again to refresh a session whose refresh failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
 
@@ -336,6 +339,7 @@ impl Realtime {
             max_delay: config.reconnect_max_delay,
         };
         self.set_state(ConnectionState::Connecting);
+        let capacity = config.queue_capacity.max(1);
         let mut failures = 0u32;
         loop {
             if self.shared.session_user_id().as_deref() != Some(user) {
@@ -356,11 +360,18 @@ impl Realtime {
             };
             match connected {
                 Ok(socket) => {
-                    failures = 0;
+                    let opened = Instant::now();
                     match self.pump(socket, token, user, rx, waiting, epoch).await {
                         Ended::Dropped => self.set_state(ConnectionState::Reconnecting),
                         other => return other,
                     }
+                    // A socket the server closes right away counts as a failed attempt, so
+                    // the backoff still grows.
+                    failures = if opened.elapsed() < STABLE_SOCKET {
+                        failures + 1
+                    } else {
+                        0
+                    };
                 }
                 Err(ConnectError::TokenExpired) if failures == 0 => {
                     failures += 1;
@@ -393,7 +404,8 @@ impl Realtime {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    command = rx.recv() => match command {
+                    // Bounded: past the channel's capacity, callers get `rate_limited`.
+                    command = rx.recv(), if waiting.len() < capacity => match command {
                         Some(command) => waiting.push_back(command),
                         None => return Ended::Shutdown,
                     },
@@ -780,8 +792,23 @@ impl Realtime {
                 self.shared
                     .emit(MULTIPLAYER, "error", vec![error.to_value()]);
             }
+            // Replies whose call already timed out: the server acted, so the local view
+            // follows.
+            ServerMessage::RoomJoined { room } => {
+                self.joined(room);
+            }
+            ServerMessage::RoomLeft { room_id } => self.room_gone(&room_id, "room_left"),
             other => tracing::debug!(?other, "unexpected realtime push"),
         }
+    }
+
+    /// In a room (a `room_joined` reply): tracked, current, announced.
+    fn joined(&self, room: aethex_protocol::realtime::RoomInfo) -> Value {
+        let value = room_value(&room);
+        self.rooms.insert(room);
+        self.shared
+            .emit(MULTIPLAYER, "room_joined", vec![value.clone()]);
+        value
     }
 
     fn player_joined(&self, room_id: &str, member: aethex_protocol::realtime::Member) {
@@ -970,14 +997,7 @@ impl Link<'_> {
                 message: error.message,
                 details: error.details.as_ref().map(plain_from_json),
             }),
-            ServerMessage::RoomJoined { room } => {
-                let value = room_value(&room);
-                realtime.rooms.insert(room);
-                realtime
-                    .shared
-                    .emit(MULTIPLAYER, "room_joined", vec![value.clone()]);
-                Ok(value)
-            }
+            ServerMessage::RoomJoined { room } => Ok(realtime.joined(room)),
             ServerMessage::RoomLeft { room_id } => {
                 realtime.room_gone(&room_id, "room_left");
                 Ok(Value::dict([("room_id", Value::String(room_id))]))
