@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::MockResult;
-use crate::faults::{FaultSpec, Times};
+use crate::faults::{FaultSpec, FrameFaultSpec, Times};
 use crate::layer::ApiJson;
+use crate::realtime::{valid_close_code, Disconnect};
 use crate::{lock, Inner};
 
 /// How long after answering `POST /__mock/offline` the mock goes offline, so the answer itself
@@ -29,6 +30,14 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/__mock/faults/{id}", axum::routing::delete(remove_fault))
+        .route(
+            "/__mock/realtime/faults",
+            get(list_frame_faults)
+                .post(add_frame_fault)
+                .delete(clear_frame_faults),
+        )
+        .route("/__mock/realtime/sockets", get(sockets))
+        .route("/__mock/realtime/disconnect", post(disconnect))
         .route("/__mock/expire-tokens", post(expire_tokens))
         .route("/__mock/clock", post(advance_clock))
         .route("/__mock/revoke-sessions", post(revoke_sessions))
@@ -87,6 +96,77 @@ async fn remove_fault(
             "no active fault {id}"
         )))
     }
+}
+
+async fn list_frame_faults(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    Json(json!({ "faults": lock(&inner.faults).list_frames() }))
+}
+
+async fn add_frame_fault(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(spec): ApiJson<FrameFaultSpec>,
+) -> MockResult<(StatusCode, Json<Value>)> {
+    if spec.times == Some(0) {
+        return Err(crate::error::MockError::invalid(
+            "times must be at least 1; leave it out for a fault that lasts until cleared",
+        ));
+    }
+    let times = spec.times.map_or(Times::Always, Times::Next);
+    let id = lock(&inner.faults).add_frame(spec.filter, spec.action, times);
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+async fn clear_frame_faults(State(inner): State<Arc<Inner>>) -> StatusCode {
+    lock(&inner.faults).clear_frames();
+    StatusCode::NO_CONTENT
+}
+
+async fn sockets(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    Json(json!({ "sockets": inner.sockets.list() }))
+}
+
+#[derive(Deserialize)]
+struct DisconnectRequest {
+    /// Only this player's sockets; all when absent.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// A close frame with this code; without one the TCP connection just closes.
+    #[serde(default)]
+    close_code: Option<u16>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Ends live realtime sockets now; answers how many once they are gone.
+async fn disconnect(
+    State(inner): State<Arc<Inner>>,
+    ApiJson(req): ApiJson<DisconnectRequest>,
+) -> MockResult<Json<Value>> {
+    let how = match req.close_code {
+        Some(code) if !valid_close_code(code) => {
+            return Err(crate::error::MockError::invalid(format!(
+                "close_code {code} is not one a server may send (1000-1003, 1007-1014, 3000-4999)"
+            )))
+        }
+        Some(code) => {
+            let reason = req.reason.unwrap_or_default();
+            // A close frame's payload is at most 125 bytes, 2 of them the code.
+            if reason.len() > 123 {
+                return Err(crate::error::MockError::invalid(
+                    "reason is limited to 123 bytes",
+                ));
+            }
+            Disconnect::Close { code, reason }
+        }
+        None if req.reason.is_some() => {
+            return Err(crate::error::MockError::invalid(
+                "a reason needs a close_code (without one the connection closes abruptly)",
+            ))
+        }
+        None => Disconnect::Abrupt,
+    };
+    let disconnected = inner.sockets.disconnect(req.user_id.as_deref(), how).await;
+    Ok(Json(json!({ "disconnected": disconnected })))
 }
 
 async fn expire_tokens(State(inner): State<Arc<Inner>>) -> MockResult<Json<Value>> {

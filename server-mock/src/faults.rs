@@ -1,4 +1,5 @@
-//! Scripted faults: what to do to the next requests matching a route.
+//! Scripted faults: what to do to the next requests matching a route, and to the next frames of
+//! the realtime socket matching a direction (and optionally a message `type` or a player).
 
 use std::time::Duration;
 
@@ -172,10 +173,108 @@ pub struct Plan {
     pub fired: Vec<String>,
 }
 
+/// Which way a realtime frame travels through the mock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Server to client (replies and pushes).
+    ToClient,
+    /// Client to server.
+    ToServer,
+    /// Either way.
+    #[default]
+    Both,
+}
+
+impl Direction {
+    fn covers(self, way: Direction) -> bool {
+        self == Direction::Both || self == way
+    }
+}
+
+/// What a frame fault does to a matching data frame (text or binary) of the realtime socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FrameAction {
+    /// Deliver it `ms` later (frames keep their order, so later ones wait behind it).
+    Delay { ms: u64 },
+    /// Never deliver it.
+    Drop,
+}
+
+/// Which realtime frames a frame fault applies to; every field left out matches all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrameFilter {
+    #[serde(default)]
+    pub direction: Direction,
+    /// The JSON frame's `type` (e.g. `"state_update"`); binary frames never match a type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
+    /// Only the sockets of this player.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl FrameFilter {
+    pub fn direction(direction: Direction) -> Self {
+        Self {
+            direction,
+            ..Self::default()
+        }
+    }
+
+    /// Only frames whose JSON `type` is `message_type`.
+    pub fn message_type(mut self, message_type: impl Into<String>) -> Self {
+        self.message_type = Some(message_type.into());
+        self
+    }
+
+    /// Only the sockets of the player `user_id`.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
+    }
+}
+
+/// A frame fault as scripted over HTTP:
+/// `{"kind":"drop","direction":"to_client","type":"state_update","user_id":"…","times":2}`.
+/// `times` absent or null means "every matching frame, until cleared".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameFaultSpec {
+    #[serde(flatten)]
+    pub filter: FrameFilter,
+    #[serde(flatten)]
+    pub action: FrameAction,
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// An installed frame fault with how often it is still to fire.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveFrameFault {
+    pub id: u64,
+    #[serde(flatten)]
+    pub filter: FrameFilter,
+    #[serde(flatten)]
+    pub action: FrameAction,
+    /// `None` = always.
+    pub remaining: Option<u32>,
+    pub hits: u64,
+}
+
+/// What happens to one realtime data frame.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FramePlan {
+    pub drop: bool,
+    pub delay: Duration,
+}
+
+/// Route faults and frame faults share one id sequence, so one `remove` serves both.
 #[derive(Debug, Default)]
 pub struct Faults {
     next_id: u64,
     active: Vec<ActiveFault>,
+    frames: Vec<ActiveFrameFault>,
 }
 
 impl Faults {
@@ -197,15 +296,86 @@ impl Faults {
         self.next_id
     }
 
-    pub fn clear(&mut self) {
-        self.active.clear();
+    pub fn add_frame(&mut self, filter: FrameFilter, action: FrameAction, times: Times) -> u64 {
+        self.next_id += 1;
+        let remaining = match times {
+            Times::Next(n) => Some(n),
+            Times::Always => None,
+        };
+        if remaining != Some(0) {
+            self.frames.push(ActiveFrameFault {
+                id: self.next_id,
+                filter,
+                action,
+                remaining,
+                hits: 0,
+            });
+        }
+        self.next_id
     }
 
-    /// Removes one fault; false when it is unknown or already spent.
+    /// Forgets route faults and frame faults.
+    pub fn clear(&mut self) {
+        self.active.clear();
+        self.frames.clear();
+    }
+
+    pub fn clear_frames(&mut self) {
+        self.frames.clear();
+    }
+
+    /// Removes one fault (route or frame); false when it is unknown or already spent.
     pub fn remove(&mut self, id: u64) -> bool {
-        let before = self.active.len();
+        let before = self.active.len() + self.frames.len();
         self.active.retain(|f| f.id != id);
-        self.active.len() != before
+        self.frames.retain(|f| f.id != id);
+        self.active.len() + self.frames.len() != before
+    }
+
+    pub fn list_frames(&self) -> Vec<ActiveFrameFault> {
+        self.frames.clone()
+    }
+
+    /// Consumes the frame faults that apply to one data frame going `way` on a socket of
+    /// `user_id`: the first matching drop (in the order added) wins; otherwise every matching
+    /// delay is applied, summed. `message_type` is only asked for when a fault filters on it.
+    pub fn take_frame(
+        &mut self,
+        way: Direction,
+        user_id: &str,
+        message_type: impl FnOnce() -> Option<String>,
+    ) -> FramePlan {
+        if self.frames.is_empty() {
+            return FramePlan::default();
+        }
+        let needs_type = self.frames.iter().any(|f| f.filter.message_type.is_some());
+        let actual_type = if needs_type { message_type() } else { None };
+        let matches = |filter: &FrameFilter| {
+            filter.direction.covers(way)
+                && filter.user_id.as_deref().is_none_or(|u| u == user_id)
+                && filter
+                    .message_type
+                    .as_deref()
+                    .is_none_or(|t| actual_type.as_deref() == Some(t))
+        };
+        let mut plan = FramePlan::default();
+        let drop = self
+            .frames
+            .iter_mut()
+            .find(|f| f.action == FrameAction::Drop && matches(&f.filter));
+        if let Some(fault) = drop {
+            plan.drop = true;
+            fire(&mut fault.hits, &mut fault.remaining);
+        } else {
+            for fault in self.frames.iter_mut().filter(|f| matches(&f.filter)) {
+                if let FrameAction::Delay { ms } = fault.action {
+                    plan.delay += Duration::from_millis(ms);
+                    fire(&mut fault.hits, &mut fault.remaining);
+                }
+            }
+        }
+        self.frames.retain(|f| f.remaining != Some(0));
+        plan
     }
 
     pub fn list(&self) -> Vec<ActiveFault> {
@@ -229,13 +399,17 @@ impl Faults {
                 other => plan.terminal = Some(other.clone()),
             }
             plan.fired.push(describe(&fault.action));
-            fault.hits += 1;
-            if let Some(left) = &mut fault.remaining {
-                *left -= 1;
-            }
+            fire(&mut fault.hits, &mut fault.remaining);
         }
         self.active.retain(|f| f.remaining != Some(0));
         plan
+    }
+}
+
+fn fire(hits: &mut u64, remaining: &mut Option<u32>) {
+    *hits += 1;
+    if let Some(left) = remaining {
+        *left -= 1;
     }
 }
 
@@ -304,6 +478,65 @@ mod tests {
         assert_eq!(last.terminal, None);
         assert_eq!(last.delay, Duration::from_millis(5));
         assert_eq!(faults.list().len(), 1);
+    }
+
+    #[test]
+    fn frame_faults_match_direction_type_and_user() {
+        let mut faults = Faults::default();
+        let drop_updates = faults.add_frame(
+            FrameFilter::direction(Direction::ToClient).message_type("state_update"),
+            FrameAction::Drop,
+            Times::Next(1),
+        );
+        faults.add_frame(
+            FrameFilter::direction(Direction::ToServer).user("u1"),
+            FrameAction::Delay { ms: 7 },
+            Times::Always,
+        );
+        let state_update = || Some("state_update".to_owned());
+        // Another direction or type: untouched.
+        assert_eq!(
+            faults.take_frame(Direction::ToClient, "u1", || Some("pong".into())),
+            FramePlan::default()
+        );
+        let dropped = faults.take_frame(Direction::ToClient, "u2", state_update);
+        assert!(dropped.drop);
+        // Spent after one frame.
+        assert!(
+            !faults
+                .take_frame(Direction::ToClient, "u2", state_update)
+                .drop
+        );
+        assert!(faults.list_frames().iter().all(|f| f.id != drop_updates));
+        let delayed = faults.take_frame(Direction::ToServer, "u1", || None);
+        assert_eq!(delayed.delay, Duration::from_millis(7));
+        assert_eq!(
+            faults.take_frame(Direction::ToServer, "u2", || None),
+            FramePlan::default()
+        );
+        assert_eq!(faults.list_frames()[0].hits, 1);
+        let id = faults.list_frames()[0].id;
+        assert!(faults.remove(id));
+        assert!(faults.list_frames().is_empty());
+    }
+
+    #[test]
+    fn frame_specs_parse_from_json() {
+        let spec: FrameFaultSpec = serde_json::from_str(
+            r#"{"kind":"drop","direction":"to_client","type":"state_update","times":2}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.action, FrameAction::Drop);
+        assert_eq!(
+            spec.filter,
+            FrameFilter::direction(Direction::ToClient).message_type("state_update")
+        );
+        assert_eq!(spec.times, Some(2));
+        let spec: FrameFaultSpec =
+            serde_json::from_str(r#"{"kind":"delay","ms":250,"user_id":"u"}"#).unwrap();
+        assert_eq!(spec.action, FrameAction::Delay { ms: 250 });
+        assert_eq!(spec.filter, FrameFilter::default().user("u"));
+        assert_eq!(spec.times, None);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! is logged, the scripted faults that match it are applied (delay, error answer, dropped
 //! connection at some point of the exchange), and what is left is handed to the real server's
 //! router. Faults are matched on method and path only (`faults.rs`) and act on the request or on
-//! the connection under it (`net.rs`), so the same scripts can later apply to a WebSocket's
-//! upgrade request, with a wrapper around the upgraded stream for its frames (issue 8).
+//! the connection under it (`net.rs`), so they apply to a WebSocket's handshake like to any
+//! request (e.g. a refused upgrade); the frames of an accepted socket go through the relay of
+//! `realtime.rs`.
 
 use std::sync::Arc;
 
@@ -34,8 +35,12 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .with_state(inner)
 }
 
-/// Hands the request to the current server (a reset swaps it).
+/// Hands the request to the current server (a reset swaps it); a WebSocket handshake goes
+/// through the realtime relay.
 async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    if crate::realtime::is_upgrade(req.headers()) {
+        return crate::realtime::proxy(inner, req).await;
+    }
     let router = inner.backend().router.clone();
     router
         .oneshot(req)

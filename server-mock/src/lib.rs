@@ -1,7 +1,8 @@
 //! The real AeThex Cloud server behind a scriptable fault layer, for SDK tests of what a healthy
 //! server never does on demand: latency, 5xx, 429, dropped sockets (before, after or in the
 //! middle of a request), expired access tokens, a conflicting write from "another device", and
-//! going offline.
+//! going offline; on the realtime socket: refused upgrades, delayed and dropped frames and forced
+//! disconnects.
 //!
 //! The API is `aethex-server`'s own router, built in-process on a fresh SQLite data dir with an
 //! [`OffsetClock`](aethex_server::clock::OffsetClock), so there is one implementation of every
@@ -28,6 +29,7 @@ mod faults;
 mod layer;
 mod log;
 mod net;
+mod realtime;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,8 +48,12 @@ use crate::backend::Backend;
 pub use admin::OFFLINE_GRACE;
 pub use backend::{size_and_checksum, Limits, MockMail};
 pub use error::MockError;
-pub use faults::{ActiveFault, DropWhen, FaultAction, FaultSpec, Route, Times};
+pub use faults::{
+    ActiveFault, ActiveFrameFault, Direction, DropWhen, FaultAction, FaultSpec, FrameAction,
+    FrameFaultSpec, FrameFilter, Route, Times,
+};
 pub use log::{LogEntry, LOG_CAPACITY};
+pub use realtime::{Disconnect, FrameCounts, SocketInfo};
 
 /// Locks a mutex; a panic in another test thread must not poison the mock for the rest.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,6 +68,8 @@ pub(crate) struct Inner {
     /// The server behind the fault layer; a reset replaces it with a fresh one.
     backend: RwLock<Arc<Backend>>,
     faults: Mutex<faults::Faults>,
+    /// Realtime sockets relayed to the server.
+    sockets: realtime::Sockets,
     log: Mutex<log::RequestLog>,
     started: Instant,
     online: watch::Sender<bool>,
@@ -78,6 +86,10 @@ impl Inner {
 
     async fn set_offline(&self, offline: bool) {
         self.online.send_replace(!offline);
+        if offline {
+            // Upgraded sockets left the accept loop's connections; cut them like the rest.
+            self.sockets.disconnect(None, Disconnect::Abrupt).await;
+        }
         let mut listening = self.listening.clone();
         // Err only when the accept loop is gone (stopped): nothing left to wait for.
         let _ = listening.wait_for(|listening| *listening != offline).await;
@@ -103,6 +115,8 @@ impl Inner {
             .await
             .map_err(MockError::internal)?;
         *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        // Their rooms and sessions were the old server's.
+        self.sockets.disconnect(None, Disconnect::Abrupt).await;
         lock(&self.faults).clear();
         lock(&self.log).clear();
         Ok(())
@@ -185,6 +199,7 @@ impl MockBuilder {
             url,
             backend: RwLock::new(Arc::new(backend)),
             faults: Mutex::new(faults::Faults::default()),
+            sockets: realtime::Sockets::default(),
             log: Mutex::new(log::RequestLog::default()),
             started: Instant::now(),
             online: online_tx,
@@ -247,6 +262,15 @@ impl MockServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `ws://127.0.0.1:<port>/api/v1/realtime`, the realtime socket through the fault layer.
+    pub fn realtime_url(&self) -> String {
+        format!(
+            "ws://{}{}",
+            self.addr,
+            aethex_protocol::realtime::REALTIME_PATH
+        )
     }
 
     pub fn client_key(&self) -> &str {
@@ -331,17 +355,89 @@ impl MockServer {
         self.add_fault(route, action, times.into())
     }
 
+    /// The next `times` realtime handshakes are answered 503 `unavailable` instead of being
+    /// upgraded (a route fault on `GET /api/v1/realtime`; use [`Self::fail`] for another status).
+    pub fn refuse_upgrades(&self, times: impl Into<Times>) -> u64 {
+        let route = format!("GET {}", aethex_protocol::realtime::REALTIME_PATH);
+        self.fail(route.as_str(), 503, ErrorCode::Unavailable, times)
+    }
+
+    /// Installs a fault on the data frames of live and future realtime sockets; returns its id
+    /// (shared with route faults: [`Self::remove_fault`] removes either).
+    pub fn add_frame_fault(&self, filter: FrameFilter, action: FrameAction, times: Times) -> u64 {
+        lock(&self.inner.faults).add_frame(filter, action, times)
+    }
+
+    /// Delivers the next `times` data frames going `direction` `delay` late (in order).
+    pub fn delay_frames(
+        &self,
+        direction: Direction,
+        delay: Duration,
+        times: impl Into<Times>,
+    ) -> u64 {
+        let action = FrameAction::Delay {
+            ms: delay.as_millis() as u64,
+        };
+        self.add_frame_fault(FrameFilter::direction(direction), action, times.into())
+    }
+
+    /// Drops the next `times` data frames going `direction`, only those of JSON `type`
+    /// `message_type` when given.
+    pub fn drop_frames(
+        &self,
+        direction: Direction,
+        message_type: Option<&str>,
+        times: impl Into<Times>,
+    ) -> u64 {
+        let mut filter = FrameFilter::direction(direction);
+        filter.message_type = message_type.map(str::to_owned);
+        self.add_frame_fault(filter, FrameAction::Drop, times.into())
+    }
+
+    /// Route faults (frame faults: [`Self::frame_faults`]).
     pub fn faults(&self) -> Vec<ActiveFault> {
         lock(&self.inner.faults).list()
     }
 
-    /// Removes one fault by the id its installer returned; false when unknown or already spent.
+    pub fn frame_faults(&self) -> Vec<ActiveFrameFault> {
+        lock(&self.inner.faults).list_frames()
+    }
+
+    /// Removes one fault (route or frame) by the id its installer returned; false when unknown
+    /// or already spent.
     pub fn remove_fault(&self, id: u64) -> bool {
         lock(&self.inner.faults).remove(id)
     }
 
+    /// Removes every route fault and frame fault.
     pub fn clear_faults(&self) {
         lock(&self.inner.faults).clear();
+    }
+
+    /// Ends every live realtime socket, or only `user_id`'s, the way `how` says, and returns
+    /// once they are gone on the server's side too; answers how many there were.
+    ///
+    /// Panics on a close code a server may not send (see [`Disconnect::Close`]).
+    pub async fn disconnect_sockets(&self, user_id: Option<&str>, how: Disconnect) -> usize {
+        if let Disconnect::Close { code, .. } = &how {
+            assert!(
+                realtime::valid_close_code(*code),
+                "aethex-mock: close code {code} is reserved or invalid"
+            );
+        }
+        let inner = self.inner.clone();
+        let user_id = user_id.map(str::to_owned);
+        let handle = self.handle.clone();
+        // On the mock's runtime; awaited here without blocking the caller's runtime.
+        handle
+            .spawn(async move { inner.sockets.disconnect(user_id.as_deref(), how).await })
+            .await
+            .expect("aethex-mock: disconnect task")
+    }
+
+    /// The live realtime sockets, oldest first.
+    pub fn sockets(&self) -> Vec<SocketInfo> {
+        self.inner.sockets.list()
     }
 
     /// Moves the server's clock past the access-token lifetime, so every access token issued so

@@ -111,14 +111,30 @@ async fn serve_connection(stream: TcpStream, app: Router) {
         req.extensions_mut().insert(control.clone());
         app.clone().oneshot(req)
     });
+    // With upgrades, a WebSocket handshake hands the socket over to the realtime relay (which
+    // then owns it: going offline cuts it through the relay's registry, not here).
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::select! {
         _ = connection => {}
         // Dropping the connection future closes the socket without another byte.
         _ = kill.notified() => {}
     }
+}
+
+/// Serves `app` on one in-memory connection (the relay's pipe to the server), upgrades included.
+pub(crate) async fn serve_io<IO>(io: IO, app: Router)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().oneshot(req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await;
 }
 
 /// A response body that sends its first part, waits for it to be flushed, and then fails, so

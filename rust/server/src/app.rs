@@ -114,6 +114,14 @@ impl Server {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        // Without TCP_NODELAY a small realtime frame written right after another waits for the
+        // client's delayed ACK (~40 ms on Linux): Nagle's algorithm.
+        let listener = listener.tap_io(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let cluster = self.state.cluster.clone();
         let served = axum::serve(
             listener,

@@ -20,6 +20,7 @@ use axum::extract::{Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -40,6 +41,12 @@ use crate::projects::Project;
 const HARD_CAP_FACTOR: usize = 4;
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read buffer of each socket. Tungstenite's default (128 KiB, zero-filled so all of it is
+/// resident) made an idle socket cost ~130 KiB; client frames are small (state updates are tens
+/// of bytes, the limit is `max_frame_bytes`), and a bigger frame grows the buffer as needed.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Most queue entries written with one flush.
+const SEND_BATCH: usize = 64;
 /// Deepest nesting of arrays and objects in a relayed `state`.
 const MAX_STATE_DEPTH: usize = 64;
 /// How often an away seat's grace period is checked against the server clock.
@@ -120,6 +127,7 @@ pub async fn upgrade(
         .max_frame_bytes
         .saturating_mul(HARD_CAP_FACTOR);
     Ok(ws
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
@@ -201,7 +209,9 @@ impl Session {
                     };
                     tokio::select! {
                         biased;
-                        sent = send(&mut socket, frame, self.encoding) => if sent.is_err() { break },
+                        sent = send_queued(&mut socket, frame, &mut self.outbound, self.encoding) => {
+                            if sent.is_err() { break }
+                        }
                         _ = interrupted => break,
                     }
                 }
@@ -315,7 +325,10 @@ impl Session {
     async fn close(&mut self, socket: &mut WebSocket, code: u16) {
         if code != close_code::SLOW_CONSUMER {
             while let Ok(frame) = self.outbound.try_recv() {
-                if send(socket, frame, self.encoding).await.is_err() {
+                if send_queued(socket, frame, &mut self.outbound, self.encoding)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -729,17 +742,35 @@ fn body(error: ApiError) -> ApiErrorBody {
     }
 }
 
-/// Writes one queued slot (a replay is several frames).
-async fn send(
+/// Sends `first` and the queue entries already waiting behind it (at most `SEND_BATCH` in all)
+/// with one flush: a busy room's burst costs one write to the socket instead of one per frame.
+async fn send_queued(
+    socket: &mut WebSocket,
+    first: Outgoing,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    encoding: Encoding,
+) -> Result<(), axum::Error> {
+    feed(socket, first, encoding).await?;
+    for _ in 1..SEND_BATCH {
+        match queue.try_recv() {
+            Ok(next) => feed(socket, next, encoding).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
+
+/// Buffers the frames of one queue entry for the next flush.
+async fn feed(
     socket: &mut WebSocket,
     outgoing: Outgoing,
     encoding: Encoding,
 ) -> Result<(), axum::Error> {
     match outgoing {
-        Outgoing::One(frame) => socket.send(frame.to_ws(encoding)).await,
+        Outgoing::One(frame) => socket.feed(frame.to_ws(encoding)).await,
         Outgoing::Many(frames) => {
             for frame in frames {
-                socket.send(frame.to_ws(encoding)).await?;
+                socket.feed(frame.to_ws(encoding)).await?;
             }
             Ok(())
         }
