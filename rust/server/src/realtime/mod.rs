@@ -1,13 +1,15 @@
 //! The realtime socket (`GET /api/v1/realtime`) and its rooms.
 //!
-//! - `socket`: upgrade, authentication, the per-socket loop and its limits.
-//! - `conn`: a socket's outbound queue as the rest of the service sees it.
-//! - `rooms`: rooms, membership, host migration and the state relay.
+//! - `socket`: upgrade (encoding negotiation), authentication, the per-socket loop, its limits
+//!   and heartbeats, and the away seats of a socket that ended.
+//! - `conn`: a socket's outbound queue as the rest of the service sees it, and the frames,
+//!   serialized lazily once per encoding (JSON, MessagePack).
+//! - `rooms`: rooms, membership, host migration, the state and packet relay, replay and resume.
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
 //!
-//! Everything here is in memory and per node. Later parts of issue #8 (resume after a drop,
-//! matchmaking, chat, presence, signaling, a binary encoding, several nodes) add modules beside
-//! these and message types to `aethex_protocol::realtime`.
+//! Everything here is in memory and per node. Later parts of issue #8 (matchmaking, chat,
+//! presence, signaling, several nodes) add modules beside these and message types to
+//! `aethex_protocol::realtime`.
 
 pub mod conn;
 pub mod rooms;

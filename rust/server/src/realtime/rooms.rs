@@ -191,15 +191,17 @@ impl Room {
         state.seq += 1;
         let seq = state.seq;
         let frame = encode(None, build(seq));
-        let recipients = state
-            .members
-            .iter()
-            .filter(|s| !s.away && audience.includes(&s.member.user_id));
+        let receives = |slot: &Slot| !slot.away && audience.includes(&slot.member.user_id);
         match frame.body() {
             Body::StateUpdate(StateUpdate { updates, .. })
                 if self.properties.tick_rate.is_some() =>
             {
-                let batch: Vec<Arc<ConnHandle>> = recipients.map(|s| s.conn.clone()).collect();
+                let batch: Vec<Arc<ConnHandle>> = state
+                    .members
+                    .iter()
+                    .filter(|s| receives(s))
+                    .map(|s| s.conn.clone())
+                    .collect();
                 for conn in batch {
                     state
                         .pending
@@ -210,10 +212,11 @@ impl Room {
                 }
             }
             _ => {
-                let recipients: Vec<Arc<ConnHandle>> = recipients.map(|s| s.conn.clone()).collect();
-                self.flush(state);
-                for conn in recipients {
-                    conn.push(frame.clone());
+                if !state.pending.is_empty() {
+                    self.flush(state);
+                }
+                for slot in state.members.iter().filter(|s| receives(s)) {
+                    slot.conn.push(frame.clone());
                 }
             }
         }
