@@ -6,7 +6,7 @@
 mod common;
 
 use aethex_protocol::ErrorCode;
-use aethex_sdk::Value;
+use aethex_sdk::{RealtimeEncoding, Value};
 use common::*;
 
 const CHAT: &str = "social.chat";
@@ -72,7 +72,12 @@ async fn room_chat_reaches_the_other_members_filtered_with_godot_metadata() {
         let url = server.url.clone();
         let (mut a, a_id, _da) = player(&server, &url, "chat-room-a").await;
         let (mut b, _b_id, _db) = player(&server, &url, "chat-room-b").await;
-        let (mut c, _c_id, _dc) = player(&server, &url, "chat-room-c").await;
+        // c speaks MessagePack: chat and its metadata cross encodings intact.
+        let dc = tempfile::tempdir().unwrap();
+        let mut config = test_config(&url, &server.client_key, dc.path());
+        config.realtime.encoding = RealtimeEncoding::MessagePack;
+        let mut c = Probe::new(config);
+        c.login_device("chat-room-c").await;
         let (mut outsider, _o_id, _do) = player(&server, &url, "chat-room-o").await;
         let id = a.client.multiplayer().create_room(Value::Nil);
         let room_id = string(&a.ok(id).await, "room_id");
@@ -98,6 +103,21 @@ async fn room_chat_reaches_the_other_members_filtered_with_godot_metadata() {
             assert_eq!(received(p).await, message);
         }
 
+        // From the MessagePack side back to JSON.
+        let from_c = sent(
+            &mut c,
+            &channel,
+            "o/",
+            Some(Value::Vector3([1.0, 2.0, 3.0])),
+        )
+        .await;
+        assert_eq!(
+            from_c.get("metadata"),
+            Some(&Value::Vector3([1.0, 2.0, 3.0]))
+        );
+        assert_eq!(received(&mut a).await, from_c);
+        assert_eq!(received(&mut b).await, from_c);
+
         // A marker from b: c sees it, a sees it, and a never heard its own message.
         let marker = sent(&mut b, &channel, "gg", None).await;
         assert_eq!(received(&mut c).await, marker);
@@ -117,7 +137,7 @@ async fn room_chat_reaches_the_other_members_filtered_with_godot_metadata() {
         assert_eq!(a.err(id).await.code, ErrorCode::InvalidRequest);
 
         let (history, _) = walk_history(&mut c, &channel, 10).await;
-        assert_eq!(history, vec![marker, message]);
+        assert_eq!(history, vec![marker, from_c, message]);
         assert!(outsider.take_signals(CHAT, "message_received").is_empty());
         drop((a, b, c, outsider));
         server.finish().await;
