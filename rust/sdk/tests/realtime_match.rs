@@ -308,3 +308,46 @@ async fn party_members_hear_of_their_ticket_and_of_its_end() {
         server.finish().await;
     }
 }
+
+#[tokio::test]
+async fn ticket_properties_with_godot_types_reach_the_other_players() {
+    let server = RealServer::start().await;
+    let url = server.url.clone();
+    let (mut a, a_id, _da) = player(&server, &url, "mm-props-a").await;
+    let (mut b, b_id, _db) = player(&server, &url, "mm-props-b").await;
+    // Keys sorted: the server's JSON map sorts object keys.
+    let properties = Value::dict([
+        ("role", text("tank")),
+        ("spawn", Value::Vector2([4.0, -2.5])),
+    ]);
+    let mut request = seed_request();
+    if let Value::Dictionary(pairs) = &mut request {
+        pairs.push((text("properties"), properties.clone()));
+    }
+    let id = a.client.multiplayer().matchmaking().join_queue(request);
+    a.ok(id).await;
+    let id = b
+        .client
+        .multiplayer()
+        .matchmaking()
+        .join_queue(seed_request());
+    b.ok(id).await;
+    for p in [&mut a, &mut b] {
+        let found = p.signal(MM, "match_found").await.remove(0);
+        let players = list(&found, "players");
+        let of = |user: &str| {
+            players
+                .iter()
+                .find(|m| string(m, "user_id") == user)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(of(&a_id).get("properties"), Some(&properties));
+        assert!(matches!(
+            of(&b_id).get("properties"),
+            None | Some(Value::Nil)
+        ));
+    }
+    drop((a, b));
+    server.finish().await;
+}
