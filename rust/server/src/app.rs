@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::blobs::Blobs;
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::db::Db;
 use crate::projects::{CreatedProject, Projects, DEFAULT_PROJECT};
@@ -36,6 +37,8 @@ pub struct AppInner {
     pub saves: saves::SavesService,
     pub social: social::SocialService,
     pub realtime: realtime::RealtimeService,
+    /// Set when this node is one of several (`--nats-url`).
+    pub cluster: Option<Arc<Cluster>>,
     pub chat: chat::ChatService,
 }
 
@@ -74,7 +77,8 @@ impl Server {
                 .await?;
         let auth = auth::AuthService::new(&config, &db).await?;
         let saves = saves::SavesService::new(&config, &db, &blobs).await?;
-        let social = social::SocialService::new(&db, clock.as_ref()).await?;
+        let cluster = Cluster::connect(&config.cluster).await?;
+        let social = social::SocialService::new(&db, clock.as_ref(), cluster.clone()).await?;
         let chat = chat::ChatService::new(&config.chat);
         let state = AppState(Arc::new(AppInner {
             config,
@@ -87,8 +91,14 @@ impl Server {
             saves,
             social,
             realtime: realtime::RealtimeService::default(),
+            cluster,
             chat,
         }));
+        realtime::presence::Presence::start(&state);
+        if let Some(cluster) = &state.cluster {
+            state.realtime.users.attach_cluster(cluster.clone());
+            cluster.start(&state);
+        }
         let router = router(state.clone());
         Ok(Self {
             state,
@@ -103,13 +113,19 @@ impl Server {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
+        let cluster = self.state.cluster.clone();
+        let served = axum::serve(
             listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+        if let Some(cluster) = cluster {
+            // The other nodes drop this node's players now rather than after the timeout.
+            cluster.shutdown().await;
+        }
+        served
     }
 }
 

@@ -76,6 +76,14 @@ pub struct Overrides {
     /// Rooms one player may be in at once [default: 8].
     #[arg(long, env = "AETHEX_REALTIME_MAX_ROOMS_PER_USER", global = true)]
     pub realtime_max_rooms_per_user: Option<u32>,
+    /// NATS server joining this node to a cluster of nodes sharing one PostgreSQL database,
+    /// e.g. `nats://127.0.0.1:4222` [default: none, a single node].
+    #[arg(long, env = "AETHEX_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// First token of every NATS subject the cluster uses; nodes of one cluster share it
+    /// [default: aethex].
+    #[arg(long, env = "AETHEX_NATS_SUBJECT_PREFIX", global = true)]
+    pub nats_subject_prefix: Option<String>,
 }
 
 /// The resolved configuration every part of the server reads.
@@ -97,6 +105,7 @@ pub struct Config {
     pub saves: SavesConfig,
     pub database: DatabaseConfig,
     pub realtime: RealtimeConfig,
+    pub cluster: ClusterConfig,
     pub chat: ChatConfig,
 }
 
@@ -115,6 +124,7 @@ impl Default for Config {
             saves: SavesConfig::default(),
             database: DatabaseConfig::default(),
             realtime: RealtimeConfig::default(),
+            cluster: ClusterConfig::default(),
             chat: ChatConfig::default(),
         }
     }
@@ -310,6 +320,31 @@ impl Default for RealtimeConfig {
     }
 }
 
+/// Several nodes acting as one over NATS (docs/server.md, "Several nodes").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Empty: a single node that needs no NATS.
+    pub nats_url: String,
+    /// First token of every subject; one per cluster (tests use one per run).
+    pub subject_prefix: String,
+    /// How often a node announces it is alive.
+    pub heartbeat_ms: u64,
+    /// A node not heard from for this long is taken as gone: its players' presence is dropped.
+    pub node_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: String::new(),
+            subject_prefix: "aethex".into(),
+            heartbeat_ms: 1000,
+            node_timeout_ms: 5000,
+        }
+    }
+}
+
 /// Chat on the realtime socket (`send_message`, history, mutes).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -374,6 +409,12 @@ impl Config {
         }
         if let Some(rooms) = overrides.realtime_max_rooms_per_user {
             config.realtime.max_rooms_per_user = rooms;
+        }
+        if let Some(url) = &overrides.nats_url {
+            config.cluster.nats_url = url.clone();
+        }
+        if let Some(prefix) = &overrides.nats_subject_prefix {
+            config.cluster.subject_prefix = prefix.clone();
         }
         Ok(config)
     }
@@ -482,6 +523,31 @@ mod tests {
         let config = Config::load(&overrides).unwrap();
         assert_eq!(config.realtime.messages_per_second, 7);
         assert_eq!(config.realtime.max_rooms_per_user, 2);
+    }
+
+    #[test]
+    fn cluster_from_toml_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aethex.toml");
+        std::fs::write(
+            &file,
+            "[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nheartbeat_ms = 500\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.cluster.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(config.cluster.heartbeat_ms, 500);
+        assert_eq!(config.cluster.subject_prefix, "aethex");
+        overrides.nats_url = Some("nats://127.0.0.2:4222".into());
+        overrides.nats_subject_prefix = Some("game1".into());
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.cluster.nats_url, "nats://127.0.0.2:4222");
+        assert_eq!(config.cluster.subject_prefix, "game1");
+        assert!(Config::default().cluster.nats_url.is_empty());
     }
 
     #[test]

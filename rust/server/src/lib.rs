@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod caller;
 pub mod chat;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod data_files;
 pub mod db;

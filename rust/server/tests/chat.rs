@@ -526,6 +526,9 @@ async fn blocked_and_muted_players_messages_are_never_shown() {
 
         // b blocks a: neither sees the other's messages, live or in history.
         friend_action(&s, &b.token, &a.id, "block").await;
+        // Both friend lists changed.
+        a.recv_type("friends_updated").await;
+        b.recv_type("friends_updated").await;
         a.said(&channel, "a after").await;
         assert_eq!(
             c.recv_type("message_received").await["message"]["body"],
@@ -554,6 +557,8 @@ async fn blocked_and_muted_players_messages_are_never_shown() {
         assert_eq!(a.refused(&format!("dm:{}", b.id), "hey").await, "forbidden");
         assert_eq!(b.refused(&format!("dm:{}", a.id), "hey").await, "conflict");
         friend_action(&s, &b.token, &a.id, "unblock").await;
+        a.recv_type("friends_updated").await;
+        b.recv_type("friends_updated").await;
         b.said(&format!("dm:{}", a.id), "sorry").await;
         a.recv_type("message_received").await;
         assert_eq!(

@@ -6,12 +6,16 @@
 //!   serialized lazily once per encoding (JSON, MessagePack).
 //! - `rooms`: rooms, membership, host migration, the state and packet relay, replay and resume.
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
+//! - `presence`: each player's status from their sockets and seats, pushed to their friends.
+//! - `remote`: members of a room whose sockets are on another node of a cluster.
 //!
-//! Everything here is in memory and per node. Later parts of issue #8 (matchmaking, chat,
-//! presence, signaling, several nodes) add modules beside these and message types to
-//! `aethex_protocol::realtime`.
+//! Everything here is in memory. A room lives on the node it was created on; players on other
+//! nodes of a cluster (`crate::cluster`) join it through `remote`; presence and pushes to a player
+//! reach every node.
 
 pub mod conn;
+pub mod presence;
+pub mod remote;
 pub mod rooms;
 pub mod socket;
 pub mod users;
@@ -35,6 +39,9 @@ use crate::social::ApiQuery;
 pub struct RealtimeService {
     pub rooms: rooms::Rooms,
     pub users: users::Users,
+    pub presence: presence::Presence,
+    /// Members of this node's rooms whose sockets are on other nodes.
+    pub remote: remote::RemoteMembers,
     next_conn_id: AtomicU64,
 }
 

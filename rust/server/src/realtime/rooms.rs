@@ -557,6 +557,15 @@ impl Rooms {
         Ok(f(&room, &mut state))
     }
 
+    /// Rooms the player holds a seat in on this node (what makes them `in_match`).
+    pub fn seats(&self, project_id: &str, user_id: &str) -> u32 {
+        lock(&self.registry)
+            .memberships
+            .get(&(project_id.to_owned(), user_id.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Whether `user_id` (from any of their sockets) is a member of the project's room.
     pub fn has_member(&self, project_id: &str, room_id: &str, user_id: &str) -> bool {
         let Some(room) = lock(&self.registry).rooms.get(room_id).cloned() else {

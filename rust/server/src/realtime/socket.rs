@@ -3,7 +3,7 @@
 //! client. A socket that ends leaves its seats "away" for the grace period (`resume`).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ use super::conn::{
     encode, json_text_nests_within, value_nests_within, ConnHandle, Encoding, Outgoing,
     StatePayload,
 };
+use super::presence::Presence;
+use super::remote::{self, Op};
 use crate::app::AppState;
 use crate::caller::{project_by_client_key, verify_player, Player};
 use crate::error::ApiError;
@@ -138,6 +140,8 @@ struct Session {
     /// Unix seconds the current access token expires at.
     expires_at: i64,
     rooms: HashSet<String>,
+    /// Rooms on other nodes of the cluster -> their home node.
+    remote_rooms: HashMap<String, String>,
     limiter: DefaultDirectRateLimiter,
     violations: u32,
     window_start: Instant,
@@ -162,6 +166,7 @@ impl Session {
             session_id: player.session_id,
             expires_at,
             rooms: HashSet::new(),
+            remote_rooms: HashMap::new(),
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
             violations: 0,
             window_start: Instant::now(),
@@ -171,6 +176,7 @@ impl Session {
 
     async fn run(mut self, mut socket: WebSocket) {
         self.state.realtime.users.register(&self.conn);
+        self.refresh_presence();
         let heartbeat = Duration::from_secs(self.state.config.realtime.heartbeat_secs.max(1));
         let mut pings =
             tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -235,7 +241,12 @@ impl Session {
         }
         let code = self.conn.close_code();
         self.release_seats(code);
+        for (room_id, home) in std::mem::take(&mut self.remote_rooms) {
+            remote::forward(&self.state, &home, &self.conn, None, Op::Leave { room_id });
+        }
         self.state.realtime.users.unregister(&self.conn);
+        // Seats kept for a resume keep the player in_match until the grace period ends.
+        self.refresh_presence();
         if code != 0 {
             // A slow consumer may never take the close frame; the socket is dropped anyway.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.close(&mut socket, code)).await;
@@ -289,6 +300,7 @@ impl Session {
             for room in away {
                 state.realtime.rooms.leave(&conn, &room);
             }
+            Presence::refresh(&state, &conn.project_id, &conn.user_id);
         });
     }
 
@@ -354,7 +366,9 @@ impl Session {
         let fast = match self.encoding {
             Encoding::Json => JsonStateUpdate::parse(bytes),
             Encoding::MessagePack => None,
-        };
+        }
+        // Rooms on another node take the general path, which forwards them.
+        .filter(|update| !self.remote_rooms.contains_key(&update.room_id));
         if let Some(update) = fast {
             if !json_text_nests_within(update.state.get(), MAX_STATE_DEPTH) {
                 return self.violation(too_deep());
@@ -428,6 +442,10 @@ impl Session {
         }
     }
 
+    fn refresh_presence(&self) {
+        Presence::refresh(&self.state, &self.conn.project_id, &self.conn.user_id);
+    }
+
     fn reply(&self, cid: Option<Cid>, message: ServerMessage) {
         self.conn.push(encode(cid, message));
     }
@@ -459,6 +477,7 @@ impl Session {
                     now_ms,
                 )?;
                 self.rooms.insert(room.room_id.clone());
+                self.refresh_presence();
                 self.reply(cid, ServerMessage::RoomJoined { room });
             }
             ClientMessage::ListRooms { label } => {
@@ -469,21 +488,83 @@ impl Session {
                 self.reply(cid, ServerMessage::RoomList { rooms });
             }
             ClientMessage::JoinRoom { room_id, join_code } => {
-                let room = state.realtime.rooms.join(
+                let joined = state.realtime.rooms.join(
                     &state.config.realtime,
                     &self.conn,
                     room_id.as_deref(),
                     join_code.as_deref(),
                     now_ms,
-                )?;
-                self.rooms.insert(room.room_id.clone());
+                );
+                let room = match joined {
+                    // Not here: maybe on another node of the cluster.
+                    Err(e) if e.code == ErrorCode::NotFound && state.cluster.is_some() => {
+                        let elsewhere = remote::join(
+                            &state,
+                            &self.conn,
+                            room_id.as_deref(),
+                            join_code.as_deref(),
+                        )
+                        .await?;
+                        let (room, home) = elsewhere.ok_or(e)?;
+                        self.remote_rooms.insert(room.room_id.clone(), home);
+                        room
+                    }
+                    joined => {
+                        let room = joined?;
+                        self.rooms.insert(room.room_id.clone());
+                        self.refresh_presence();
+                        room
+                    }
+                };
                 self.reply(cid, ServerMessage::RoomJoined { room });
+            }
+            // A room on another node: its home node runs the frame (and answers errors).
+            ClientMessage::LeaveRoom { room_id } if self.remote_rooms.contains_key(&room_id) => {
+                let home = self.remote_rooms.remove(&room_id).unwrap_or_default();
+                let op = Op::Leave {
+                    room_id: room_id.clone(),
+                };
+                remote::forward(&state, &home, &self.conn, None, op);
+                self.reply(cid, ServerMessage::RoomLeft { room_id });
+            }
+            ClientMessage::PlayerStateUpdate {
+                room_id,
+                state: value,
+                targets,
+                echo,
+            } if self.remote_rooms.contains_key(&room_id) => {
+                let home = &self.remote_rooms[&room_id];
+                let op = Op::Relay {
+                    room_id: room_id.clone(),
+                    state: value,
+                    targets,
+                    echo,
+                };
+                remote::forward(&state, home, &self.conn, cid, op);
+            }
+            ClientMessage::RelayPacket {
+                room_id,
+                data,
+                targets,
+                channel,
+                reliable,
+            } if self.remote_rooms.contains_key(&room_id) => {
+                let home = &self.remote_rooms[&room_id];
+                let op = Op::Packet {
+                    room_id: room_id.clone(),
+                    data,
+                    targets,
+                    channel,
+                    reliable,
+                };
+                remote::forward(&state, home, &self.conn, cid, op);
             }
             ClientMessage::LeaveRoom { room_id } => {
                 if !self.rooms.remove(&room_id) || !state.realtime.rooms.leave(&self.conn, &room_id)
                 {
                     return Err(ApiError::not_found("you are not in this room"));
                 }
+                self.refresh_presence();
                 self.reply(cid, ServerMessage::RoomLeft { room_id });
             }
             ClientMessage::PlayerStateUpdate {

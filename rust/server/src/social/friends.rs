@@ -1,14 +1,16 @@
 //! Friends: `/api/v1/friends/*`: requests, blocks, presence and player search.
 //!
-//! Presence is in memory only: every social request of a player and `POST /friends/heartbeat`
-//! stamp `last_seen`, so staying online costs no database write. It is per node and starts empty
-//! after a restart (players show offline until their next request); the realtime socket will
-//! feed it later.
+//! Presence is in memory only. A player with a realtime socket shows what the socket says
+//! (`crate::realtime::presence`, over every node of a cluster); without one, every social request
+//! and `POST /friends/heartbeat` stamp `last_seen`, so staying online costs no database write.
+//! Those HTTP stamps are per node and start empty after a restart. Friend requests, accepts,
+//! declines, removals and blocks push `friends_updated` to both players' sockets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
+use aethex_protocol::realtime::{PresenceStatus, ServerMessage};
 use aethex_protocol::social::{
     Friend, FriendList, FriendState, FriendStatus, HeartbeatRequest, PlayerSearchPage,
     PlayerSummary, Presence,
@@ -46,6 +48,10 @@ pub struct PresenceMap {
 struct Seen {
     at: i64,
     in_match: bool,
+    /// What the realtime socket says while the player has one (or a seat) on some node.
+    live: Option<Presence>,
+    /// When the socket last said offline: HTTP stamps from before it do not count.
+    live_ended_at: i64,
 }
 
 impl PresenceMap {
@@ -59,19 +65,44 @@ impl PresenceMap {
         let entry = seen.entry(user_id.to_owned()).or_insert(Seen {
             at: now_ms,
             in_match: false,
+            live: None,
+            live_ended_at: i64::MIN,
         });
-        entry.at = now_ms;
+        entry.at = entry.at.max(now_ms);
         if let Some(flag) = in_match {
             entry.in_match = flag;
         }
         if self.stamps.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            seen.retain(|_, s| now_ms - s.at < PRESENCE_RETENTION_MS);
+            seen.retain(|_, s| s.live.is_some() || now_ms - s.at < PRESENCE_RETENTION_MS);
         }
+    }
+
+    /// The realtime socket's status of the player over every node; it outranks HTTP stamps.
+    pub fn set_live(&self, user_id: &str, status: PresenceStatus, now_ms: i64) {
+        let mut seen = self.seen.write().expect("lock");
+        let entry = seen.entry(user_id.to_owned()).or_insert(Seen {
+            at: now_ms,
+            in_match: false,
+            live: None,
+            live_ended_at: i64::MIN,
+        });
+        entry.at = entry.at.max(now_ms);
+        entry.live = match status {
+            PresenceStatus::Online => Some(Presence::Online),
+            PresenceStatus::InMatch => Some(Presence::InMatch),
+            PresenceStatus::Offline => {
+                entry.live_ended_at = now_ms;
+                None
+            }
+        };
     }
 
     pub fn presence(&self, user_id: &str, now_ms: i64) -> (Presence, Option<i64>) {
         match self.seen.read().expect("lock").get(user_id) {
-            Some(s) if now_ms - s.at < ONLINE_WINDOW_MS => (
+            Some(Seen {
+                live: Some(live), ..
+            }) => (*live, Some(now_ms)),
+            Some(s) if now_ms - s.at < ONLINE_WINDOW_MS && s.at > s.live_ended_at => (
                 if s.in_match {
                     Presence::InMatch
                 } else {
@@ -500,6 +531,13 @@ pub async fn friend_action(
         }
     };
     tx.commit().await?;
+    if result != mine {
+        // Both players' lists may have changed (a block also ends the other's edge).
+        let frame = crate::realtime::conn::encode(None, ServerMessage::FriendsUpdated);
+        let users = &state.realtime.users;
+        users.send(project, me, &frame);
+        users.send(project, &other, &frame);
+    }
     Ok(Json(FriendStatus {
         user_id: other,
         state: result,

@@ -1,15 +1,17 @@
 //! Social features: leaderboards, achievements, player statistics, friends and groups.
 //!
 //! Leaderboard rankings live in memory (one rank index per board period, rebuilt from SQL at
-//! start, written through to SQL on every change); everything else is plain SQL. The in-memory
-//! parts (rank indexes, presence) are per node: a multi-node deployment needs them shared or
-//! routed by board, which is a later issue.
+//! start, written through to SQL on every change); everything else is plain SQL. With several
+//! nodes (`crate::cluster`) the rank indexes follow every node's writes and presence comes from
+//! the realtime sockets of all nodes.
 
 pub mod achievements;
 pub mod friends;
 pub mod groups;
 pub mod leaderboards;
 pub mod stats;
+
+use std::sync::Arc;
 
 use axum::Router;
 use sqlx::Row;
@@ -18,6 +20,7 @@ use utoipa::OpenApi;
 use crate::app::AppState;
 use crate::caller::Caller;
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 
@@ -27,9 +30,13 @@ pub struct SocialService {
 }
 
 impl SocialService {
-    pub async fn new(db: &Db, clock: &dyn Clock) -> anyhow::Result<Self> {
+    pub async fn new(
+        db: &Db,
+        clock: &dyn Clock,
+        cluster: Option<Arc<Cluster>>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            leaderboards: leaderboards::Leaderboards::load(db, clock.now_ms()).await?,
+            leaderboards: leaderboards::Leaderboards::load(db, clock.now_ms(), cluster).await?,
             presence: friends::PresenceMap::default(),
         })
     }

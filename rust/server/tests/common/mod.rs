@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod smtp;
+pub mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,6 +4,11 @@
 //! previous period in memory. Writes to one board pass one gate: the SQL write commits first,
 //! then the index changes, so the index never shows what SQL does not hold and a restart rebuilds
 //! the same order (`reached_at`, `seq` are stored). Other periods are read from SQL on demand.
+//!
+//! In a cluster (`crate::cluster`) other nodes write the same boards, so a write reads the entry
+//! and the next `seq` from SQL under a lock on the board's row (the gate across nodes), and
+//! announces the change: every node applies it to its index (newest `seq` wins), and a board
+//! defined on one node is installed on the others.
 
 pub mod board;
 pub mod handlers;
@@ -16,14 +21,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use aethex_protocol::social::{LeaderboardDefinition, LeaderboardEntry, ScoreOperator, SortOrder};
 use axum::routing::{get, post};
 use axum::Router;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 pub use handlers::LeaderboardsApi;
 
 use self::board::{PeriodIndex, Ranked, StoredEntry};
 use self::period::Schedule;
 use crate::app::AppState;
+use crate::cluster::Cluster;
 use crate::db::{get_flag, Db};
 use crate::error::{ApiError, ApiResult};
 
@@ -105,6 +112,21 @@ pub enum PeriodSel {
 pub struct Leaderboards {
     db: Db,
     boards: RwLock<HashMap<(String, String), Arc<Board>>>,
+    /// Set when other nodes write the same boards.
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// One entry as it stands after a write, as announced to the other nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryChange {
+    pub project_id: String,
+    pub board_id: String,
+    pub period: i64,
+    pub user_id: String,
+    pub score: i64,
+    pub num_scores: i64,
+    pub reached_at: i64,
+    pub seq: i64,
 }
 
 /// An entry's stored extras.
@@ -121,7 +143,7 @@ pub struct Applied {
 
 impl Leaderboards {
     /// Loads every definition and builds the index of each board's current period.
-    pub async fn load(db: &Db, now_ms: i64) -> anyhow::Result<Self> {
+    pub async fn load(db: &Db, now_ms: i64, cluster: Option<Arc<Cluster>>) -> anyhow::Result<Self> {
         let rows = sqlx::query(
             "SELECT project_id, id, sort_order, operator, reset, min_score, max_score, server_authoritative, stat FROM lb_boards",
         )
@@ -130,6 +152,7 @@ impl Leaderboards {
         let this = Self {
             db: db.clone(),
             boards: Default::default(),
+            cluster,
         };
         for row in rows {
             let project_id: String = row.try_get("project_id")?;
@@ -211,7 +234,8 @@ impl Leaderboards {
                 return Err(ApiError::conflict("min_score is above max_score"));
             }
         }
-        let schedule = Schedule::parse(&def.reset)?;
+        // Checked before anything is stored.
+        Schedule::parse(&def.reset)?;
         sqlx::query(
             "INSERT INTO lb_boards (project_id, id, sort_order, operator, reset, min_score, max_score, server_authoritative, stat, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
@@ -231,6 +255,16 @@ impl Leaderboards {
         .bind(now_ms)
         .execute(&self.db.write)
         .await?;
+        self.install(project_id, def.clone()).await?;
+        if let Some(cluster) = &self.cluster {
+            cluster.leaderboard_defined(project_id, def.clone());
+        }
+        Ok(def)
+    }
+
+    /// Puts a stored definition in memory (this node's write, or another node's).
+    pub async fn install(&self, project_id: &str, def: LeaderboardDefinition) -> ApiResult<()> {
+        let schedule = Schedule::parse(&def.reset)?;
         let key = (project_id.to_owned(), def.id.clone());
         let new_def = Arc::new(BoardDef {
             def: def.clone(),
@@ -260,7 +294,31 @@ impl Leaderboards {
                     .or_insert(board);
             }
         }
-        Ok(def)
+        Ok(())
+    }
+
+    /// Another node's write: applied to the cached index of that period, if any (an uncached
+    /// period is read from SQL when needed). An older write arriving late changes nothing.
+    pub fn apply_remote(&self, change: EntryChange) {
+        let Ok(board) = self.get(&change.project_id, &change.board_id) else {
+            return;
+        };
+        let index = board
+            .periods
+            .lock()
+            .expect("lock")
+            .get(&change.period)
+            .cloned();
+        if let Some(index) = index {
+            upsert_newest(
+                &index,
+                &change.user_id,
+                change.score,
+                change.num_scores,
+                change.reached_at,
+                change.seq,
+            );
+        }
     }
 
     /// The index of `period`: cached for the current and previous period, loaded from SQL
@@ -336,11 +394,31 @@ impl Leaderboards {
         def.check_score(score)?;
         let period = def.schedule.period_start(now_ms);
         let index = self.index_for(board, period, now_ms).await?;
-        let existing = index
-            .read()
-            .expect("lock")
-            .get(user_id)
-            .map(|s| (s.score, s.num_scores, s.reached_at, s.key));
+        // Alone, this node's index is the truth and the gate orders the writes. In a cluster the
+        // board's row lock orders them across nodes, and the entry and `seq` come from SQL.
+        let mut shared = match &self.cluster {
+            Some(_) => {
+                let mut tx = self.db.write.begin().await?;
+                sqlx::query(&format!(
+                    "SELECT id FROM lb_boards WHERE project_id = $1 AND id = $2{}",
+                    self.db.lock_rows()
+                ))
+                .bind(&board.project_id)
+                .bind(&d.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                Some(tx)
+            }
+            None => None,
+        };
+        let existing = match &mut shared {
+            Some(tx) => stored_entry(tx, board, &d.id, d.sort_order, period, user_id).await?,
+            None => index
+                .read()
+                .expect("lock")
+                .get(user_id)
+                .map(|s| (s.score, s.num_scores, s.reached_at, s.key)),
+        };
         let (new_score, changed) = match (existing, d.operator) {
             (None, _) => (score, true),
             (Some((old, ..)), ScoreOperator::Best) => {
@@ -364,13 +442,26 @@ impl Leaderboards {
         };
         let num_scores = existing.map_or(0, |e| e.1) + 1;
         let (reached_at, seq) = if changed {
-            (now_ms, index.write().expect("lock").take_seq())
+            let seq = match &mut shared {
+                Some(tx) => next_stored_seq(tx, &board.project_id, &d.id, period).await?,
+                None => index.write().expect("lock").take_seq(),
+            };
+            (now_ms, seq)
         } else {
             let (_, _, reached, key) = existing.expect("unchanged implies existing");
             (reached, key.seq())
         };
         // Metadata follows the score: an unimproved `best` submission leaves it as it was.
         let new_metadata = if changed { metadata_text } else { None };
+        let mut pooled = match shared {
+            Some(_) => None,
+            None => Some(self.db.write.acquire().await?),
+        };
+        let conn: &mut AnyConnection = match (&mut shared, &mut pooled) {
+            (Some(tx), _) => tx,
+            (None, Some(pooled)) => pooled,
+            (None, None) => unreachable!("one of the two is set above"),
+        };
         if existing.is_none() {
             sqlx::query(
                 "INSERT INTO lb_entries (project_id, board_id, period, user_id, score, num_scores, metadata, reached_at, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -384,7 +475,7 @@ impl Leaderboards {
             .bind(new_metadata.as_deref().unwrap_or("{}"))
             .bind(reached_at)
             .bind(seq)
-            .execute(&self.db.write)
+            .execute(&mut *conn)
             .await?;
         } else {
             sqlx::query(
@@ -400,14 +491,27 @@ impl Leaderboards {
             .bind(&d.id)
             .bind(period)
             .bind(user_id)
-            .execute(&self.db.write)
+            .execute(&mut *conn)
             .await?;
         }
-        let rank = index
-            .write()
-            .expect("lock")
-            .upsert(user_id, new_score, num_scores, reached_at, seq);
+        drop(pooled);
+        if let Some(tx) = shared {
+            tx.commit().await?;
+        }
+        let rank = upsert_newest(&index, user_id, new_score, num_scores, reached_at, seq);
         drop(gate);
+        if let Some(cluster) = &self.cluster {
+            cluster.leaderboard_entry(EntryChange {
+                project_id: board.project_id.clone(),
+                board_id: d.id.clone(),
+                period,
+                user_id: user_id.to_owned(),
+                score: new_score,
+                num_scores,
+                reached_at,
+                seq,
+            });
+        }
         let details = self.details(board, period, &[user_id]).await?;
         let ranked = Ranked {
             rank,
@@ -491,6 +595,77 @@ impl Leaderboards {
         }
         Ok(out)
     }
+}
+
+/// Puts an entry in the index unless the index already holds a later write of it (another
+/// node's, arrived first); returns the entry's rank.
+fn upsert_newest(
+    index: &SharedIndex,
+    user_id: &str,
+    score: i64,
+    num_scores: i64,
+    reached_at: i64,
+    seq: i64,
+) -> u64 {
+    let mut index = index.write().expect("lock");
+    let newer_held = index.get(user_id).is_some_and(|s| s.key.seq() > seq);
+    match index.rank_of(user_id) {
+        Some(rank) if newer_held => rank,
+        _ => index.upsert(user_id, score, num_scores, reached_at, seq),
+    }
+}
+
+/// The stored entry (score, num_scores, reached_at, key), read inside the write's transaction.
+async fn stored_entry(
+    conn: &mut AnyConnection,
+    board: &Board,
+    board_id: &str,
+    sort: SortOrder,
+    period: i64,
+    user_id: &str,
+) -> ApiResult<Option<(i64, i64, i64, board::RankKey)>> {
+    let row = sqlx::query(
+        "SELECT score, num_scores, reached_at, seq FROM lb_entries WHERE project_id = $1 AND board_id = $2 AND period = $3 AND user_id = $4",
+    )
+    .bind(&board.project_id)
+    .bind(board_id)
+    .bind(period)
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        let (score, reached_at, seq): (i64, i64, i64) = (
+            r.try_get("score")?,
+            r.try_get("reached_at")?,
+            r.try_get("seq")?,
+        );
+        Ok((
+            score,
+            r.try_get("num_scores")?,
+            reached_at,
+            board::RankKey::new(sort, score, reached_at, seq),
+        ))
+    })
+    .transpose()
+}
+
+/// The period's next write order number over every node (`lb_entries_seq` makes it one index
+/// lookup).
+async fn next_stored_seq(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    board_id: &str,
+    period: i64,
+) -> ApiResult<i64> {
+    let row = sqlx::query(
+        "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM lb_entries WHERE project_id = $1 AND board_id = $2 AND period = $3",
+    )
+    .bind(project_id)
+    .bind(board_id)
+    .bind(period)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("next")?)
 }
 
 fn to_entry(r: Ranked, details: &HashMap<String, Details>) -> LeaderboardEntry {

@@ -1,0 +1,465 @@
+//! Two (or three) `aethex-server` processes on one PostgreSQL schema and NATS act as one service:
+//! presence and pushes cross nodes, leaderboards stay correct with writes on both, and a node
+//! that stops or dies takes its players' presence with it.
+//!
+//! Runs when both `AETHEX_TEST_NATS_URL` and `AETHEX_TEST_DATABASE_URL` are set (`.ci/run` sets
+//! both); each test uses its own schema and its own NATS subject prefix, so runs never meet.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::socket::{Endpoint, Player, Socket};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aethex-server");
+/// Short heartbeats so a killed node is noticed within the test's patience, with a timeout that
+/// a node of a busy 2-core machine still meets (a node taken for gone drops its players).
+const CONFIG: &str =
+    "[rate_limit]\nenabled = false\n[cluster]\nheartbeat_ms = 250\nnode_timeout_ms = 3000\n";
+
+/// `(NATS URL, PostgreSQL URL)`, or `None` with a note when the suite is off.
+fn settings() -> Option<(String, String)> {
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (get("AETHEX_TEST_NATS_URL"), get("AETHEX_TEST_DATABASE_URL")) {
+        (Some(nats), Some(pg)) => Some((nats, pg)),
+        _ => {
+            println!(
+                "skipped: the two-node tests need AETHEX_TEST_NATS_URL and AETHEX_TEST_DATABASE_URL"
+            );
+            None
+        }
+    }
+}
+
+/// One running node; killed when dropped.
+struct Node {
+    child: tokio::process::Child,
+    e: Endpoint,
+    _data_dir: tempfile::TempDir,
+}
+
+/// The nodes' shared settings: one database schema, one subject prefix, one config file.
+struct Cluster {
+    nats_url: String,
+    db_url: String,
+    schema: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+    client_key: Option<String>,
+    server_key: Option<String>,
+}
+
+impl Cluster {
+    async fn new(nats_url: String) -> Self {
+        let (db_url, schema) = common::fresh_pg_schema().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("aethex.toml"), CONFIG).unwrap();
+        Self {
+            nats_url,
+            db_url,
+            schema,
+            prefix: format!("test{}", uuid::Uuid::new_v4().simple()),
+            dir,
+            client_key: None,
+            server_key: None,
+        }
+    }
+
+    /// Starts a node and waits until it listens. The first one creates the game's keys.
+    async fn node(&mut self) -> Node {
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(self.dir.path().join("aethex.toml"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &self.db_url])
+            .args(["--nats-url", &self.nats_url])
+            .args(["--nats-subject-prefix", &self.prefix])
+            .env_remove("AETHEX_BLOB_STORE")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("listening on") {
+                    return;
+                }
+            }
+            panic!("the node exited before listening");
+        });
+        listening.await.expect("the node listens in time");
+        // Keep reading so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        if self.client_key.is_none() {
+            let read = |name: &str| {
+                std::fs::read_to_string(data_dir.path().join(name))
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            };
+            self.client_key = Some(read("default-project-key"));
+            self.server_key = Some(read("default-server-key"));
+        }
+        Node {
+            child,
+            e: Endpoint::new(
+                format!("http://127.0.0.1:{port}"),
+                self.client_key.clone().unwrap(),
+            ),
+            _data_dir: data_dir,
+        }
+    }
+
+    fn admin(&self, node: &Node, method: Method, path: &str) -> reqwest::RequestBuilder {
+        node.e
+            .http
+            .request(method, format!("{}{path}", node.e.base))
+            .header(
+                "Authorization",
+                format!("ServerKey {}", self.server_key.as_ref().unwrap()),
+            )
+    }
+
+    async fn finish(self) {
+        common::drop_pg_schema(&self.schema).await;
+    }
+}
+
+impl Node {
+    /// SIGTERM: a clean stop, which says goodbye to the other nodes.
+    async fn stop(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the node stops on SIGTERM")
+            .unwrap();
+    }
+
+    /// SIGKILL: the node dies without a word.
+    async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// Befriends `a` and `b` (asked on `asked_on`, accepted on `b`'s node) while `b` is connected;
+/// `b` is told both times.
+async fn befriend(asked_on: &Endpoint, b_node: &Endpoint, a: &Player, b: &Player, bs: &mut Socket) {
+    asked_on.friend_action(a, b, "request").await;
+    bs.recv_type("friends_updated").await;
+    b_node.friend_action(b, a, "accept").await;
+    bs.recv_type("friends_updated").await;
+}
+
+#[tokio::test]
+async fn presence_and_pushes_cross_nodes() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
+
+    // A friend request made on node 1 reaches B's socket on node 2, and the accept made on
+    // node 2 reaches A's socket on node 1.
+    let mut bs = n2.e.socket(&b).await;
+    let mut a0 = n1.e.socket(&a).await;
+    befriend(&n1.e, &n2.e, &a, &b, &mut bs).await;
+    a0.recv_type("friends_updated").await;
+    a0.recv_type("friends_updated").await;
+    a0.close().await;
+    assert_eq!(bs.presence_changed(&a.id).await, "offline");
+
+    let mut a1 = n1.e.socket(&a).await;
+    assert_eq!(bs.presence_changed(&a.id).await, "online");
+    assert_eq!(n2.e.presence_of(&b, &a).await, "online");
+    let room = a1.create_room().await;
+    assert_eq!(bs.presence_changed(&a.id).await, "in_match");
+    assert_eq!(n2.e.presence_of(&b, &a).await, "in_match");
+
+    // A second device on node 2: A is online until both sockets are gone.
+    let a2 = n2.e.socket(&a).await;
+    a1.leave_room(&room).await;
+    assert_eq!(bs.presence_changed(&a.id).await, "online");
+    a1.close().await;
+    // Sockets in between: nothing happens to A's status while its node-2 socket is open.
+    bs.nothing_pending().await;
+    assert_eq!(n1.e.presence_of(&b, &a).await, "online");
+    a2.close().await;
+    assert_eq!(bs.presence_changed(&a.id).await, "offline");
+    assert_eq!(n1.e.presence_of(&b, &a).await, "offline");
+    assert_eq!(n2.e.presence_of(&b, &a).await, "offline");
+
+    // Removing on node 2 pushes to A's socket on node 1.
+    let mut a1 = n1.e.socket(&a).await;
+    assert_eq!(bs.presence_changed(&a.id).await, "online");
+    n2.e.friend_action(&b, &a, "remove").await;
+    a1.recv_type("friends_updated").await;
+    bs.recv_type("friends_updated").await;
+    a1.close().await;
+    // No longer friends: B hears nothing of A going offline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bs.nothing_pending().await;
+
+    n1.stop().await;
+    n2.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn a_node_that_stops_or_dies_takes_its_players_presence_along() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
+    let mut bs = n2.e.socket(&b).await;
+    befriend(&n1.e, &n2.e, &a, &b, &mut bs).await;
+
+    let _a1 = n1.e.socket(&a).await;
+    assert_eq!(bs.presence_changed(&a.id).await, "online");
+    n1.stop().await;
+    assert_eq!(bs.presence_changed(&a.id).await, "offline");
+
+    // A node started later learns who is online from the others, and they from it.
+    let n3 = cluster.node().await;
+    until_equal("B as A sees it on node 3", &json!("online"), async || {
+        json!(n3.e.presence_of(&a, &b).await)
+    })
+    .await;
+    let _a3 = n3.e.socket(&a).await;
+    assert_eq!(bs.presence_changed(&a.id).await, "online");
+    n3.kill().await;
+    // Silent for node_timeout_ms: its players are dropped.
+    assert_eq!(bs.presence_changed(&a.id).await, "offline");
+    assert_eq!(n2.e.presence_of(&b, &a).await, "offline");
+
+    n2.stop().await;
+    cluster.finish().await;
+}
+
+/// Polls `read` until it returns `want` (other nodes learn of a write a moment after it).
+async fn until_equal(what: &str, want: &Value, mut read: impl AsyncFnMut() -> Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = read().await;
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {got}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn leaderboards_stay_correct_with_writes_on_both_nodes() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+
+    let resp = cluster
+        .admin(&n1, Method::PUT, "/api/v1/leaderboards/kills")
+        .json(&json!({"id": "kills", "operator": "increment", "sort_order": "desc"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // Defined on node 1, known on node 2.
+    until_equal("the board on node 2", &json!(200), async || {
+        json!(cluster
+            .admin(&n2, Method::GET, "/api/v1/leaderboards/kills")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16())
+    })
+    .await;
+
+    let mut players = Vec::new();
+    for _ in 0..4 {
+        players.push(n1.e.device_player().await);
+    }
+    // Every player scores 1 point per round, several rounds, on both nodes at once; player i
+    // also plays i extra rounds, so the final order is known.
+    let mut writes = Vec::new();
+    for (i, p) in players.iter().enumerate() {
+        for round in 0..(6 + i) {
+            let node = if round % 2 == 0 { &n1 } else { &n2 };
+            let req = node
+                .e
+                .player(Method::POST, "/api/v1/leaderboards/kills/scores", p)
+                .json(&json!({"score": 1}));
+            writes.push(async move { req.send().await.unwrap().status().as_u16() });
+        }
+    }
+    for status in futures::future::join_all(writes).await {
+        assert_eq!(status, 200);
+    }
+
+    let want: Vec<Value> = players
+        .iter()
+        .enumerate()
+        .rev()
+        .enumerate()
+        .map(|(rank, (i, p))| json!({"rank": rank + 1, "user_id": p.id, "score": 6 + i}))
+        .collect();
+    let want = json!(want);
+    for node in [&n1, &n2] {
+        until_equal("the ranking", &want, async || {
+            let page: Value = cluster
+                .admin(node, Method::GET, "/api/v1/leaderboards/kills?limit=10")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            json!(page["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| json!({"rank": e["rank"], "user_id": e["user_id"], "score": e["score"]}))
+                .collect::<Vec<_>>())
+        })
+        .await;
+        // A player's own rank comes from the same index.
+        let rank: Value = node
+            .e
+            .player(
+                Method::GET,
+                &format!("/api/v1/leaderboards/kills/ranks/{}", players[0].id),
+                &players[0],
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(rank["rank"], 4, "{rank}");
+        assert_eq!(rank["score"], 6, "{rank}");
+    }
+
+    n1.stop().await;
+    n2.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn players_on_two_nodes_share_a_room() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let (a, b, c) = (
+        n1.e.device_player().await,
+        n2.e.device_player().await,
+        n2.e.device_player().await,
+    );
+    let mut as_ = n1.e.socket(&a).await;
+    let mut bs = n2.e.socket(&b).await;
+    let mut cs = n2.e.socket(&c).await;
+
+    let room = as_.create_room().await;
+    bs.send(json!({"type": "join_room", "room_id": room, "cid": 1}))
+        .await;
+    let joined = bs.recv_type("room_joined").await;
+    assert_eq!(joined["cid"], 1);
+    assert_eq!(joined["room"]["host"], a.id.as_str());
+    let members: Vec<&str> = joined["room"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, [a.id.as_str(), b.id.as_str()]);
+    let seen = as_.recv_type("player_joined").await;
+    assert_eq!(seen["member"]["user_id"], b.id.as_str());
+
+    // State both ways, the sender not echoed.
+    bs.send(json!({"type": "player_state_update", "room_id": room, "state": {"x": 1}}))
+        .await;
+    let update = as_.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["from"], b.id.as_str());
+    assert_eq!(update["updates"][0]["state"], json!({"x": 1}));
+    as_.send(json!({"type": "player_state_update", "room_id": room, "state": {"y": 2}}))
+        .await;
+    let update = bs.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["from"], a.id.as_str());
+    assert_eq!(update["updates"][0]["state"], json!({"y": 2}));
+    bs.nothing_pending().await;
+
+    // A private room by its join code, from the other node.
+    cs.send(json!({"type": "create_room", "properties": {"private": true}}))
+        .await;
+    let private = cs.recv_type("room_joined").await["room"].clone();
+    let code = private["join_code"].as_str().unwrap();
+    as_.send(json!({"type": "join_room", "join_code": code}))
+        .await;
+    let joined = as_.recv_type("room_joined").await;
+    assert_eq!(joined["room"]["room_id"], private["room_id"]);
+    cs.recv_type("player_joined").await;
+
+    // A room no node has.
+    bs.send(json!({"type": "join_room", "room_id": "no-such-room", "cid": 2}))
+        .await;
+    let refused = bs.recv_type("error").await;
+    assert_eq!(refused["cid"], 2);
+    assert_eq!(refused["error"]["code"], "not_found");
+
+    // Leaving from node 2 reaches the room on node 1.
+    bs.send(json!({"type": "leave_room", "room_id": room}))
+        .await;
+    bs.recv_type("room_left").await;
+    let left = as_.recv_type("player_left").await;
+    assert_eq!(left["user_id"], b.id.as_str());
+
+    // A node that stops takes its players out of the other node's rooms.
+    bs.send(json!({"type": "join_room", "room_id": room})).await;
+    bs.recv_type("room_joined").await;
+    as_.recv_type("player_joined").await;
+    drop((bs, cs));
+    n2.stop().await;
+    // B leaves A's room; A is out of C's room, whose node is gone. In either order.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let frame = as_.recv().await;
+        match frame["type"].as_str() {
+            Some("player_left") => assert_eq!(
+                (&frame["room_id"], &frame["user_id"]),
+                (&json!(room), &json!(b.id))
+            ),
+            Some("room_left") => assert_eq!(frame["room_id"], private["room_id"]),
+            _ => panic!("unexpected {frame}"),
+        }
+        seen.push(frame["type"].as_str().unwrap().to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["player_left", "room_left"]);
+
+    n1.stop().await;
+    cluster.finish().await;
+}
