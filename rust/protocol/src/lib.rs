@@ -7,6 +7,7 @@ pub mod auth;
 pub mod captcha;
 pub mod error;
 pub mod int;
+pub mod matchmaking;
 pub mod realtime;
 pub mod saves;
 pub mod social;

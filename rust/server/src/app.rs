@@ -100,6 +100,7 @@ impl Server {
             cluster.start(&state);
         }
         let router = router(state.clone());
+        realtime::matchmaking::spawn(&state);
         Ok(Self {
             state,
             router,

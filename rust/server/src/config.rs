@@ -107,6 +107,7 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     pub cluster: ClusterConfig,
     pub chat: ChatConfig,
+    pub matchmaking: MatchmakingConfig,
 }
 
 impl Default for Config {
@@ -126,6 +127,7 @@ impl Default for Config {
             realtime: RealtimeConfig::default(),
             cluster: ClusterConfig::default(),
             chat: ChatConfig::default(),
+            matchmaking: MatchmakingConfig::default(),
         }
     }
 }
@@ -372,6 +374,36 @@ impl Default for ChatConfig {
             max_metadata_bytes: 4096,
             max_page: 100,
             max_mutes: 1000,
+        }
+    }
+}
+
+/// Matchmaking on the realtime socket: how often the pool is matched, and the rules of every mode
+/// not configured through `PUT /api/v1/matchmaking/modes/{mode}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchmakingConfig {
+    /// Milliseconds between matching passes (a new ticket also starts one at once).
+    pub interval_ms: u64,
+    pub default_min_players: u32,
+    pub default_max_players: u32,
+    pub default_timeout_secs: u32,
+    pub default_widen_per_sec: f64,
+    pub default_max_widen: f64,
+    /// Seconds a match's room waits for its first player before it closes.
+    pub room_claim_secs: u64,
+}
+
+impl Default for MatchmakingConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 200,
+            default_min_players: 2,
+            default_max_players: 2,
+            default_timeout_secs: 60,
+            default_widen_per_sec: 5.0,
+            default_max_widen: 250.0,
+            room_claim_secs: 60,
         }
     }
 }

@@ -29,6 +29,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::social::SocialApi::openapi());
     doc.merge(crate::realtime::RealtimeApi::openapi());
     doc.merge(crate::chat::ChatApi::openapi());
+    doc.merge(crate::realtime::matchmaking::MatchmakingApi::openapi());
     // After the merges: these read every service's operations.
     KeySchemes.modify(&mut doc);
     SharedErrors.modify(&mut doc);

@@ -8,12 +8,14 @@
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
 //! - `presence`: each player's status from their sockets and seats, pushed to their friends.
 //! - `remote`: members of a room whose sockets are on another node of a cluster.
+//! - `matchmaking`: tickets, the matcher, mode rules (`/api/v1/matchmaking/modes`).
 //!
 //! Everything here is in memory. A room lives on the node it was created on; players on other
 //! nodes of a cluster (`crate::cluster`) join it through `remote`; presence and pushes to a player
 //! reach every node.
 
 pub mod conn;
+pub mod matchmaking;
 pub mod presence;
 pub mod remote;
 pub mod rooms;
@@ -42,6 +44,7 @@ pub struct RealtimeService {
     pub presence: presence::Presence,
     /// Members of this node's rooms whose sockets are on other nodes.
     pub remote: remote::RemoteMembers,
+    pub matchmaking: matchmaking::Matchmaking,
     next_conn_id: AtomicU64,
 }
 
@@ -49,6 +52,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(REALTIME_PATH, get(socket::upgrade))
         .route("/api/v1/rooms", get(list_rooms))
+        .merge(matchmaking::router())
 }
 
 #[derive(OpenApi)]

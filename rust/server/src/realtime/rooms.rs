@@ -50,6 +50,8 @@ pub struct Room {
     properties: RoomProperties,
     max_players: u32,
     created_at: i64,
+    /// A match's room: only these players may join (by id), and it is not listed.
+    reserved: Option<Vec<String>>,
     state: Mutex<RoomState>,
 }
 
@@ -308,6 +310,7 @@ impl Rooms {
             join_code: join_code.clone(),
             max_players,
             created_at: now_ms,
+            reserved: None,
             state: Mutex::new(RoomState {
                 members: vec![Slot {
                     member: Member {
@@ -359,7 +362,12 @@ impl Rooms {
             (Some(id), None) => registry
                 .rooms
                 .get(id)
-                .filter(|r| r.project_id == conn.project_id && r.join_code.is_none()),
+                .filter(|r| r.project_id == conn.project_id && r.join_code.is_none())
+                .filter(|r| {
+                    r.reserved
+                        .as_ref()
+                        .is_none_or(|p| p.contains(&conn.user_id))
+                }),
             (None, None) => return Err(ApiError::invalid("give room_id or join_code")),
         }
         .cloned()
@@ -615,12 +623,64 @@ impl Rooms {
         }))
     }
 
+    /// The room of a formed match: empty, with a seat for each of `players` (only they can join
+    /// it, by id; it is not listed). The first to join hosts it. Returns its id.
+    pub fn create_reserved(
+        &self,
+        config: &RealtimeConfig,
+        project_id: &str,
+        players: &[String],
+        properties: RoomProperties,
+        now_ms: i64,
+    ) -> String {
+        let room = Arc::new(Room {
+            id: crate::db::new_id(),
+            project_id: project_id.to_owned(),
+            join_code: None,
+            max_players: players.len() as u32,
+            created_at: now_ms,
+            reserved: Some(players.to_vec()),
+            state: Mutex::new(RoomState {
+                members: Vec::new(),
+                seq: 0,
+                next_peer_id: 2,
+                closed: false,
+                pending: HashMap::new(),
+                replay: Replay::new(config.replay_buffer),
+            }),
+            properties,
+        });
+        lock(&self.registry)
+            .rooms
+            .insert(room.id.clone(), room.clone());
+        if let Some(rate) = room.properties.tick_rate {
+            tokio::spawn(tick(Arc::downgrade(&room), rate));
+        }
+        room.id.clone()
+    }
+
+    /// Closes a match's room nobody has joined (the matchmaker's claim deadline passed); true
+    /// when it did.
+    pub fn close_if_unclaimed(&self, room_id: &str) -> bool {
+        let mut registry = lock(&self.registry);
+        let Some(room) = registry.rooms.get(room_id).cloned() else {
+            return false;
+        };
+        let mut state = lock(&room.state);
+        if !state.members.is_empty() || state.closed {
+            return false;
+        }
+        state.closed = true;
+        registry.rooms.remove(room_id);
+        true
+    }
+
     /// Public rooms of a project, oldest first, optionally only those carrying `label`.
     pub fn list(&self, project_id: &str, label: Option<&str>) -> Vec<RoomSummary> {
         let mut rooms: Vec<Arc<Room>> = lock(&self.registry)
             .rooms
             .values()
-            .filter(|r| r.project_id == project_id && r.join_code.is_none())
+            .filter(|r| r.project_id == project_id && r.join_code.is_none() && r.reserved.is_none())
             .filter(|r| label.is_none_or(|l| r.properties.labels.iter().any(|x| x == l)))
             .cloned()
             .collect();

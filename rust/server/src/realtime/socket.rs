@@ -244,7 +244,13 @@ impl Session {
         for (room_id, home) in std::mem::take(&mut self.remote_rooms) {
             remote::forward(&self.state, &home, &self.conn, None, Op::Leave { room_id });
         }
-        self.state.realtime.users.unregister(&self.conn);
+        if self.state.realtime.users.unregister(&self.conn) {
+            self.state.realtime.matchmaking.player_offline(
+                &self.state,
+                &self.conn.project_id,
+                &self.conn.user_id,
+            );
+        }
         // Seats kept for a resume keep the player in_match until the grace period ends.
         self.refresh_presence();
         if code != 0 {
@@ -652,12 +658,31 @@ impl Session {
                     },
                 );
             }
-            ClientMessage::JoinQueue(_)
-            | ClientMessage::LeaveQueue { .. }
-            | ClientMessage::QueueStatus { .. } => {
-                return Err(ApiError::invalid(
-                    "this message type is not served yet (#8)",
-                ))
+            ClientMessage::JoinQueue(request) => {
+                let ticket = state
+                    .realtime
+                    .matchmaking
+                    .join(&state, &self.conn.project_id, &self.conn.user_id, request)
+                    .await?;
+                self.reply(cid, ServerMessage::QueueJoined { ticket });
+            }
+            ClientMessage::LeaveQueue { ticket_id } => {
+                let ticket_ids = state.realtime.matchmaking.leave(
+                    &state,
+                    &self.conn.project_id,
+                    &self.conn.user_id,
+                    ticket_id.as_deref(),
+                )?;
+                self.reply(cid, ServerMessage::QueueLeft { ticket_ids });
+            }
+            ClientMessage::QueueStatus { ticket_id } => {
+                let ticket = state.realtime.matchmaking.status(
+                    &state,
+                    &self.conn.project_id,
+                    &self.conn.user_id,
+                    &ticket_id,
+                )?;
+                self.reply(cid, ServerMessage::TicketStatus { ticket });
             }
         }
         Ok(())
