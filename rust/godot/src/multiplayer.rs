@@ -314,6 +314,14 @@ impl AeThexMatchmaking {
     #[signal]
     fn matchmaking_timeout(ticket_id: GString);
 
+    /// Another player queued you in their party: `ticket` as in [method join_queue]'s result.
+    #[signal]
+    fn queue_joined(ticket: VarDictionary);
+
+    /// Another player of your ticket left the queue: the ticket is gone.
+    #[signal]
+    fn queue_left(ticket_ids: PackedStringArray);
+
     /// Queues for a match. `request`: `mode`, `region` (Strings), `skill_range` (`[low,
     /// high]`), optional `party` (user ids kept together with you) and `properties` (any value,
     /// shown to the other players in [signal match_found]). Result: `{ticket: {ticket_id, mode,

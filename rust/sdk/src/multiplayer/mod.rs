@@ -33,7 +33,10 @@
 //!   waits on (a `send_state`/`send_packet` that already completed, or a frame over the rate).
 //!
 //! Service `"multiplayer.matchmaking"`: `match_found(match_info: Dictionary {ticket_id, room_id,
-//! mode, region, players [{user_id, properties}]})`, `matchmaking_timeout(ticket_id: String)`.
+//! mode, region, players [{user_id, properties}]})`, `matchmaking_timeout(ticket_id: String)`,
+//! `queue_joined(ticket: Dictionary)` (another player queued you in their party; the ticket as in
+//! `join_queue`'s result), `queue_left(ticket_ids: PackedStringArray)` (another player of your
+//! ticket left the queue: the ticket is gone).
 //!
 //! Service `"social.chat"`: `message_received(message: Dictionary {message_id, channel, from,
 //! body, metadata, sent_at})`.

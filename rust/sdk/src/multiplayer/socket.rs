@@ -742,6 +742,19 @@ impl Realtime {
                 self.shared
                     .emit(MATCHMAKING, "match_found", vec![message_value(&message)]);
             }
+            // A party member is told of the ticket the submitter queued them on, and of its
+            // end when another player of it leaves the queue.
+            ServerMessage::QueueJoined { ticket } => {
+                let value = wire_value(&serde_json::to_value(&ticket).expect("serializes"));
+                self.shared.emit(MATCHMAKING, "queue_joined", vec![value]);
+            }
+            ServerMessage::QueueLeft { ticket_ids } => {
+                self.shared.emit(
+                    MATCHMAKING,
+                    "queue_left",
+                    vec![Value::PackedStringArray(ticket_ids)],
+                );
+            }
             ServerMessage::MatchmakingTimeout { ticket_id } => {
                 self.shared.emit(
                     MATCHMAKING,
