@@ -325,8 +325,9 @@ pub async fn heartbeat(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// Username prefix (case-insensitive), 1 to 32 characters.
-    #[param(min_length = 1, max_length = 32)]
+    /// Username prefix (case-insensitive), 1 to 32 characters; surrounding spaces are ignored, so
+    /// it needs one that is not a space.
+    #[param(min_length = 1, max_length = 32, pattern = r"\S")]
     q: String,
     /// Default 20, at most 100.
     #[param(minimum = 1, maximum = 100)]
