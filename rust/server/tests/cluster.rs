@@ -470,9 +470,11 @@ async fn players_on_two_nodes_share_a_room() {
 /// before the answer.
 async fn join_queue(s: &mut Socket, mode: &str, completes: bool) -> (Value, Option<Value>) {
     'submit: loop {
-        s.send(json!({"type": "join_queue", "cid": "q", "mode": mode, "region": "eu",
-            "skill_range": [1000, 1100]}))
-            .await;
+        s.send(
+            json!({"type": "join_queue", "cid": "q", "mode": mode, "region": "eu",
+            "skill_range": [1000, 1100]}),
+        )
+        .await;
         let (mut ticket, mut found) = (None, None);
         while ticket.is_none() || (completes && found.is_none()) {
             let frame = s.recv().await;
@@ -547,9 +549,11 @@ async fn players_on_two_nodes_match_and_share_the_room() {
     assert_eq!(status["cid"], "st");
     assert_eq!(status["ticket"]["ticket_id"], ticket_b["ticket_id"]);
     assert_eq!(status["ticket"]["created_at"], ticket_b["created_at"]);
-    bs.send(json!({"type": "join_queue", "cid": "again", "mode": "duel", "region": "eu",
-        "skill_range": [0, 1]}))
-        .await;
+    bs.send(
+        json!({"type": "join_queue", "cid": "again", "mode": "duel", "region": "eu",
+        "skill_range": [0, 1]}),
+    )
+    .await;
     let refused = bs.recv_type("error").await;
     assert_eq!(
         (&refused["cid"], &refused["error"]["code"]),
@@ -604,11 +608,12 @@ async fn players_on_two_nodes_match_and_share_the_room() {
     cluster.finish().await;
 }
 
-/// The next frame of `kind`, past the `presence_changed` pushes friends get.
-async fn recv_skipping_presence(s: &mut Socket, kind: &str) -> Value {
+/// The next frame of `kind`, past the pushes befriending brings (`friends_updated`,
+/// `presence_changed`), which cross nodes at their own pace.
+async fn recv_skipping_social(s: &mut Socket, kind: &str) -> Value {
     loop {
         let frame = s.recv().await;
-        if frame["type"] != "presence_changed" {
+        if frame["type"] != "presence_changed" && frame["type"] != "friends_updated" {
             assert_eq!(frame["type"], kind, "{frame}");
             return frame;
         }
@@ -622,13 +627,23 @@ async fn leaving_closing_and_timing_out_on_another_node_than_the_matchmaker() {
     let n1 = cluster.node().await;
     let n2 = cluster.node().await;
     for (mode, rules) in [
-        ("trio", json!({"min_players": 3, "max_players": 3, "timeout_secs": 60,
-            "widen_per_sec": 0, "max_widen": 0})),
-        ("brief", json!({"min_players": 2, "max_players": 2, "timeout_secs": 1,
-            "widen_per_sec": 0, "max_widen": 0})),
+        (
+            "trio",
+            json!({"min_players": 3, "max_players": 3, "timeout_secs": 60,
+            "widen_per_sec": 0, "max_widen": 0}),
+        ),
+        (
+            "brief",
+            json!({"min_players": 2, "max_players": 2, "timeout_secs": 1,
+            "widen_per_sec": 0, "max_widen": 0}),
+        ),
     ] {
         let resp = cluster
-            .admin(&n1, Method::PUT, &format!("/api/v1/matchmaking/modes/{mode}"))
+            .admin(
+                &n1,
+                Method::PUT,
+                &format!("/api/v1/matchmaking/modes/{mode}"),
+            )
             .json(&rules)
             .send()
             .await
@@ -669,18 +684,20 @@ async fn leaving_closing_and_timing_out_on_another_node_than_the_matchmaker() {
     // A party ticket submitted on node 2 with a member on node 1: the member hears of it, and
     // of its end when the submitter's socket closes.
     let (e, h) = (n2.e.device_player().await, n1.e.device_player().await);
-    n2.e.befriend(&e, &h).await;
     let mut hs = n1.e.socket(&h).await;
     let mut es = n2.e.socket(&e).await;
-    es.send(json!({"type": "join_queue", "cid": "p", "mode": "trio", "region": "eu",
-        "skill_range": [0, 10], "party": [h.id]}))
-        .await;
-    let ticket_e = recv_skipping_presence(&mut es, "queue_joined").await["ticket"].clone();
+    n2.e.befriend(&e, &h).await;
+    es.send(
+        json!({"type": "join_queue", "cid": "p", "mode": "trio", "region": "eu",
+        "skill_range": [0, 10], "party": [h.id]}),
+    )
+    .await;
+    let ticket_e = recv_skipping_social(&mut es, "queue_joined").await["ticket"].clone();
     assert_eq!(ticket_e["players"], json!([e.id, h.id]));
-    let told = recv_skipping_presence(&mut hs, "queue_joined").await;
+    let told = recv_skipping_social(&mut hs, "queue_joined").await;
     assert_eq!(told["ticket"]["ticket_id"], ticket_e["ticket_id"]);
     es.close().await;
-    let left = recv_skipping_presence(&mut hs, "queue_left").await;
+    let left = recv_skipping_social(&mut hs, "queue_left").await;
     assert_eq!(left["ticket_ids"], json!([id_of(&ticket_e)]));
 
     // A mode configured on node 1 times out in 1 s; the timeout reaches node 2.
@@ -713,15 +730,19 @@ async fn queued_tickets_outlive_a_matchmaker_that_stops_or_dies() {
     let (ticket_a, _) = join_queue(&mut as_, "duel", false).await;
     n1.stop().await;
     let times = |t: &Value| json!([t["ticket_id"], t["created_at"], t["expires_at"]]);
-    until_equal("A's ticket as the new matchmaker has it", &times(&ticket_a), async || {
-        as_.send(json!({"type": "queue_status", "cid": "st", "ticket_id": id_of(&ticket_a)}))
-            .await;
-        let frame = as_.recv().await;
-        match frame["type"].as_str() {
-            Some("ticket_status") => times(&frame["ticket"]),
-            _ => frame,
-        }
-    })
+    until_equal(
+        "A's ticket as the new matchmaker has it",
+        &times(&ticket_a),
+        async || {
+            as_.send(json!({"type": "queue_status", "cid": "st", "ticket_id": id_of(&ticket_a)}))
+                .await;
+            let frame = as_.recv().await;
+            match frame["type"].as_str() {
+                Some("ticket_status") => times(&frame["ticket"]),
+                _ => frame,
+            }
+        },
+    )
     .await;
     let (_, found_b) = join_queue(&mut bs, "duel", true).await;
     let found_b = found_b.unwrap();

@@ -201,7 +201,10 @@ pub(super) async fn submit(
         }
         admitted
     } else {
-        let (project_id, user_id) = (submitted.project_id.clone(), submitted.ticket.players[0].clone());
+        let (project_id, user_id) = (
+            submitted.project_id.clone(),
+            submitted.ticket.players[0].clone(),
+        );
         let message = Message::Submit {
             origin: cluster.node_id().to_owned(),
             fresh: true,
@@ -542,7 +545,9 @@ pub fn serve(state: &AppState, cluster: &Arc<Cluster>, reply_to: Option<String>,
                             .mode(&state.db, &submitted.project_id, &submitted.ticket.mode)
                             .await
                         {
-                            Ok(_) => matchmaking.admit(&state, submitted, Some(origin.clone()), fresh),
+                            Ok(_) => {
+                                matchmaking.admit(&state, submitted, Some(origin.clone()), fresh)
+                            }
                             Err(e) => Err(e),
                         }
                     };
