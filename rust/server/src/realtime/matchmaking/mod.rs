@@ -2,10 +2,11 @@
 //! `match_found` / `matchmaking_timeout` pushes.
 //!
 //! Tickets live in memory on the node that matches, pooled by project, mode and region: the
-//! node itself when alone, the cluster's matchmaker otherwise (`remote`, which other nodes
-//! forward their players' tickets to and keep copies of). A background task (every `matchmaking.interval_ms`, and at once after a submission)
-//! runs [`pool::form_matches`] over each pool, creates a room with a seat reserved for each
-//! matched player and pushes `match_found` to their sockets. Mode rules come from SQL
+//! node itself when alone, the cluster's matchmaker otherwise (`remote`: the other nodes forward
+//! their players' tickets to it and keep copies). A background task (every
+//! `matchmaking.interval_ms`, and at once after a submission) runs [`pool::form_matches`] over
+//! each pool, creates a room with a seat reserved for each matched player and pushes
+//! `match_found` to their sockets. Mode rules come from SQL
 //! (`PUT /api/v1/matchmaking/modes/{mode}`, cached here) or, for unconfigured modes, from the
 //! server's `[matchmaking]` defaults.
 //!
@@ -356,13 +357,13 @@ impl Matchmaking {
             // Checked under the pool lock: a player going offline drops their tickets after
             // leaving the socket registry, so either this sees them gone or the drop sees this
             // ticket.
-            if let Some(away) = ticket.players[1..]
-                .iter()
-                .find(|m| fresh && !connected(state, &project_id, m))
-            {
-                return Err(ApiError::conflict(format!(
-                    "party member {away:?} is not connected to the realtime socket"
-                )));
+            if fresh {
+                let mut party = ticket.players[1..].iter();
+                if let Some(away) = party.find(|m| !connected(state, &project_id, m)) {
+                    return Err(ApiError::conflict(format!(
+                        "party member {away:?} is not connected to the realtime socket"
+                    )));
+                }
             }
             pool.insert(&project_id, ticket.clone(), properties, origin);
         }

@@ -418,13 +418,14 @@ fn hand_over(state: &AppState, cluster: &Arc<Cluster>, mm: String, due: Vec<Subm
         for submitted in due {
             let copy = submitted.clone();
             if let Err(e) = matchmaking.admit(state, submitted, None, false) {
-                matchmaking.copies.forget(&[copy.ticket.ticket_id.clone()]);
+                matchmaking
+                    .copies
+                    .forget(std::slice::from_ref(&copy.ticket.ticket_id));
                 tell_refused(state, &copy, &e.message);
             }
         }
         return;
     }
-    let ids: Vec<String> = due.iter().map(|s| s.ticket.ticket_id.clone()).collect();
     let message = Message::Submit {
         origin: cluster.node_id().to_owned(),
         fresh: false,
@@ -432,18 +433,17 @@ fn hand_over(state: &AppState, cluster: &Arc<Cluster>, mm: String, due: Vec<Subm
     };
     let (state, cluster) = (state.clone(), cluster.clone());
     tokio::spawn(async move {
-        let answers = ask::<Vec<Answer<()>>>(&cluster, &mm, &message)
-            .await
-            .filter(|a| a.len() == ids.len());
+        let answers = ask::<Vec<Answer<()>>>(&cluster, &mm, &message).await;
         let Message::Submit { tickets, .. } = message else {
             return;
         };
+        let answers = answers.filter(|a| a.len() == tickets.len());
         let mut dropped = Vec::new();
         {
             let mut inner = lock(&state.realtime.matchmaking.copies.0);
-            for (i, (id, submitted)) in ids.iter().zip(tickets).enumerate() {
-                let answer = answers.as_ref().map(|a| &a[i]);
-                match answer {
+            for (i, submitted) in tickets.into_iter().enumerate() {
+                let id = &submitted.ticket.ticket_id;
+                match answers.as_ref().map(|a| &a[i]) {
                     Some(Ok(())) => {}
                     Some(Err(e)) if e.code != ErrorCode::Unavailable => {
                         if inner.tickets.remove(id).is_some() {
