@@ -1,6 +1,7 @@
 //! Two (or three) `aethex-server` processes on one PostgreSQL schema and NATS act as one service:
-//! presence and pushes cross nodes, leaderboards stay correct with writes on both, and a node
-//! that stops or dies takes its players' presence with it.
+//! presence and pushes cross nodes, leaderboards stay correct with writes on both, rooms and
+//! matchmaking serve players on any node, and a node that stops or dies takes its players'
+//! presence with it (and hands matchmaking to the next node).
 //!
 //! Runs when both `AETHEX_TEST_NATS_URL` and `AETHEX_TEST_DATABASE_URL` are set (`.ci/run` sets
 //! both); each test uses its own schema and its own NATS subject prefix, so runs never meet.
