@@ -16,6 +16,9 @@
 //! `<prefix>.node.<node id>`, where a node receives a member's frames for its rooms and frames for
 //! its own sockets from rooms elsewhere.
 //!
+//! Matchmaking across nodes (`crate::realtime::matchmaking::remote`) uses `<prefix>.mm.<node id>`:
+//! requests to the node that matches (the matchmaker) and its notices to the others.
+//!
 //! Plain core NATS, no JetStream: everything carried is live state that each node can rebuild
 //! from its peers' snapshots or from SQL, so nothing needs to be stored in NATS. Outbound events
 //! pass one bounded queue, so no request or socket ever waits on NATS.
@@ -35,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{AppInner, AppState};
 use crate::config::ClusterConfig;
 use crate::realtime::conn::encode;
+use crate::realtime::matchmaking::remote as mm_remote;
 use crate::realtime::presence::{NodeStatus, Presence};
 use crate::realtime::remote::{JoinReply, JoinRequest, RemoteMembers, RoomOp, SocketFrame};
 use crate::social::leaderboards::EntryChange;
@@ -47,6 +51,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a join waits for the node holding the room; nodes without it stay silent, so this is
 /// also how long a join to a room no node has takes to fail.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a node waits for the matchmaker's answer before telling the player to retry.
+const MM_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Subscriptions = (
     mpsc::Receiver<(String, Bytes)>,
@@ -68,6 +74,8 @@ pub struct Cluster {
     node_timeout: Duration,
     stop: CancellationToken,
     publisher: Mutex<Option<JoinHandle<()>>>,
+    /// `<prefix>.mm.<node id>`, taken by `start`.
+    mm_inbox: Mutex<Option<async_nats::Subscriber>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,6 +149,7 @@ impl Cluster {
         let events = subscribe(subject.clone()).await?;
         let direct = subscribe(format!("{prefix}.node.{node_id}")).await?;
         let joins = subscribe(format!("{prefix}.rooms.join")).await?;
+        let mm_inbox = subscribe(format!("{prefix}.mm.{node_id}")).await?;
         let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tracing::info!(node = %node_id, %subject, "joined the cluster");
         Ok(Some(Arc::new(Self {
@@ -154,6 +163,7 @@ impl Cluster {
             node_timeout: Duration::from_millis(config.node_timeout_ms.max(1)),
             stop: CancellationToken::new(),
             publisher: Mutex::new(None),
+            mm_inbox: Mutex::new(Some(mm_inbox)),
         })))
     }
 
@@ -281,6 +291,27 @@ impl Cluster {
             }
         });
 
+        if let Some(mut inbox) = lock(&self.mm_inbox).take() {
+            let this = self.clone();
+            let mm_weak = weak.clone();
+            tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        message = inbox.next() => match message {
+                            Some(message) => message,
+                            None => return,
+                        },
+                        _ = this.stop.cancelled() => return,
+                    };
+                    let Some(inner) = mm_weak.upgrade() else {
+                        return;
+                    };
+                    let reply = message.reply.map(|r| r.to_string());
+                    mm_remote::serve(&AppState(inner), &this, reply, &message.payload);
+                }
+            });
+        }
+
         let this = self.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(this.heartbeat);
@@ -356,6 +387,27 @@ impl Cluster {
     /// A frame for one socket on `node`.
     pub fn socket_frame(&self, node: &str, frame: SocketFrame) {
         self.direct(node, Direct::SocketFrame(frame));
+    }
+
+    /// A matchmaking request to `node`: its answer, or `None` when none came in time.
+    pub async fn mm_request(&self, node: &str, payload: Bytes) -> Option<Bytes> {
+        let asked = self.client.request(self.mm_subject(node), payload);
+        let message = tokio::time::timeout(MM_TIMEOUT, asked).await.ok()?.ok()?;
+        Some(message.payload)
+    }
+
+    /// A matchmaking message for `node` that needs no answer.
+    pub fn mm_notice(&self, node: &str, payload: Bytes) {
+        self.queue(self.mm_subject(node), payload);
+    }
+
+    /// The answer to a matchmaking request (`to`: its reply subject).
+    pub fn mm_reply(&self, to: String, payload: Bytes) {
+        self.queue(to, payload);
+    }
+
+    fn mm_subject(&self, node: &str) -> String {
+        format!("{}.mm.{node}", self.prefix)
     }
 
     fn direct(&self, node: &str, message: Direct) {

@@ -1,6 +1,7 @@
 //! Two (or three) `aethex-server` processes on one PostgreSQL schema and NATS act as one service:
-//! presence and pushes cross nodes, leaderboards stay correct with writes on both, and a node
-//! that stops or dies takes its players' presence with it.
+//! presence and pushes cross nodes, leaderboards stay correct with writes on both, rooms and
+//! matchmaking serve players on any node, and a node that stops or dies takes its players'
+//! presence with it (and hands matchmaking to the next node).
 //!
 //! Runs when both `AETHEX_TEST_NATS_URL` and `AETHEX_TEST_DATABASE_URL` are set (`.ci/run` sets
 //! both); each test uses its own schema and its own NATS subject prefix, so runs never meet.
@@ -461,5 +462,309 @@ async fn players_on_two_nodes_share_a_room() {
     assert_eq!(seen, ["player_left", "room_left"]);
 
     n1.stop().await;
+    cluster.finish().await;
+}
+
+/// Sends `join_queue` for `mode` (unconfigured: the server's defaults, two players a match)
+/// until it is not refused as `unavailable` (the matchmaker may be changing). Returns the ticket
+/// and, when `completes`, the `match_found` this ticket completed, which across nodes may come
+/// before the answer.
+async fn join_queue(s: &mut Socket, mode: &str, completes: bool) -> (Value, Option<Value>) {
+    'submit: loop {
+        s.send(
+            json!({"type": "join_queue", "cid": "q", "mode": mode, "region": "eu",
+            "skill_range": [1000, 1100]}),
+        )
+        .await;
+        let (mut ticket, mut found) = (None, None);
+        while ticket.is_none() || (completes && found.is_none()) {
+            let frame = s.recv().await;
+            match frame["type"].as_str() {
+                Some("queue_joined") if frame["cid"] == "q" => {
+                    ticket = Some(frame["ticket"].clone());
+                }
+                Some("match_found") if completes => found = Some(frame),
+                Some("error") if frame["error"]["code"] == "unavailable" => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue 'submit;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+        return (ticket.unwrap(), found);
+    }
+}
+
+fn id_of(ticket: &Value) -> &str {
+    ticket["ticket_id"].as_str().unwrap()
+}
+
+fn players_of(found: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = found["players"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn pair(a: &Player, b: &Player) -> Vec<String> {
+    let mut ids = vec![a.id.clone(), b.id.clone()];
+    ids.sort();
+    ids
+}
+
+/// Joins a matched room; returns its members' user ids.
+async fn join_match(s: &mut Socket, room_id: &str) -> Value {
+    s.send(json!({"type": "join_room", "cid": "j", "room_id": room_id}))
+        .await;
+    let joined = s.recv_type("room_joined").await;
+    assert_eq!(joined["cid"], "j");
+    joined["room"].clone()
+}
+
+#[tokio::test]
+async fn players_on_two_nodes_match_and_share_the_room() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    // The first node has the lowest id: it is the matchmaker.
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let (a, b, c) = (
+        n1.e.device_player().await,
+        n2.e.device_player().await,
+        n2.e.device_player().await,
+    );
+    let mut as_ = n1.e.socket(&a).await;
+    let mut bs = n2.e.socket(&b).await;
+    let mut cs = n2.e.socket(&c).await;
+
+    // Queued on the other node: the answers are the ones a single node gives.
+    let (ticket_b, _) = join_queue(&mut bs, "duel", false).await;
+    assert_eq!(ticket_b["players"], json!([b.id]));
+    bs.send(json!({"type": "queue_status", "cid": "st", "ticket_id": id_of(&ticket_b)}))
+        .await;
+    let status = bs.recv_type("ticket_status").await;
+    assert_eq!(status["cid"], "st");
+    assert_eq!(status["ticket"]["ticket_id"], ticket_b["ticket_id"]);
+    assert_eq!(status["ticket"]["created_at"], ticket_b["created_at"]);
+    bs.send(
+        json!({"type": "join_queue", "cid": "again", "mode": "duel", "region": "eu",
+        "skill_range": [0, 1]}),
+    )
+    .await;
+    let refused = bs.recv_type("error").await;
+    assert_eq!(
+        (&refused["cid"], &refused["error"]["code"]),
+        (&json!("again"), &json!("conflict"))
+    );
+    cs.send(json!({"type": "queue_status", "cid": "x", "ticket_id": id_of(&ticket_b)}))
+        .await;
+    assert_eq!(cs.recv_type("error").await["error"]["code"], "not_found");
+
+    let (ticket_a, found_a) = join_queue(&mut as_, "duel", true).await;
+    let found_a = found_a.unwrap();
+    let found_b = bs.recv_type("match_found").await;
+    assert_eq!(found_a["ticket_id"], ticket_a["ticket_id"]);
+    assert_eq!(found_b["ticket_id"], ticket_b["ticket_id"]);
+    assert_eq!(found_a["room_id"], found_b["room_id"]);
+    assert_eq!(players_of(&found_a), pair(&a, &b));
+    assert_eq!(found_a["players"], found_b["players"]);
+    let room_id = found_a["room_id"].as_str().unwrap();
+    // Matched: the ticket is gone on every node.
+    bs.send(json!({"type": "queue_status", "cid": "gone", "ticket_id": id_of(&ticket_b)}))
+        .await;
+    assert_eq!(bs.recv_type("error").await["error"]["code"], "not_found");
+
+    // The room (on the matchmaker) is reserved: an outsider on the other node is refused, the
+    // matched player there gets in.
+    cs.send(json!({"type": "join_room", "cid": "out", "room_id": room_id}))
+        .await;
+    let refused = cs.recv_type("error").await;
+    assert_eq!(
+        (&refused["cid"], &refused["error"]["code"]),
+        (&json!("out"), &json!("not_found"))
+    );
+    join_match(&mut as_, room_id).await;
+    let room = join_match(&mut bs, room_id).await;
+    assert_eq!(room["members"].as_array().unwrap().len(), 2);
+    as_.recv_type("player_joined").await;
+
+    bs.send(json!({"type": "player_state_update", "room_id": room_id, "state": {"x": 1}}))
+        .await;
+    let update = as_.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["from"], b.id.as_str());
+    assert_eq!(update["updates"][0]["state"], json!({"x": 1}));
+    as_.send(json!({"type": "player_state_update", "room_id": room_id, "state": {"y": 2}}))
+        .await;
+    let update = bs.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["from"], a.id.as_str());
+    assert_eq!(update["updates"][0]["state"], json!({"y": 2}));
+    cs.nothing_pending().await;
+
+    n1.stop().await;
+    n2.stop().await;
+    cluster.finish().await;
+}
+
+/// The next frame of `kind`, past the pushes befriending brings (`friends_updated`,
+/// `presence_changed`), which cross nodes at their own pace.
+async fn recv_skipping_social(s: &mut Socket, kind: &str) -> Value {
+    loop {
+        let frame = s.recv().await;
+        if frame["type"] != "presence_changed" && frame["type"] != "friends_updated" {
+            assert_eq!(frame["type"], kind, "{frame}");
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn leaving_closing_and_timing_out_on_another_node_than_the_matchmaker() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    for (mode, rules) in [
+        (
+            "trio",
+            json!({"min_players": 3, "max_players": 3, "timeout_secs": 60,
+            "widen_per_sec": 0, "max_widen": 0}),
+        ),
+        (
+            "brief",
+            json!({"min_players": 2, "max_players": 2, "timeout_secs": 1,
+            "widen_per_sec": 0, "max_widen": 0}),
+        ),
+    ] {
+        let resp = cluster
+            .admin(
+                &n1,
+                Method::PUT,
+                &format!("/api/v1/matchmaking/modes/{mode}"),
+            )
+            .json(&rules)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+    let (a, c, d) = (
+        n2.e.device_player().await,
+        n2.e.device_player().await,
+        n1.e.device_player().await,
+    );
+    let (mut as_, mut cs, mut ds) = (
+        n2.e.socket(&a).await,
+        n2.e.socket(&c).await,
+        n1.e.socket(&d).await,
+    );
+
+    // leave_queue on node 2 takes the ticket out of the matchmaker's pool on node 1.
+    let (ticket_a, _) = join_queue(&mut as_, "duel", false).await;
+    as_.send(json!({"type": "leave_queue", "cid": "wrong", "ticket_id": "no-such-ticket"}))
+        .await;
+    let refused = as_.recv_type("error").await;
+    assert_eq!(
+        (&refused["cid"], &refused["error"]["code"]),
+        (&json!("wrong"), &json!("not_found"))
+    );
+    as_.send(json!({"type": "leave_queue", "cid": "l", "ticket_id": id_of(&ticket_a)}))
+        .await;
+    let left = as_.recv_type("queue_left").await;
+    assert_eq!(left["cid"], "l");
+    assert_eq!(left["ticket_ids"], json!([id_of(&ticket_a)]));
+    // C would match A's older ticket if it were still queued; it matches D.
+    join_queue(&mut cs, "duel", false).await;
+    let (_, found_d) = join_queue(&mut ds, "duel", true).await;
+    assert_eq!(players_of(&found_d.unwrap()), pair(&c, &d));
+    assert_eq!(players_of(&cs.recv_type("match_found").await), pair(&c, &d));
+
+    // A party ticket submitted on node 2 with a member on node 1: the member hears of it, and
+    // of its end when the submitter's socket closes.
+    let (e, h) = (n2.e.device_player().await, n1.e.device_player().await);
+    let mut hs = n1.e.socket(&h).await;
+    let mut es = n2.e.socket(&e).await;
+    n2.e.befriend(&e, &h).await;
+    es.send(
+        json!({"type": "join_queue", "cid": "p", "mode": "trio", "region": "eu",
+        "skill_range": [0, 10], "party": [h.id]}),
+    )
+    .await;
+    let ticket_e = recv_skipping_social(&mut es, "queue_joined").await["ticket"].clone();
+    assert_eq!(ticket_e["players"], json!([e.id, h.id]));
+    let told = recv_skipping_social(&mut hs, "queue_joined").await;
+    assert_eq!(told["ticket"]["ticket_id"], ticket_e["ticket_id"]);
+    es.close().await;
+    let left = recv_skipping_social(&mut hs, "queue_left").await;
+    assert_eq!(left["ticket_ids"], json!([id_of(&ticket_e)]));
+
+    // A mode configured on node 1 times out in 1 s; the timeout reaches node 2.
+    let (ticket_a, _) = join_queue(&mut as_, "brief", false).await;
+    let timeout = as_.recv_type("matchmaking_timeout").await;
+    assert_eq!(timeout["ticket_id"], ticket_a["ticket_id"]);
+
+    n1.stop().await;
+    n2.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn queued_tickets_outlive_a_matchmaker_that_stops_or_dies() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let n3 = cluster.node().await;
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        let p = n3.e.device_player().await;
+        sockets.push((n3.e.socket(&p).await, p));
+    }
+    let [(mut as_, a), (mut bs, b), (mut cs, c), (mut ds, d)] =
+        <[_; 4]>::try_from(sockets).ok().unwrap();
+
+    // A's ticket goes from node 3 to node 1, the matchmaker, which stops: node 3 hands it to
+    // node 2, the next lowest id, with its original enqueue time.
+    let (ticket_a, _) = join_queue(&mut as_, "duel", false).await;
+    n1.stop().await;
+    let times = |t: &Value| json!([t["ticket_id"], t["created_at"], t["expires_at"]]);
+    until_equal(
+        "A's ticket as the new matchmaker has it",
+        &times(&ticket_a),
+        async || {
+            as_.send(json!({"type": "queue_status", "cid": "st", "ticket_id": id_of(&ticket_a)}))
+                .await;
+            let frame = as_.recv().await;
+            match frame["type"].as_str() {
+                Some("ticket_status") => times(&frame["ticket"]),
+                _ => frame,
+            }
+        },
+    )
+    .await;
+    let (_, found_b) = join_queue(&mut bs, "duel", true).await;
+    let found_b = found_b.unwrap();
+    assert_eq!(players_of(&found_b), pair(&a, &b));
+    let found_a = as_.recv_type("match_found").await;
+    assert_eq!(found_a["ticket_id"], ticket_a["ticket_id"]);
+    assert_eq!(found_a["room_id"], found_b["room_id"]);
+    // The room is on node 2; both players join it from node 3.
+    let room_id = found_a["room_id"].as_str().unwrap();
+    join_match(&mut as_, room_id).await;
+    join_match(&mut bs, room_id).await;
+
+    // Node 2 dies without a word: once it is taken for gone, node 3 matches, C's ticket with it.
+    let (ticket_c, _) = join_queue(&mut cs, "duel", false).await;
+    n2.kill().await;
+    let (_, found_d) = join_queue(&mut ds, "duel", true).await;
+    assert_eq!(players_of(&found_d.unwrap()), pair(&c, &d));
+    let found_c = cs.recv_type("match_found").await;
+    assert_eq!(found_c["ticket_id"], ticket_c["ticket_id"]);
+    join_match(&mut cs, found_c["room_id"].as_str().unwrap()).await;
+
+    n3.stop().await;
     cluster.finish().await;
 }

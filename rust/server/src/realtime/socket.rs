@@ -680,21 +680,29 @@ impl Session {
                 self.reply(cid, ServerMessage::QueueJoined { ticket });
             }
             ClientMessage::LeaveQueue { ticket_id } => {
-                let ticket_ids = state.realtime.matchmaking.leave(
-                    &state,
-                    &self.conn.project_id,
-                    &self.conn.user_id,
-                    ticket_id.as_deref(),
-                )?;
+                let ticket_ids = state
+                    .realtime
+                    .matchmaking
+                    .leave(
+                        &state,
+                        &self.conn.project_id,
+                        &self.conn.user_id,
+                        ticket_id.as_deref(),
+                    )
+                    .await?;
                 self.reply(cid, ServerMessage::QueueLeft { ticket_ids });
             }
             ClientMessage::QueueStatus { ticket_id } => {
-                let ticket = state.realtime.matchmaking.status(
-                    &state,
-                    &self.conn.project_id,
-                    &self.conn.user_id,
-                    &ticket_id,
-                )?;
+                let ticket = state
+                    .realtime
+                    .matchmaking
+                    .status(
+                        &state,
+                        &self.conn.project_id,
+                        &self.conn.user_id,
+                        &ticket_id,
+                    )
+                    .await?;
                 self.reply(cid, ServerMessage::TicketStatus { ticket });
             }
         }

@@ -142,7 +142,7 @@ pub async fn put_mode(
     state
         .realtime
         .matchmaking
-        .set_mode(project_id, &mode, Some(config.clone()));
+        .mode_written(&state, project_id, &mode, Some(config.clone()));
     Ok(Json(MatchmakingMode { mode, config }))
 }
 
@@ -172,7 +172,10 @@ pub async fn delete_mode(
         .execute(&state.db.write)
         .await?
         .rows_affected();
-    state.realtime.matchmaking.set_mode(project_id, &mode, None);
+    state
+        .realtime
+        .matchmaking
+        .mode_written(&state, project_id, &mode, None);
     if deleted == 0 {
         return Err(not_configured(&mode));
     }

@@ -1,18 +1,22 @@
 //! Matchmaking on the realtime socket: `join_queue`, `leave_queue`, `queue_status`, and the
 //! `match_found` / `matchmaking_timeout` pushes.
 //!
-//! Tickets live in memory on the node whose socket submitted them, pooled by project, mode and
-//! region; a background task (every `matchmaking.interval_ms`, and at once after a submission)
-//! runs [`pool::form_matches`] over each pool, creates a room with a seat reserved for each
-//! matched player and pushes `match_found` to their sockets. Mode rules come from SQL
+//! Tickets live in memory on the node that matches, pooled by project, mode and region: the
+//! node itself when alone, the cluster's matchmaker otherwise (`remote`: the other nodes forward
+//! their players' tickets to it and keep copies). A background task (every
+//! `matchmaking.interval_ms`, and at once after a submission) runs [`pool::form_matches`] over
+//! each pool, creates a room with a seat reserved for each matched player and pushes
+//! `match_found` to their sockets. Mode rules come from SQL
 //! (`PUT /api/v1/matchmaking/modes/{mode}`, cached here) or, for unconfigured modes, from the
 //! server's `[matchmaking]` defaults.
 //!
 //! Locks: the pool's mutex is never held across an await; while it is held only the socket
-//! registry (`Users`) is consulted, never the rooms.
+//! registry (`Users`) and presence are consulted, never the rooms. It and the copies' mutex
+//! (`remote`) are never held together.
 
 pub mod handlers;
 pub mod pool;
+pub mod remote;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -20,11 +24,12 @@ use std::time::Duration;
 
 use aethex_protocol::matchmaking::{MatchmakingModeConfig, MAX_MATCH_PLAYERS};
 use aethex_protocol::realtime::{
-    MatchedPlayer, QueueRequest, RoomProperties, ServerMessage, Ticket,
+    MatchedPlayer, PresenceStatus, QueueRequest, RoomProperties, ServerMessage, Ticket,
 };
 use tokio::sync::Notify;
 
 use self::pool::{Candidate, Rules};
+use self::remote::{Copies, Submitted};
 use super::conn::encode;
 use crate::app::{AppInner, AppState};
 use crate::config::MatchmakingConfig;
@@ -51,6 +56,8 @@ pub struct Matchmaking {
     unclaimed: Mutex<Vec<(i64, String)>>,
     /// Starts a pass before the next interval (after a submission).
     wake: Arc<Notify>,
+    /// In a cluster: the tickets this node's sockets submitted, wherever they are matched.
+    copies: Copies,
 }
 
 #[derive(Default)]
@@ -68,6 +75,8 @@ struct Queued {
     seq: u64,
     ticket: Ticket,
     properties: Option<serde_json::Value>,
+    /// The node whose socket submitted it, when not this one.
+    origin: Option<String>,
 }
 
 /// What a pass decided, carried out once the pool lock is released.
@@ -93,7 +102,13 @@ impl Queued {
 
 impl Pool {
     /// Adds a ticket whose players are on no other ticket.
-    fn insert(&mut self, project_id: &str, ticket: Ticket, properties: Option<serde_json::Value>) {
+    fn insert(
+        &mut self,
+        project_id: &str,
+        ticket: Ticket,
+        properties: Option<serde_json::Value>,
+        origin: Option<String>,
+    ) {
         let seq = self.next_seq;
         self.next_seq += 1;
         for player in &ticket.players {
@@ -107,6 +122,7 @@ impl Pool {
             seq,
             ticket,
             properties,
+            origin,
         };
         self.buckets
             .entry(queued.bucket())
@@ -186,7 +202,19 @@ impl Matchmaking {
         Ok(loaded)
     }
 
-    /// Records a mode's new rules (after the SQL write).
+    /// Records a mode's new rules after this node wrote them to SQL, here and on the other nodes.
+    fn mode_written(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        mode: &str,
+        config: Option<MatchmakingModeConfig>,
+    ) {
+        self.set_mode(project_id, mode, config.clone());
+        remote::mode_written(state, project_id, mode, config);
+    }
+
+    /// Records a mode's new rules.
     fn set_mode(&self, project_id: &str, mode: &str, config: Option<MatchmakingModeConfig>) {
         let key = (project_id.to_owned(), mode.to_owned());
         let mut modes = self.modes.write().expect("lock");
@@ -279,11 +307,44 @@ impl Matchmaking {
             created_at: now_ms,
             expires_at: now_ms.saturating_add(timeout_ms(config.as_ref(), defaults)),
         };
+        let submitted = Submitted {
+            project_id: project_id.to_owned(),
+            ticket: ticket.clone(),
+            properties: req.properties,
+        };
+        match &state.cluster {
+            Some(cluster) => remote::submit(state, cluster, submitted).await?,
+            None => {
+                self.admit(state, submitted, None, true)?;
+                self.wake.notify_one();
+            }
+        }
+        Ok(ticket)
+    }
+
+    /// Puts a ticket in this node's pool, refused when one of its players is on another ticket.
+    /// `fresh`: a new submission, whose party must be connected and is told; otherwise a ticket
+    /// handed over when the matchmaker changed (already in the pool: nothing to do).
+    fn admit(
+        &self,
+        state: &AppState,
+        submitted: Submitted,
+        origin: Option<String>,
+        fresh: bool,
+    ) -> ApiResult<()> {
+        let Submitted {
+            project_id,
+            ticket,
+            properties,
+        } = submitted;
         {
             let mut pool = lock(&self.pool);
+            if pool.tickets.contains_key(&ticket.ticket_id) {
+                return Ok(());
+            }
             for player in &ticket.players {
-                if pool.ticket_of(project_id, player).is_some() {
-                    let whom = if player == user_id {
+                if pool.ticket_of(&project_id, player).is_some() {
+                    let whom = if *player == ticket.players[0] {
                         "you are".to_owned()
                     } else {
                         format!("party member {player:?} is")
@@ -296,33 +357,47 @@ impl Matchmaking {
             // Checked under the pool lock: a player going offline drops their tickets after
             // leaving the socket registry, so either this sees them gone or the drop sees this
             // ticket.
-            if let Some(away) = req
-                .party
-                .iter()
-                .find(|m| !state.realtime.users.is_online(project_id, m))
-            {
-                return Err(ApiError::conflict(format!(
-                    "party member {away:?} is not connected to the realtime socket"
-                )));
+            if fresh {
+                let mut party = ticket.players[1..].iter();
+                if let Some(away) = party.find(|m| !connected(state, &project_id, m)) {
+                    return Err(ApiError::conflict(format!(
+                        "party member {away:?} is not connected to the realtime socket"
+                    )));
+                }
             }
-            pool.insert(project_id, ticket.clone(), req.properties);
+            pool.insert(&project_id, ticket.clone(), properties, origin);
         }
-        let frame = encode(
-            None,
-            ServerMessage::QueueJoined {
-                ticket: ticket.clone(),
-            },
-        );
-        for member in &ticket.players[1..] {
-            state.realtime.users.send(project_id, member, &frame);
+        if fresh {
+            let frame = encode(
+                None,
+                ServerMessage::QueueJoined {
+                    ticket: ticket.clone(),
+                },
+            );
+            for member in &ticket.players[1..] {
+                state.realtime.users.send(&project_id, member, &frame);
+            }
         }
-        self.wake.notify_one();
-        Ok(ticket)
+        Ok(())
     }
 
     /// `leave_queue`: removes `ticket_id` (or the player's ticket) and tells its other players.
     /// Returns the removed ticket ids.
-    pub fn leave(
+    pub async fn leave(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+        ticket_id: Option<&str>,
+    ) -> ApiResult<Vec<String>> {
+        match &state.cluster {
+            Some(cluster) => remote::leave(state, cluster, project_id, user_id, ticket_id).await,
+            None => self.leave_here(state, project_id, user_id, ticket_id),
+        }
+    }
+
+    /// `leave_queue` against this node's pool.
+    fn leave_here(
         &self,
         state: &AppState,
         project_id: &str,
@@ -346,11 +421,26 @@ impl Matchmaking {
         };
         let ids = vec![queued.ticket.ticket_id.clone()];
         self.tell_left(state, &queued, Some(user_id));
+        remote::finished(state, [&queued]);
         Ok(ids)
     }
 
     /// `queue_status`: the ticket with its current effective range, for its players only.
-    pub fn status(
+    pub async fn status(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+        ticket_id: &str,
+    ) -> ApiResult<Ticket> {
+        match &state.cluster {
+            Some(cluster) => remote::status(state, cluster, project_id, user_id, ticket_id).await,
+            None => self.status_here(state, project_id, user_id, ticket_id),
+        }
+    }
+
+    /// `queue_status` against this node's pool.
+    fn status_here(
         &self,
         state: &AppState,
         project_id: &str,
@@ -374,8 +464,12 @@ impl Matchmaking {
     }
 
     /// The player's last socket on this node closed: they could not hear `match_found`, so
-    /// their ticket goes (the party is told with `queue_left`).
+    /// their ticket goes (the party is told with `queue_left`). In a cluster: the tickets
+    /// submitted on this node that they are on.
     pub fn player_offline(&self, state: &AppState, project_id: &str, user_id: &str) {
+        if let Some(cluster) = &state.cluster {
+            return remote::player_offline(state, cluster, project_id, user_id);
+        }
         let removed = {
             let mut pool = lock(&self.pool);
             match pool.ticket_of(project_id, user_id).cloned() {
@@ -388,21 +482,23 @@ impl Matchmaking {
         }
     }
 
-    fn tell_left(&self, state: &AppState, queued: &Queued, except: Option<&str>) {
-        let frame = encode(
-            None,
-            ServerMessage::QueueLeft {
-                ticket_ids: vec![queued.ticket.ticket_id.clone()],
-            },
-        );
-        for player in &queued.ticket.players {
-            if Some(player.as_str()) != except {
-                state
-                    .realtime
-                    .users
-                    .send(&queued.project_id, player, &frame);
+    /// Removes one ticket from this node's pool (its submitting node cancelled it).
+    fn cancel_here(&self, state: &AppState, project_id: &str, ticket_id: &str, except: &str) {
+        let removed = {
+            let mut pool = lock(&self.pool);
+            match pool.tickets.get(ticket_id) {
+                Some(q) if q.project_id == project_id => pool.remove(ticket_id),
+                _ => None,
             }
+        };
+        if let Some(queued) = removed {
+            self.tell_left(state, &queued, Some(except));
+            remote::finished(state, [&queued]);
         }
+    }
+
+    fn tell_left(&self, state: &AppState, queued: &Queued, except: Option<&str>) {
+        tell_left(state, &queued.project_id, &queued.ticket, except);
     }
 
     /// Tickets queued on this node.
@@ -417,7 +513,7 @@ impl Matchmaking {
         ticket: Ticket,
         properties: Option<serde_json::Value>,
     ) {
-        lock(&self.pool).insert(project_id, ticket, properties);
+        lock(&self.pool).insert(project_id, ticket, properties, None);
     }
 
     /// One matching pass over every pool: takes matched and timed-out tickets out of the pool.
@@ -460,16 +556,56 @@ impl Matchmaking {
         events
     }
 
+    /// Empties the pool without a word to the players: another node matches now, and each
+    /// ticket's node hands it over.
+    fn clear_pool(&self) {
+        let mut pool = lock(&self.pool);
+        if !pool.tickets.is_empty() {
+            *pool = Pool::default();
+        }
+    }
+
+    /// Drops the tickets submitted on nodes that left the cluster (their sockets went with
+    /// them); the players on other nodes are told with `queue_left`.
+    fn drop_origins(&self, state: &AppState, nodes: &[String]) {
+        if nodes.is_empty() {
+            return;
+        }
+        let removed: Vec<Queued> = {
+            let mut pool = lock(&self.pool);
+            let ids: Vec<String> = pool
+                .tickets
+                .values()
+                .filter(|q| q.origin.as_ref().is_some_and(|o| nodes.contains(o)))
+                .map(|q| q.ticket.ticket_id.clone())
+                .collect();
+            ids.iter().filter_map(|id| pool.remove(id)).collect()
+        };
+        for queued in &removed {
+            self.tell_left(state, queued, None);
+        }
+    }
+
     /// Runs one pass and carries out its decisions: rooms and `match_found` for matches,
     /// `matchmaking_timeout` for expired tickets, and closes rooms nobody claimed in time.
-    /// Returns the number of tickets matched.
+    /// In a cluster, only the matchmaker matches. Returns the number of tickets matched.
     pub fn run_once(&self, state: &AppState) -> usize {
         let now_ms = state.clock.now_ms();
         let defaults = &state.config.matchmaking;
+        let matching = match &state.cluster {
+            Some(cluster) => remote::sync(state, cluster),
+            None => true,
+        };
+        let events = if matching {
+            self.pass(defaults, now_ms)
+        } else {
+            Vec::new()
+        };
         let mut matched = 0;
-        for event in self.pass(defaults, now_ms) {
+        for event in events {
             match event {
                 Event::TimedOut(queued) => {
+                    remote::finished(state, [&queued]);
                     let frame = encode(
                         None,
                         ServerMessage::MatchmakingTimeout {
@@ -490,6 +626,7 @@ impl Matchmaking {
                     tickets,
                 } => {
                     matched += tickets.len();
+                    remote::finished(state, &tickets);
                     self.deliver(state, &project_id, mode, region, tickets, now_ms);
                 }
             }
@@ -591,6 +728,29 @@ pub fn spawn(state: &AppState) {
             }
         }
     });
+}
+
+/// Tells a ticket's players (but `except`) that it left the queue.
+fn tell_left(state: &AppState, project_id: &str, ticket: &Ticket, except: Option<&str>) {
+    let frame = encode(
+        None,
+        ServerMessage::QueueLeft {
+            ticket_ids: vec![ticket.ticket_id.clone()],
+        },
+    );
+    for player in &ticket.players {
+        if Some(player.as_str()) != except {
+            state.realtime.users.send(project_id, player, &frame);
+        }
+    }
+}
+
+/// A party member can hear `match_found`: they have a socket here or, in a cluster, are online
+/// on some node.
+fn connected(state: &AppState, project_id: &str, user_id: &str) -> bool {
+    state.realtime.users.is_online(project_id, user_id)
+        || (state.cluster.is_some()
+            && state.realtime.presence.status(project_id, user_id) != PresenceStatus::Offline)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
