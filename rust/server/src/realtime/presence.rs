@@ -226,6 +226,11 @@ impl Presence {
         Self::replace_node(state, node, None);
     }
 
+    /// How many other nodes this node knows of (those a question to every node waits for).
+    pub fn known_nodes(&self) -> usize {
+        lock(&self.inner).remote.len()
+    }
+
     /// Nodes not heard from within `timeout`.
     pub fn silent_nodes(&self, timeout: Duration) -> Vec<String> {
         lock(&self.inner)
