@@ -296,7 +296,7 @@ async fn the_lobby_pages_with_a_cursor() {
         let first = a.recv_type("room_list").await;
         assert_eq!(first["rooms"], json!(all["rooms"].as_array().unwrap()[..2]));
         let cursor = first["next_cursor"].as_str().unwrap();
-        let (token, _) = sign_in(&s, "pager").await;
+        let (token, _) = sign_in(&s, "lobby-pager").await;
         let resp = s
             .player(
                 Method::GET,
