@@ -555,7 +555,7 @@ async fn room_chat_from_a_member_on_another_node() {
     // Stored once, readable on either node, by a member of either node.
     let id = message["message_id"].as_str().unwrap().to_owned();
     for (node, reader) in [(&n1.e, &a), (&n2.e, &a), (&n1.e, &b), (&n2.e, &c)] {
-        assert_eq!(history_ids(node, reader, &channel).await, [id.clone()]);
+        assert_eq!(history_ids(node, reader, &channel).await, [id.as_str()]);
     }
     bs.send(json!({"type": "chat_history", "cid": 6, "channel": channel}))
         .await;

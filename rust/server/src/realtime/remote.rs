@@ -41,6 +41,9 @@ type Origin = (String, u64);
 /// A proxy member and the rooms it is in here.
 type Proxy = (Arc<ConnHandle>, HashSet<String>);
 
+/// A proxy handed to its node's link: the member and the proxy's outbound queue.
+type Attach = (Member, mpsc::Receiver<Outgoing>);
+
 /// A socket of this node in a room elsewhere: `(project id, user id, connection id, room id)`.
 type JoinedElsewhere = (String, String, u64, String);
 
@@ -52,7 +55,7 @@ pub struct RemoteMembers {
     /// learn when that node leaves.
     joined: Mutex<HashMap<String, HashSet<JoinedElsewhere>>>,
     /// Home side: per member node, the task carrying its proxies' frames there (`carry`).
-    links: Mutex<HashMap<String, mpsc::UnboundedSender<(Member, mpsc::Receiver<Outgoing>)>>>,
+    links: Mutex<HashMap<String, mpsc::UnboundedSender<Attach>>>,
     /// Home side: room chat of members elsewhere waiting for the chat service, per socket; the
     /// front one is being sent.
     chats: Mutex<HashMap<Origin, VecDeque<RoomChat>>>,
@@ -581,11 +584,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// The link to one member node: takes what the room queued on that node's proxies, as it comes,
 /// and sends it as one [`SocketBatch`] per wake-up. A room queues a frame on all its members
 /// under its lock, so by the time this task runs, every proxy of the node has it.
-async fn carry(
-    cluster: Arc<Cluster>,
-    node: String,
-    mut attach: mpsc::UnboundedReceiver<(Member, mpsc::Receiver<Outgoing>)>,
-) {
+async fn carry(cluster: Arc<Cluster>, node: String, mut attach: mpsc::UnboundedReceiver<Attach>) {
     let mut queues: SelectAll<ProxyQueue> = SelectAll::new();
     let mut attaching = true;
     loop {
