@@ -61,10 +61,16 @@ pub enum ClientMessage {
         #[serde(default)]
         properties: RoomProperties,
     },
-    /// Public rooms of the game, optionally only those with `label`; answered by `room_list`.
+    /// Public rooms of the game, optionally only those with `label`, oldest first, `limit` (1 to
+    /// 100, default 100) at a time; answered by `room_list`. `cursor` is a `next_cursor` of the
+    /// previous page.
     ListRooms {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         label: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
     },
     /// Joins by `room_id` (public rooms) or `join_code` (any room); answered by `room_joined`.
     JoinRoom {
@@ -342,6 +348,9 @@ pub enum ServerMessage {
     },
     RoomList {
         rooms: Vec<RoomSummary>,
+        /// Set when more rooms follow: the `cursor` of the next page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_cursor: Option<String>,
     },
     /// You are in the room (after `create_room` or `join_room`).
     RoomJoined {
@@ -477,6 +486,9 @@ pub struct RoomSummary {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomListResponse {
     pub rooms: Vec<RoomSummary>,
+    /// Set when more rooms follow: the `cursor` of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

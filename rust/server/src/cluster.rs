@@ -14,7 +14,8 @@
 //! Rooms across nodes (`crate::realtime::remote`) use two more subjects: `<prefix>.rooms.join`, a
 //! request every node listens to and only the room's home node answers, and
 //! `<prefix>.node.<node id>`, where a node receives a member's frames for its rooms and frames for
-//! its own sockets from rooms elsewhere.
+//! its own sockets from rooms elsewhere. `<prefix>.rooms.lobby` carries questions about every
+//! node's rooms (the lobby listing, a player's seat in a room) that each node answers for its own.
 //!
 //! Matchmaking across nodes (`crate::realtime::matchmaking::remote`) uses `<prefix>.mm.<node id>`:
 //! requests to the node that matches (the matchmaker) and its notices to the others.
@@ -30,6 +31,7 @@ use aethex_protocol::realtime::ServerMessage;
 use aethex_protocol::social::LeaderboardDefinition;
 use bytes::Bytes;
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,7 +42,9 @@ use crate::config::ClusterConfig;
 use crate::realtime::conn::encode;
 use crate::realtime::matchmaking::remote as mm_remote;
 use crate::realtime::presence::{NodeStatus, Presence};
-use crate::realtime::remote::{JoinReply, JoinRequest, RemoteMembers, RoomOp, SocketFrame};
+use crate::realtime::remote::{
+    JoinReply, JoinRequest, LobbyAsk, RemoteMembers, RoomOp, SocketBatch, SocketFrame,
+};
 use crate::social::leaderboards::EntryChange;
 
 /// Events waiting to be published; beyond this they are dropped (and logged) rather than
@@ -53,6 +57,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a node waits for the matchmaker's answer before telling the player to retry.
 const MM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a question to every node (the lobby listing) waits for their answers; a node that
+/// has not answered by then is left out.
+const LOBBY_TIMEOUT: Duration = Duration::from_millis(500);
 
 type Subscriptions = (
     mpsc::Receiver<(String, Bytes)>,
@@ -70,6 +77,8 @@ pub struct Cluster {
     outbound: mpsc::Sender<(String, Bytes)>,
     /// Taken by `start`.
     pending: Mutex<Option<Subscriptions>>,
+    /// `<prefix>.rooms.lobby`, taken by `start`.
+    lobby: Mutex<Option<async_nats::Subscriber>>,
     heartbeat: Duration,
     node_timeout: Duration,
     stop: CancellationToken,
@@ -114,6 +123,14 @@ enum Event {
 enum Direct {
     RoomOp(RoomOp),
     SocketFrame(SocketFrame),
+    SocketBatch(SocketBatch),
+}
+
+/// A question on `<prefix>.rooms.lobby`, and who asks (it hears its own question too).
+#[derive(Debug, Serialize, Deserialize)]
+struct LobbyRequest<A> {
+    node: String,
+    ask: A,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -150,6 +167,7 @@ impl Cluster {
         let direct = subscribe(format!("{prefix}.node.{node_id}")).await?;
         let joins = subscribe(format!("{prefix}.rooms.join")).await?;
         let mm_inbox = subscribe(format!("{prefix}.mm.{node_id}")).await?;
+        let lobby = subscribe(format!("{prefix}.rooms.lobby")).await?;
         let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tracing::info!(node = %node_id, %subject, "joined the cluster");
         Ok(Some(Arc::new(Self {
@@ -159,6 +177,7 @@ impl Cluster {
             client,
             outbound,
             pending: Mutex::new(Some((rx, events, direct, joins))),
+            lobby: Mutex::new(Some(lobby)),
             heartbeat: Duration::from_millis(config.heartbeat_ms.max(1)),
             node_timeout: Duration::from_millis(config.node_timeout_ms.max(1)),
             stop: CancellationToken::new(),
@@ -241,6 +260,7 @@ impl Cluster {
                 let state = AppState(inner);
                 match serde_json::from_slice::<Direct>(&message.payload) {
                     Ok(Direct::RoomOp(op)) => RemoteMembers::serve_op(&state, &this, op),
+                    Ok(Direct::SocketBatch(batch)) => RemoteMembers::deliver_batch(&state, batch),
                     Ok(Direct::SocketFrame(f)) => {
                         let frame = encode(f.frame.cid, f.frame.message);
                         state.realtime.users.send_to_conn(
@@ -310,6 +330,9 @@ impl Cluster {
                     mm_remote::serve(&AppState(inner), &this, reply, &message.payload);
                 }
             });
+        }
+        if let Some(lobby) = lock(&self.lobby).take() {
+            self.serve_lobby(lobby, weak.clone());
         }
 
         let this = self.clone();
@@ -382,6 +405,102 @@ impl Cluster {
     /// A member's frame for a room on `home`.
     pub fn room_op(&self, home: &str, op: RoomOp) {
         self.direct(home, Direct::RoomOp(op));
+    }
+
+    /// Frames for several sockets on `node`.
+    pub fn socket_batch(&self, node: &str, batch: SocketBatch) {
+        if !batch.frames.is_empty() {
+            self.direct(node, Direct::SocketBatch(batch));
+        }
+    }
+
+    /// Asks every other node and gathers their answers until `expected` came or the lobby
+    /// timeout passed.
+    pub async fn gather<T: DeserializeOwned>(&self, ask: &LobbyAsk, expected: usize) -> Vec<T> {
+        let mut answers = Vec::new();
+        if expected == 0 {
+            return answers;
+        }
+        let Some(payload) = self.lobby_request(ask) else {
+            return answers;
+        };
+        let inbox = self.client.new_inbox();
+        let mut replies = match self.client.subscribe(inbox.clone()).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                tracing::warn!(error = %e, "subscribing to the lobby's answers");
+                return answers;
+            }
+        };
+        let subject = format!("{}.rooms.lobby", self.prefix);
+        if let Err(e) = self
+            .client
+            .publish_with_reply(subject, inbox, payload)
+            .await
+        {
+            tracing::warn!(error = %e, "asking the other nodes");
+            return answers;
+        }
+        let deadline = tokio::time::Instant::now() + LOBBY_TIMEOUT;
+        while answers.len() < expected {
+            match tokio::time::timeout_at(deadline, replies.next()).await {
+                Ok(Some(reply)) => match serde_json::from_slice(&reply.payload) {
+                    Ok(answer) => answers.push(answer),
+                    Err(e) => tracing::warn!(error = %e, "undecodable answer from a node"),
+                },
+                _ => break,
+            }
+        }
+        let _ = replies.unsubscribe().await;
+        answers
+    }
+
+    /// Asks the other nodes a question only one of them answers: its answer, or `None` when
+    /// none did within `JOIN_TIMEOUT`.
+    pub async fn ask_one<T: DeserializeOwned>(&self, ask: &LobbyAsk) -> Option<T> {
+        let payload = self.lobby_request(ask)?;
+        let subject = format!("{}.rooms.lobby", self.prefix);
+        let asked = self.client.request(subject, payload);
+        let reply = tokio::time::timeout(JOIN_TIMEOUT, asked).await.ok()?.ok()?;
+        serde_json::from_slice(&reply.payload).ok()
+    }
+
+    fn lobby_request(&self, ask: &LobbyAsk) -> Option<Bytes> {
+        let request = LobbyRequest {
+            node: self.node_id.clone(),
+            ask,
+        };
+        serde_json::to_vec(&request).ok().map(Bytes::from)
+    }
+
+    /// Answers the other nodes' questions about this node's rooms.
+    fn serve_lobby(self: &Arc<Self>, mut lobby: async_nats::Subscriber, weak: Weak<AppInner>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = lobby.next() => match message {
+                        Some(message) => message,
+                        None => return,
+                    },
+                    _ = this.stop.cancelled() => return,
+                };
+                let Some(inner) = weak.upgrade() else { return };
+                let (Some(reply_to), Ok(request)) = (
+                    message.reply,
+                    serde_json::from_slice::<LobbyRequest<LobbyAsk>>(&message.payload),
+                ) else {
+                    continue;
+                };
+                if request.node == this.node_id {
+                    continue;
+                }
+                let answer = RemoteMembers::serve_lobby(&AppState(inner), request.ask);
+                if let Some(payload) = answer.and_then(|a| serde_json::to_vec(&a).ok()) {
+                    this.queue(reply_to.to_string(), payload.into());
+                }
+            }
+        });
     }
 
     /// A frame for one socket on `node`.

@@ -768,3 +768,354 @@ async fn queued_tickets_outlive_a_matchmaker_that_stops_or_dies() {
     n3.stop().await;
     cluster.finish().await;
 }
+
+/// Joins `room` (on whichever node holds it) and returns the room as joined.
+async fn join(socket: &mut Socket, room: &str) -> Value {
+    socket
+        .send(json!({"type": "join_room", "room_id": room}))
+        .await;
+    socket.recv_type("room_joined").await["room"].clone()
+}
+
+/// `send_message` on `channel` with `cid`; the answer (`message_sent` or `error`).
+async fn say(socket: &mut Socket, channel: &str, body: &str, cid: u64) -> Value {
+    socket
+        .send(json!({"type": "send_message", "cid": cid, "channel": channel, "body": body}))
+        .await;
+    let answer = socket.recv().await;
+    assert_eq!(answer["cid"], cid, "{answer}");
+    answer
+}
+
+/// Message ids of a history page read over HTTP on `node`, newest first.
+async fn history_ids(node: &Endpoint, reader: &Player, channel: &str) -> Vec<String> {
+    let resp = node
+        .player(
+            Method::GET,
+            &format!("/api/v1/chat/{channel}/messages"),
+            reader,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let page: Value = resp.json().await.unwrap();
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn room_chat_from_a_member_on_another_node() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    // A hosts on node 1 with D beside it; B and C are on node 2.
+    let (a, b, c, d) = (
+        n1.e.device_player().await,
+        n2.e.device_player().await,
+        n2.e.device_player().await,
+        n1.e.device_player().await,
+    );
+    let (mut as_, mut bs, mut cs, mut ds) = (
+        n1.e.socket(&a).await,
+        n2.e.socket(&b).await,
+        n2.e.socket(&c).await,
+        n1.e.socket(&d).await,
+    );
+    let room = as_.create_room().await;
+    let channel = format!("room:{room}");
+    join(&mut bs, &room).await;
+    join(&mut cs, &room).await;
+    join(&mut ds, &room).await;
+    for _ in 0..3 {
+        as_.recv_type("player_joined").await;
+    }
+    for _ in 0..2 {
+        bs.recv_type("player_joined").await;
+    }
+    cs.recv_type("player_joined").await;
+
+    // B (node 2) speaks in the room on node 1: everyone else, on both nodes, hears it once.
+    let sent = say(&mut bs, &channel, "hello from node 2", 5).await;
+    assert_eq!(sent["type"], "message_sent", "{sent}");
+    let message = &sent["message"];
+    assert_eq!(message["from"], b.id.as_str());
+    assert_eq!(message["channel"], channel.as_str());
+    let seq = sent["seq"]
+        .as_u64()
+        .expect("a room message takes the room's seq");
+    for s in [&mut as_, &mut cs, &mut ds] {
+        let got = s.recv_type("message_received").await;
+        assert_eq!(&got["message"], message);
+        assert_eq!(got["seq"], seq);
+        s.nothing_pending().await;
+    }
+    bs.nothing_pending().await;
+
+    // Stored once, readable on either node, by a member of either node.
+    let id = message["message_id"].as_str().unwrap().to_owned();
+    for (node, reader) in [(&n1.e, &a), (&n2.e, &a), (&n1.e, &b), (&n2.e, &c)] {
+        assert_eq!(history_ids(node, reader, &channel).await, [id.as_str()]);
+    }
+    bs.send(json!({"type": "chat_history", "cid": 6, "channel": channel}))
+        .await;
+    let page = bs.recv_type("chat_history").await;
+    assert_eq!(page["messages"][0]["message_id"], id.as_str());
+
+    // The home node's rules apply: a bad body is refused with its code, and A muting B hides B.
+    let refused = say(&mut bs, &channel, "   ", 7).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["error"]["code"], "invalid_request");
+    let resp =
+        n1.e.player(Method::PUT, &format!("/api/v1/chat/mutes/{}", b.id), &a)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let sent = say(&mut bs, &channel, "A does not hear this", 8).await;
+    assert_eq!(sent["type"], "message_sent", "{sent}");
+    for s in [&mut cs, &mut ds] {
+        let got = s.recv_type("message_received").await;
+        assert_eq!(got["message"]["body"], "A does not hear this");
+    }
+    as_.nothing_pending().await;
+
+    // A player of node 2 who is not in the room is refused there.
+    let mut es = n2.e.socket(&n2.e.device_player().await).await;
+    let refused = say(&mut es, &channel, "let me in", 9).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+
+    // The rate limit (a burst of 10 a minute) is the home node's, answered with the frame's cid.
+    let mut limited = None;
+    for cid in 10..30 {
+        let answer = say(&mut bs, &channel, "spam", cid).await;
+        if answer["type"] == "error" {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("the rate limit stops B");
+    assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
+    assert!(limited["error"]["details"]["retry_after_ms"]
+        .as_u64()
+        .is_some());
+
+    n1.stop().await;
+    n2.stop().await;
+    cluster.finish().await;
+}
+
+/// Room ids of a `room_list` (or `GET /api/v1/rooms` answer).
+fn room_ids(list: &Value) -> Vec<String> {
+    list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_lobby_lists_the_rooms_of_every_node() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
+    let (mut as_, mut bs) = (n1.e.socket(&a).await, n2.e.socket(&b).await);
+
+    // Created alternately on both nodes: the listing is oldest first whichever node holds them.
+    let mut rooms = Vec::new();
+    for (i, label) in ["ranked", "casual", "ranked", "ranked", "casual"]
+        .iter()
+        .enumerate()
+    {
+        let s = if i % 2 == 0 { &mut as_ } else { &mut bs };
+        s.send(json!({"type": "create_room", "properties": {"labels": [label]}}))
+            .await;
+        let room = s.recv_type("room_joined").await["room"]["room_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        rooms.push((room, *label));
+        // Creation times are in milliseconds: keep them apart so the order is the creation's.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Private rooms are not listed, wherever they are.
+    bs.send(json!({"type": "create_room", "properties": {"private": true}}))
+        .await;
+    bs.recv_type("room_joined").await;
+
+    let all: Vec<String> = rooms.iter().map(|(r, _)| r.clone()).collect();
+    let ranked: Vec<String> = rooms
+        .iter()
+        .filter(|(_, l)| *l == "ranked")
+        .map(|(r, _)| r.clone())
+        .collect();
+    for (s, node) in [(&mut as_, &n1), (&mut bs, &n2)] {
+        s.send(json!({"type": "list_rooms", "cid": 1})).await;
+        let list = s.recv_type("room_list").await;
+        assert_eq!(room_ids(&list), all, "{list}");
+        // Summaries come from the node that holds the room.
+        assert_eq!(list["rooms"][1]["host"], b.id.as_str());
+        assert_eq!(list["rooms"][1]["labels"], json!(["casual"]));
+        s.send(json!({"type": "list_rooms", "cid": 2, "label": "ranked"}))
+            .await;
+        assert_eq!(room_ids(&s.recv_type("room_list").await), ranked);
+
+        for (query, want) in [("", &all), ("?label=ranked", &ranked)] {
+            let resp = cluster
+                .admin(node, Method::GET, &format!("/api/v1/rooms{query}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(&room_ids(&resp.json().await.unwrap()), want);
+        }
+    }
+
+    // Pages across the merge: a cursor from one node works on the other, and stays valid when
+    // the room it ends on closes.
+    as_.send(json!({"type": "list_rooms", "cid": 3, "limit": 2}))
+        .await;
+    let page = as_.recv_type("room_list").await;
+    assert_eq!(room_ids(&page), all[..2]);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    bs.leave_room(&rooms[1].0).await;
+    bs.send(json!({"type": "list_rooms", "cid": 4, "limit": 2, "cursor": cursor}))
+        .await;
+    let page = bs.recv_type("room_list").await;
+    assert_eq!(room_ids(&page), all[2..4]);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let last: Value = cluster
+        .admin(
+            &n1,
+            Method::GET,
+            &format!("/api/v1/rooms?limit=2&cursor={cursor}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(room_ids(&last), all[4..]);
+    assert!(last.get("next_cursor").is_none(), "{last}");
+    // With a filter, one room a page.
+    let mut paged = Vec::new();
+    let mut query = "label=ranked&limit=1".to_owned();
+    loop {
+        let page: Value = cluster
+            .admin(&n2, Method::GET, &format!("/api/v1/rooms?{query}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        paged.extend(room_ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("label=ranked&limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ranked);
+    // The closed room is gone from every node's listing.
+    let without: Vec<String> = all.iter().filter(|r| **r != rooms[1].0).cloned().collect();
+    as_.send(json!({"type": "list_rooms", "cid": 5})).await;
+    assert_eq!(room_ids(&as_.recv_type("room_list").await), without);
+    for bad in ["cursor=nonsense", "cursor=12.a%20b", "limit=0", "limit=101"] {
+        let resp = cluster
+            .admin(&n1, Method::GET, &format!("/api/v1/rooms?{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    as_.send(json!({"type": "list_rooms", "cid": 6, "cursor": "x"}))
+        .await;
+    let refused = as_.recv_type("error").await;
+    assert_eq!(
+        (&refused["cid"], &refused["error"]["code"]),
+        (&json!(6), &json!("invalid_request"))
+    );
+
+    // A node that stopped is simply not asked any more.
+    drop(bs);
+    n2.stop().await;
+    as_.send(json!({"type": "list_rooms", "cid": 7})).await;
+    let list = as_.recv_type("room_list").await;
+    let on_node_1: Vec<String> = all.iter().step_by(2).cloned().collect();
+    assert_eq!(room_ids(&list), on_node_1);
+
+    n1.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_each_member_on_another_node_once_in_order() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let a = n1.e.device_player().await;
+    let mut as_ = n1.e.socket(&a).await;
+    let room = as_.create_room().await;
+    // Three members on node 2 in A's room on node 1.
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let player = n2.e.device_player().await;
+        let mut s = n2.e.socket(&player).await;
+        join(&mut s, &room).await;
+        as_.recv_type("player_joined").await;
+        for (_, earlier) in &mut members {
+            let earlier: &mut Socket = earlier;
+            earlier.recv_type("player_joined").await;
+        }
+        members.push((player, s));
+    }
+
+    const UPDATES: u64 = 40;
+    for i in 0..UPDATES {
+        as_.send(json!({"type": "player_state_update", "room_id": room, "state": {"i": i}}))
+            .await;
+    }
+    // One member also relays: the others get its update among A's, each once.
+    members[0]
+        .1
+        .send(json!({"type": "player_state_update", "room_id": room, "state": {"from_b": true}}))
+        .await;
+    for (n, (_, s)) in members.iter_mut().enumerate() {
+        let mut seen = Vec::new();
+        let mut from_member = 0;
+        let mut last_seq = 0;
+        let want_from_member = usize::from(n != 0);
+        while seen.len() < UPDATES as usize || from_member < want_from_member {
+            let update = s.recv_type("state_update").await;
+            for entry in update["updates"].as_array().unwrap() {
+                let seq = entry["seq"].as_u64().unwrap();
+                assert!(seq > last_seq, "seq {seq} after {last_seq}");
+                last_seq = seq;
+                if entry["from"] == a.id.as_str() {
+                    seen.push(entry["state"]["i"].as_u64().unwrap());
+                } else {
+                    from_member += 1;
+                }
+            }
+        }
+        assert_eq!(seen, (0..UPDATES).collect::<Vec<_>>());
+        assert_eq!(from_member, want_from_member);
+        s.nothing_pending().await;
+    }
+    let update = as_.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["state"], json!({"from_b": true}));
+
+    n1.stop().await;
+    n2.stop().await;
+    cluster.finish().await;
+}

@@ -280,6 +280,56 @@ async fn refresh_session_replaces_an_expired_token_on_a_live_socket() {
 }
 
 #[tokio::test]
+async fn the_lobby_pages_with_a_cursor() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let mut a = player(&s).await;
+        for _ in 0..3 {
+            a.create(json!({})).await;
+        }
+        a.send(json!({"type": "list_rooms"})).await;
+        let all = a.recv_type("room_list").await;
+        assert_eq!(all["rooms"].as_array().unwrap().len(), 3, "{all}");
+        assert!(all.get("next_cursor").is_none(), "{all}");
+
+        a.send(json!({"type": "list_rooms", "limit": 2})).await;
+        let first = a.recv_type("room_list").await;
+        assert_eq!(first["rooms"], json!(all["rooms"].as_array().unwrap()[..2]));
+        let cursor = first["next_cursor"].as_str().unwrap();
+        let (token, _) = sign_in(&s, "lobby-pager").await;
+        let resp = s
+            .player(
+                Method::GET,
+                &format!("/api/v1/rooms?limit=2&cursor={cursor}"),
+                &token,
+            )
+            .send()
+            .await
+            .unwrap();
+        let second = common::expect_status(resp, StatusCode::OK).await;
+        assert_eq!(
+            second["rooms"],
+            json!(all["rooms"].as_array().unwrap()[2..])
+        );
+        assert!(second.get("next_cursor").is_none(), "{second}");
+
+        for bad in ["limit=0", "limit=101", "cursor=nonsense"] {
+            let resp = s
+                .player(Method::GET, &format!("/api/v1/rooms?{bad}"), &token)
+                .send()
+                .await
+                .unwrap();
+            common::expect_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+        }
+        a.send(json!({"type": "list_rooms", "cid": 1, "cursor": "7"}))
+            .await;
+        let refused = a.recv_type("error").await;
+        assert_eq!(refused["error"]["code"], "invalid_request", "{refused}");
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn rooms_are_created_listed_joined_by_code_and_left() {
     for backend in backends() {
         let s = TestServer::start(backend).await;

@@ -231,7 +231,11 @@ impl Multiplayer {
     /// Public rooms, optionally only those carrying `label`. Completes with `{rooms: [...]}`,
     /// each `{room_id, host, players, max_players, labels, metadata}`.
     pub fn list_rooms(&self, label: Option<String>) -> RequestId {
-        self.realtime.call(ClientMessage::ListRooms { label })
+        self.realtime.call(ClientMessage::ListRooms {
+            label,
+            cursor: None,
+            limit: None,
+        })
     }
 
     /// Relays `state` to the other members of the current room (or only to `targets`, user

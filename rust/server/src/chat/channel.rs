@@ -72,6 +72,25 @@ impl Channel {
         }
     }
 
+    /// [`Channel::authorize`] for reading history, which any node serves: a room on another
+    /// node of the cluster is asked of it.
+    pub async fn authorize_reader(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+    ) -> ApiResult<()> {
+        if let Channel::Room(room_id) = self {
+            if !state.realtime.rooms.holds(project_id, room_id)
+                && crate::realtime::remote::is_member_elsewhere(state, project_id, room_id, user_id)
+                    .await
+            {
+                return Ok(());
+            }
+        }
+        self.authorize(state, project_id, user_id).await
+    }
+
     /// Checks that `user_id` may read and post here: a member of the room or group; for a
     /// direct message, another player of the project.
     pub async fn authorize(

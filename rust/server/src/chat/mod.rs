@@ -234,7 +234,7 @@ pub async fn history(
         DEFAULT_PAGE.min(state.config.chat.max_page),
         state.config.chat.max_page,
     )?;
-    channel.authorize(state, project_id, reader).await?;
+    channel.authorize_reader(state, project_id, reader).await?;
     let name = channel.name();
     let (messages, next_cursor) = store::page(
         &state.db,

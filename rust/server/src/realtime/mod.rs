@@ -68,6 +68,10 @@ pub struct RealtimeApi;
 pub struct ListRoomsQuery {
     /// Only rooms carrying this label.
     pub label: Option<String>,
+    /// A `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Rooms per page, 1 to 100 (default 100).
+    pub limit: Option<u32>,
 }
 
 #[utoipa::path(
@@ -77,7 +81,8 @@ pub struct ListRoomsQuery {
     security(("client_key" = [], "bearer" = []), ("server_key" = [])),
     params(ListRoomsQuery),
     responses(
-        (status = 200, description = "The game's public rooms, oldest first (at most 100)", body = RoomListResponse),
+        (status = 200, description = "A page of the game's public rooms, oldest first", body = RoomListResponse),
+        (status = 400, description = "Bad cursor or limit", body = ErrorEnvelope),
         (status = 401, description = "No or unknown key, invalid or expired token", body = ErrorEnvelope),
     )
 )]
@@ -86,10 +91,13 @@ pub async fn list_rooms(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListRoomsQuery>,
 ) -> ApiResult<Json<RoomListResponse>> {
-    Ok(Json(RoomListResponse {
-        rooms: state
-            .realtime
-            .rooms
-            .list(&caller.project().id, query.label.as_deref()),
-    }))
+    let (rooms, next_cursor) = remote::list_rooms(
+        &state,
+        &caller.project().id,
+        query.label.as_deref(),
+        query.cursor.as_deref(),
+        query.limit,
+    )
+    .await?;
+    Ok(Json(RoomListResponse { rooms, next_cursor }))
 }

@@ -4,26 +4,34 @@
 //! - Joining: a `join_room` for a room this node does not have is asked of the cluster; only the
 //!   home node answers. It seats a proxy `ConnHandle` for the player's socket, so the room code
 //!   sees an ordinary member.
-//! - Home -> member: the proxy's queue is drained by a task that hands each frame to the member's
-//!   node, which queues it on the real socket.
+//! - Home -> member: the proxies' queues of one member node are drained by one task per node,
+//!   which sends their frames together, each frame once with the connection ids it is for
+//!   (`SocketBatch`); that node queues it on the real sockets, serialized once per encoding.
 //! - Member -> home: the member's node forwards the socket's frames for the room (state updates,
-//!   packets, leave) to the home node, which runs them against the proxy.
+//!   packets, leave, room chat) to the home node, which runs them against the proxy; room chat goes
+//!   through the chat service there, one message of a socket at a time.
+//! - The lobby: `list_rooms` merges every node's public rooms; a room chat's history on a node
+//!   without the room asks the cluster whether the reader is a member (`LobbyAsk`).
 //! - The member's socket closing, or its node leaving the cluster, leaves the room at once (a
 //!   resume grace period across nodes is part of the failover design in docs/server.md). When the
 //!   home node leaves, its remote members get `room_left`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use aethex_protocol::realtime::{Cid, RoomInfo, ServerFrame, ServerMessage};
+use aethex_protocol::realtime::{Cid, RoomInfo, RoomSummary, ServerFrame, ServerMessage};
 use aethex_protocol::{ApiErrorBody, ErrorCode};
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::conn::{encode, Body, ConnHandle, OutFrame, Outgoing, StatePayload};
+use super::conn::{encode, Body, ConnHandle, Frame, OutFrame, Outgoing, StatePayload};
 use super::presence::Presence;
+use super::rooms::MAX_LISTED;
 use crate::app::AppState;
+use crate::chat::channel::Channel;
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 
@@ -32,6 +40,9 @@ type Origin = (String, u64);
 
 /// A proxy member and the rooms it is in here.
 type Proxy = (Arc<ConnHandle>, HashSet<String>);
+
+/// A proxy handed to its node's link: the member and the proxy's outbound queue.
+type Attach = (Member, mpsc::Receiver<Outgoing>);
 
 /// A socket of this node in a room elsewhere: `(project id, user id, connection id, room id)`.
 type JoinedElsewhere = (String, String, u64, String);
@@ -43,6 +54,11 @@ pub struct RemoteMembers {
     /// Member side: rooms this node's sockets are in on other nodes, by home node, so they
     /// learn when that node leaves.
     joined: Mutex<HashMap<String, HashSet<JoinedElsewhere>>>,
+    /// Home side: per member node, the task carrying its proxies' frames there (`carry`).
+    links: Mutex<HashMap<String, mpsc::UnboundedSender<Attach>>>,
+    /// Home side: room chat of members elsewhere waiting for the chat service, per socket; the
+    /// front one is being sent.
+    chats: Mutex<HashMap<Origin, VecDeque<RoomChat>>>,
 }
 
 /// Who asks, from which node.
@@ -95,7 +111,69 @@ pub enum Op {
     Leave {
         room_id: String,
     },
+    /// `send_message` on the room's channel.
+    Chat {
+        room_id: String,
+        body: String,
+        metadata: Option<serde_json::Value>,
+    },
 }
+
+/// A room chat message of a member elsewhere, waiting for the chat service.
+#[derive(Debug, Clone)]
+struct RoomChat {
+    member: Member,
+    cid: Option<Cid>,
+    room_id: String,
+    body: String,
+    metadata: Option<serde_json::Value>,
+}
+
+/// Frames of the home node's proxies for sockets on the receiving node: each frame once, with
+/// the connections it is for, in the order each connection must get them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SocketBatch {
+    /// The connections `frames` name, each once.
+    pub members: Vec<BatchMember>,
+    pub frames: Vec<BatchedFrame>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchMember {
+    pub conn_id: u64,
+    pub project_id: String,
+    pub user_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchedFrame {
+    pub frame: ServerFrame,
+    /// Connection ids (of `members`).
+    pub to: Vec<u64>,
+}
+
+/// What a node asks every other node about their rooms (`<prefix>.rooms.lobby`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum LobbyAsk {
+    /// Public rooms for the lobby listing; every node answers with its own ([`ListedRooms`]).
+    List {
+        project_id: String,
+        label: Option<String>,
+        /// `(created_at, room id)` of the last room already listed.
+        after: Option<(i64, String)>,
+        limit: usize,
+    },
+    /// Whether a player holds a seat in a room; only the room's node answers (a `bool`).
+    Member {
+        project_id: String,
+        room_id: String,
+        user_id: String,
+    },
+}
+
+/// One node's answer to [`LobbyAsk::List`]: its rooms with their `created_at`, in order.
+pub type ListedRooms = Vec<(i64, RoomSummary)>;
 
 /// A frame for one socket on the receiving node.
 #[derive(Debug, Serialize, Deserialize)]
@@ -209,6 +287,30 @@ impl RemoteMembers {
 
     /// On the home node: a member's frame from its node.
     pub fn serve_op(state: &AppState, cluster: &Cluster, op: RoomOp) {
+        let op = match op {
+            RoomOp {
+                member,
+                cid,
+                op:
+                    Op::Chat {
+                        room_id,
+                        body,
+                        metadata,
+                    },
+            } => {
+                return Self::queue_chat(
+                    state,
+                    RoomChat {
+                        member,
+                        cid,
+                        room_id,
+                        body,
+                        metadata,
+                    },
+                )
+            }
+            op => op,
+        };
         let realtime = &state.realtime;
         let origin = (op.member.node.clone(), op.member.conn_id);
         let Some(proxy) = lock(&realtime.remote.proxies)
@@ -257,6 +359,8 @@ impl RemoteMembers {
                 Presence::refresh(state, &op.member.project_id, &op.member.user_id);
                 Ok(())
             }
+            // Taken above.
+            Op::Chat { .. } => Ok(()),
         };
         if let Err(e) = result {
             cluster.socket_frame(
@@ -283,6 +387,7 @@ impl RemoteMembers {
     /// A node left the cluster: its members leave this node's rooms, and this node's sockets
     /// in its rooms are told they are out (`room_left`).
     pub fn drop_node(state: &AppState, node: &str) {
+        lock(&state.realtime.remote.links).remove(node);
         let orphaned = lock(&state.realtime.remote.joined)
             .remove(node)
             .unwrap_or_default();
@@ -306,15 +411,15 @@ impl RemoteMembers {
         }
     }
 
-    /// The proxy of a member's socket, created on first use with the task that forwards what
-    /// the room queues on it.
+    /// The proxy of a member's socket, created on first use; what the room queues on it goes to
+    /// the member's node through that node's link.
     fn proxy(&self, state: &AppState, cluster: &Arc<Cluster>, member: &Member) -> Arc<ConnHandle> {
         let origin = (member.node.clone(), member.conn_id);
         let mut proxies = lock(&self.proxies);
         if let Some((proxy, _)) = proxies.get(&origin) {
             return proxy.clone();
         }
-        let (tx, mut rx) = mpsc::channel(state.config.realtime.outbound_queue.max(1));
+        let (tx, rx) = mpsc::channel(state.config.realtime.outbound_queue.max(1));
         let id = state.realtime.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let proxy = Arc::new(ConnHandle::new(
             id,
@@ -323,29 +428,335 @@ impl RemoteMembers {
             tx,
         ));
         proxies.insert(origin, (proxy.clone(), HashSet::new()));
-        let (cluster, member) = (cluster.clone(), member.clone());
-        // Ends when the proxy is dropped (its member left every room here).
+        drop(proxies);
+        self.link(cluster, &member.node, member.clone(), rx);
+        proxy
+    }
+}
+
+impl RemoteMembers {
+    /// Hands a proxy's queue to the task carrying frames to its member's node, started with the
+    /// node's first proxy; it ends when the node leaves and its proxies are gone.
+    fn link(
+        &self,
+        cluster: &Arc<Cluster>,
+        node: &str,
+        member: Member,
+        rx: mpsc::Receiver<Outgoing>,
+    ) {
+        let mut links = lock(&self.links);
+        let link = links.entry(node.to_owned()).or_insert_with(|| {
+            let (tx, attach) = mpsc::unbounded_channel();
+            tokio::spawn(carry(cluster.clone(), node.to_owned(), attach));
+            tx
+        });
+        // The task lives as long as its sender is in `links`.
+        let _ = link.send((member, rx));
+    }
+
+    /// On a member's node: frames from a room elsewhere, each serialized once per encoding
+    /// however many of this node's sockets it is for.
+    pub fn deliver_batch(state: &AppState, batch: SocketBatch) {
+        let members: HashMap<u64, BatchMember> =
+            batch.members.into_iter().map(|m| (m.conn_id, m)).collect();
+        let users = &state.realtime.users;
+        for BatchedFrame { frame, to } in batch.frames {
+            let frame = encode(frame.cid, frame.message);
+            for member in to.iter().filter_map(|id| members.get(id)) {
+                users.send_to_conn(
+                    &member.project_id,
+                    &member.user_id,
+                    member.conn_id,
+                    frame.clone(),
+                );
+            }
+        }
+    }
+
+    /// On the home node: room chat of a member elsewhere. A socket's messages go through the
+    /// chat service one at a time, in the order sent, as on the socket's own node.
+    fn queue_chat(state: &AppState, chat: RoomChat) {
+        let origin = (chat.member.node.clone(), chat.member.conn_id);
+        let mut chats = lock(&state.realtime.remote.chats);
+        let queue = chats.entry(origin.clone()).or_default();
+        queue.push_back(chat);
+        if queue.len() > 1 {
+            // The socket's sender task is running and takes it after the others.
+            return;
+        }
+        drop(chats);
+        let state = state.clone();
         tokio::spawn(async move {
-            while let Some(out) = rx.recv().await {
-                let frames = match out {
-                    Outgoing::One(frame) => vec![frame],
-                    Outgoing::Many(frames) => frames,
+            loop {
+                let next = lock(&state.realtime.remote.chats)
+                    .get(&origin)
+                    .and_then(|queue| queue.front().cloned());
+                let Some(chat) = next else { return };
+                send_chat(&state, chat).await;
+                let mut chats = lock(&state.realtime.remote.chats);
+                let Some(queue) = chats.get_mut(&origin) else {
+                    return;
                 };
-                for frame in frames.iter().filter_map(|f| portable(f)) {
-                    cluster.socket_frame(
-                        &member.node,
-                        SocketFrame {
-                            conn_id: member.conn_id,
-                            project_id: member.project_id.clone(),
-                            user_id: member.user_id.clone(),
-                            frame,
-                        },
-                    );
+                queue.pop_front();
+                if queue.is_empty() {
+                    chats.remove(&origin);
+                    return;
                 }
             }
         });
-        proxy
     }
+
+    /// On any node: what another node asks about this node's rooms, and the answer (`None`: not
+    /// this node's to answer).
+    pub fn serve_lobby(state: &AppState, ask: LobbyAsk) -> Option<serde_json::Value> {
+        let rooms = &state.realtime.rooms;
+        match ask {
+            LobbyAsk::List {
+                project_id,
+                label,
+                after,
+                limit,
+            } => {
+                let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+                // A page and one more, to tell whether another page follows.
+                let limit = limit.min(MAX_LISTED + 1);
+                let listed: ListedRooms =
+                    rooms.list_after(&project_id, label.as_deref(), after, limit);
+                serde_json::to_value(listed).ok()
+            }
+            LobbyAsk::Member {
+                project_id,
+                room_id,
+                user_id,
+            } => rooms
+                .holds(&project_id, &room_id)
+                .then(|| rooms.has_member(&project_id, &room_id, &user_id).into()),
+        }
+    }
+}
+
+/// Runs a member's room chat through the chat service and answers its node.
+async fn send_chat(state: &AppState, chat: RoomChat) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let channel = Channel::Room(chat.room_id).name();
+    let sent = crate::chat::send(
+        state,
+        &chat.member.project_id,
+        &chat.member.user_id,
+        &channel,
+        chat.body,
+        chat.metadata,
+    )
+    .await;
+    let message = match sent {
+        Ok((message, seq)) => ServerMessage::MessageSent { message, seq },
+        Err(e) => ServerMessage::Error {
+            error: ApiErrorBody {
+                code: e.code,
+                message: e.message,
+                details: e.details,
+            },
+        },
+    };
+    cluster.socket_frame(
+        &chat.member.node,
+        SocketFrame {
+            conn_id: chat.member.conn_id,
+            project_id: chat.member.project_id,
+            user_id: chat.member.user_id,
+            frame: ServerFrame {
+                cid: chat.cid,
+                message,
+            },
+        },
+    );
+}
+
+/// A proxy's queue, its entries tagged with the member.
+type ProxyQueue = BoxStream<'static, (Arc<Member>, Outgoing)>;
+
+/// Most payload bytes (counted as the frames' JSON) one batch carries; NATS refuses messages
+/// over its `max_payload` (1 MiB by default).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// The link to one member node: takes what the room queued on that node's proxies, as it comes,
+/// and sends it as one [`SocketBatch`] per wake-up. A room queues a frame on all its members
+/// under its lock, so by the time this task runs, every proxy of the node has it.
+async fn carry(cluster: Arc<Cluster>, node: String, mut attach: mpsc::UnboundedReceiver<Attach>) {
+    let mut queues: SelectAll<ProxyQueue> = SelectAll::new();
+    let mut attaching = true;
+    loop {
+        let first = tokio::select! {
+            attached = attach.recv(), if attaching => {
+                match attached {
+                    Some((member, rx)) => {
+                        let member = Arc::new(member);
+                        let queue = futures::stream::unfold(rx, |mut rx| async move {
+                            rx.recv().await.map(|out| (out, rx))
+                        })
+                        .map(move |out| (member.clone(), out));
+                        queues.push(queue.boxed());
+                    }
+                    None => attaching = false,
+                }
+                continue;
+            }
+            Some(entry) = queues.next(), if !queues.is_empty() => entry,
+            else => return,
+        };
+        let mut batch = Batcher::default();
+        batch.add(first);
+        while batch.bytes < BATCH_BYTES {
+            match queues.next().now_or_never() {
+                Some(Some(entry)) => batch.add(entry),
+                _ => break,
+            }
+        }
+        cluster.socket_batch(&node, batch.finish());
+    }
+}
+
+/// Builds a [`SocketBatch`]: a frame queued on several proxies is carried once.
+#[derive(Default)]
+struct Batcher {
+    members: HashMap<u64, Arc<Member>>,
+    frames: Vec<(Frame, Vec<u64>)>,
+    /// Frame (by address; `frames` holds it, so the address is not reused) -> its entry.
+    entries: HashMap<usize, usize>,
+    /// Connection -> the last entry it is in: it may only join a later one, so each connection
+    /// keeps its order.
+    last: HashMap<u64, usize>,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn add(&mut self, (member, out): (Arc<Member>, Outgoing)) {
+        let frames = match out {
+            Outgoing::One(frame) => vec![frame],
+            Outgoing::Many(frames) => frames,
+        };
+        let conn = member.conn_id;
+        self.members.entry(conn).or_insert(member);
+        for frame in frames {
+            let floor = self.last.get(&conn).copied().unwrap_or(0);
+            let at = match self.entries.get(&(Arc::as_ptr(&frame) as usize)) {
+                Some(&at) if at >= floor => at,
+                _ => {
+                    self.bytes += frame.json().len();
+                    self.entries
+                        .insert(Arc::as_ptr(&frame) as usize, self.frames.len());
+                    self.frames.push((frame, Vec::new()));
+                    self.frames.len() - 1
+                }
+            };
+            self.frames[at].1.push(conn);
+            self.last.insert(conn, at);
+        }
+    }
+
+    fn finish(self) -> SocketBatch {
+        SocketBatch {
+            members: self
+                .members
+                .into_values()
+                .map(|m| BatchMember {
+                    conn_id: m.conn_id,
+                    project_id: m.project_id.clone(),
+                    user_id: m.user_id.clone(),
+                })
+                .collect(),
+            frames: self
+                .frames
+                .into_iter()
+                .filter_map(|(frame, to)| {
+                    Some(BatchedFrame {
+                        frame: portable(&frame)?,
+                        to,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `list_rooms` and `GET /api/v1/rooms`: a page of the public rooms of every node, merged in
+/// one node's order (oldest first, then by id), and the cursor of the next page when more
+/// follow. The cursor is the last room's `(created_at, room id)`, not a position, so it stays
+/// valid whichever rooms open or close meanwhile and whichever node holds them. Nodes that do
+/// not answer within the cluster's lobby timeout are left out.
+pub async fn list_rooms(
+    state: &AppState,
+    project_id: &str,
+    label: Option<&str>,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> Result<(Vec<RoomSummary>, Option<String>), ApiError> {
+    let limit = crate::social::page_limit(limit, MAX_LISTED as u32, MAX_LISTED as u32)?;
+    let after = cursor.map(parse_list_cursor).transpose()?;
+    let after_ref = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+    // One more than the page: whether a next page exists.
+    let mut rooms = state
+        .realtime
+        .rooms
+        .list_after(project_id, label, after_ref, limit + 1);
+    if let Some(cluster) = &state.cluster {
+        let ask = LobbyAsk::List {
+            project_id: project_id.to_owned(),
+            label: label.map(str::to_owned),
+            after: after.clone(),
+            limit: limit + 1,
+        };
+        let expected = state.realtime.presence.nodes().len();
+        for listed in cluster.gather::<ListedRooms>(&ask, expected).await {
+            rooms.extend(listed);
+        }
+        rooms.sort_by(|a, b| (a.0, &a.1.room_id).cmp(&(b.0, &b.1.room_id)));
+    }
+    let next_cursor = (rooms.len() > limit).then(|| {
+        let (at, room) = &rooms[limit - 1];
+        format!("{at}.{}", room.room_id)
+    });
+    rooms.truncate(limit);
+    Ok((
+        rooms.into_iter().map(|(_, room)| room).collect(),
+        next_cursor,
+    ))
+}
+
+/// A `next_cursor` of [`list_rooms`]: `<created_at>.<room id>`.
+fn parse_list_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
+    cursor
+        .split_once('.')
+        .and_then(|(at, id)| {
+            let valid_id = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+            Some((at.parse().ok()?, id.to_owned())).filter(|_| valid_id)
+        })
+        .ok_or_else(|| ApiError::invalid("cursor is not a next_cursor of this listing"))
+}
+
+/// Whether `user_id` holds a seat in a room that lives on another node (false when no node has
+/// the room, or none answered in time).
+pub async fn is_member_elsewhere(
+    state: &AppState,
+    project_id: &str,
+    room_id: &str,
+    user_id: &str,
+) -> bool {
+    let Some(cluster) = &state.cluster else {
+        return false;
+    };
+    let ask = LobbyAsk::Member {
+        project_id: project_id.to_owned(),
+        room_id: room_id.to_owned(),
+        user_id: user_id.to_owned(),
+    };
+    cluster.ask_one::<bool>(&ask).await.unwrap_or(false)
 }
 
 /// A frame as a protocol message, to carry to another node (a relayed state kept as JSON text is

@@ -24,7 +24,7 @@ use crate::config::RealtimeConfig;
 use crate::error::ApiError;
 
 /// Most rooms one listing returns.
-const MAX_LISTED: usize = 100;
+pub const MAX_LISTED: usize = 100;
 /// Join codes avoid look-alike characters (0/O, 1/I) so players can read them out.
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 6;
@@ -675,13 +675,23 @@ impl Rooms {
         true
     }
 
-    /// Public rooms of a project, oldest first, optionally only those carrying `label`.
-    pub fn list(&self, project_id: &str, label: Option<&str>) -> Vec<RoomSummary> {
+    /// Public rooms of a project, optionally only those carrying `label`, oldest first then by
+    /// id, after `after` (a room's `(created_at, room id)`: a key total across nodes, since room
+    /// ids are unique), at most `limit`. Each comes with its `created_at`, so the listings of
+    /// several nodes merge into the same order.
+    pub fn list_after(
+        &self,
+        project_id: &str,
+        label: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Vec<(i64, RoomSummary)> {
         let mut rooms: Vec<Arc<Room>> = lock(&self.registry)
             .rooms
             .values()
             .filter(|r| r.project_id == project_id && r.join_code.is_none() && r.reserved.is_none())
             .filter(|r| label.is_none_or(|l| r.properties.labels.iter().any(|x| x == l)))
+            .filter(|r| after.is_none_or(|key| (r.created_at, r.id.as_str()) > key))
             .cloned()
             .collect();
         rooms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -690,17 +700,26 @@ impl Rooms {
             .filter_map(|room| {
                 let state = lock(&room.state);
                 let host = state.members.first()?.member.user_id.clone();
-                Some(RoomSummary {
+                let summary = RoomSummary {
                     room_id: room.id.clone(),
                     host,
                     players: state.members.len() as u32,
                     max_players: room.max_players,
                     labels: room.properties.labels.clone(),
                     metadata: room.properties.metadata.clone(),
-                })
+                };
+                Some((room.created_at, summary))
             })
-            .take(MAX_LISTED)
+            .take(limit)
             .collect()
+    }
+
+    /// Whether the project's room lives on this node.
+    pub fn holds(&self, project_id: &str, room_id: &str) -> bool {
+        lock(&self.registry)
+            .rooms
+            .get(room_id)
+            .is_some_and(|r| r.project_id == project_id)
     }
 }
 

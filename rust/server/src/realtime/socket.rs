@@ -34,6 +34,7 @@ use super::presence::Presence;
 use super::remote::{self, Op};
 use crate::app::AppState;
 use crate::caller::{project_by_client_key, verify_player, Player};
+use crate::chat::channel::Channel;
 use crate::error::ApiError;
 use crate::projects::Project;
 
@@ -429,6 +430,17 @@ impl Session {
         }
     }
 
+    /// The room of a `room:` chat channel when it is on another node, with its home node.
+    fn remote_room_of(&self, channel: &str) -> Option<(String, String)> {
+        match Channel::parse(channel) {
+            Ok(Channel::Room(room_id)) => {
+                let home = self.remote_rooms.get(&room_id)?.clone();
+                Some((room_id, home))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the socket's token still allows anything but `ping` and `refresh_session`.
     fn session_valid(&self) -> Result<(), ApiError> {
         if self.state.clock.now_ms() >= self.expires_at.saturating_mul(1000) {
@@ -499,12 +511,20 @@ impl Session {
                 self.refresh_presence();
                 self.reply(cid, ServerMessage::RoomJoined { room });
             }
-            ClientMessage::ListRooms { label } => {
-                let rooms = state
-                    .realtime
-                    .rooms
-                    .list(&self.conn.project_id, label.as_deref());
-                self.reply(cid, ServerMessage::RoomList { rooms });
+            ClientMessage::ListRooms {
+                label,
+                cursor,
+                limit,
+            } => {
+                let (rooms, next_cursor) = remote::list_rooms(
+                    &state,
+                    &self.conn.project_id,
+                    label.as_deref(),
+                    cursor.as_deref(),
+                    limit,
+                )
+                .await?;
+                self.reply(cid, ServerMessage::RoomList { rooms, next_cursor });
             }
             ClientMessage::JoinRoom { room_id, join_code } => {
                 let joined = state.realtime.rooms.join(
@@ -637,6 +657,17 @@ impl Session {
                 body,
                 metadata,
             } => {
+                // Chat of a room on another node: its home node checks, stores, publishes and
+                // answers.
+                if let Some((room_id, home)) = self.remote_room_of(&channel) {
+                    let op = Op::Chat {
+                        room_id,
+                        body,
+                        metadata,
+                    };
+                    remote::forward(&state, &home, &self.conn, cid, op);
+                    return Ok(());
+                }
                 let (message, seq) = crate::chat::send(
                     &state,
                     &self.conn.project_id,
