@@ -10,7 +10,7 @@ mod common;
 use std::time::Instant;
 
 use aethex_protocol::ErrorCode;
-use aethex_sdk::{ConnectionStatus, MultiplayerPeer, PeerEvent, TransferMode, Value};
+use aethex_sdk::{ConnectionStatus, PeerEvent, TransferMode, Value};
 use common::*;
 
 const MP: &str = "multiplayer";
