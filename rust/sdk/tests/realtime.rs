@@ -6,34 +6,18 @@ mod common;
 
 use std::f64::consts::FRAC_1_SQRT_2;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aethex_protocol::ErrorCode;
 use aethex_sdk::{
-    ConnectionState, ConnectionStatus, MultiplayerPeer, PeerEvent, RealtimeEncoding, TransferMode,
-    Value,
+    ConnectionState, ConnectionStatus, PeerEvent, RealtimeEncoding, TransferMode, Value,
 };
 use common::*;
 use tokio::net::{TcpListener, TcpStream};
 
 const MP: &str = "multiplayer";
-
-async fn player(
-    server: &RealServer,
-    url: &str,
-    device: &str,
-) -> (Probe, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut probe = Probe::new(test_config(url, &server.client_key, dir.path()));
-    let signed_in = probe.login_device(device).await;
-    (probe, user_id(&signed_in), dir)
-}
-
-fn text(v: &str) -> Value {
-    Value::String(v.to_owned())
-}
 
 fn member_ids(room: &Value) -> Vec<String> {
     list(room, "members")
@@ -177,12 +161,7 @@ async fn state_reaches_the_others_only_with_godot_types_and_targets_are_honoured
         let (mut a, a_id, _da) = player(&server, &url, "rt-state-a").await;
         let (mut b, b_id, _db) = player(&server, &url, "rt-state-b").await;
         let (mut c, c_id, _dc) = player(&server, &url, "rt-state-c").await;
-        let id = a.client.multiplayer().create_room(Value::Nil);
-        let room_id = string(&a.ok(id).await, "room_id");
-        for p in [&mut b, &mut c] {
-            let id = p.client.multiplayer().join_room(room_id.clone());
-            p.ok(id).await;
-        }
+        let room_id = room_with(&mut a, &mut [&mut b, &mut c]).await;
 
         let id = a.client.multiplayer().send_state(godot_state(100), None);
         a.ok(id).await;
@@ -239,12 +218,7 @@ async fn the_host_leaving_moves_the_host_and_every_client_hears_it() {
         let (mut a, a_id, _da) = player(&server, &url, "rt-host-a").await;
         let (mut b, b_id, _db) = player(&server, &url, "rt-host-b").await;
         let (mut c, _c_id, _dc) = player(&server, &url, "rt-host-c").await;
-        let id = a.client.multiplayer().create_room(Value::Nil);
-        let room_id = string(&a.ok(id).await, "room_id");
-        for p in [&mut b, &mut c] {
-            let id = p.client.multiplayer().join_room(room_id.clone());
-            p.ok(id).await;
-        }
+        let room_id = room_with(&mut a, &mut [&mut b, &mut c]).await;
         let id = a.client.multiplayer().leave_room(None);
         a.ok(id).await;
         for p in [&mut b, &mut c] {
@@ -304,6 +278,8 @@ struct Proxy {
     links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// While set, new connections are closed at once (the server looks down).
     refusing: Arc<AtomicBool>,
+    /// Connections closed at once while refusing.
+    refused: Arc<AtomicUsize>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -313,11 +289,13 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let refusing = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(AtomicUsize::new(0));
         let accept = {
-            let (links, refusing) = (links.clone(), refusing.clone());
+            let (links, refusing, refused) = (links.clone(), refusing.clone(), refused.clone());
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if refusing.load(Ordering::SeqCst) {
+                        refused.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
                     let link = tokio::spawn(async move {
@@ -334,6 +312,7 @@ impl Proxy {
             addr,
             links,
             refusing,
+            refused,
             accept,
         }
     }
@@ -493,6 +472,59 @@ async fn calls_made_while_the_server_is_unreachable_wait_then_time_out() {
 }
 
 #[tokio::test]
+async fn a_call_made_while_reconnecting_connects_at_once_but_once_per_backoff_step() {
+    let server = RealServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxied = format!("http://{}", proxy.addr);
+    let mut config = test_config(&proxied, &server.client_key, dir.path());
+    // Every backoff step (10 to 20 s) outlasts the request timeout (5 s): only a call's early
+    // attempt can reach the server in time.
+    config.realtime.reconnect_base_delay = Duration::from_secs(20);
+    config.realtime.reconnect_max_delay = Duration::from_secs(20);
+    let mut a = Probe::new(config);
+    a.login_device("rt-hurry-a").await;
+    let id = a.client.multiplayer().ping();
+    a.ok(id).await;
+    a.take_signals(MP, "connection_state_changed");
+
+    // The network comes back while the socket waits out its backoff: a call connects at once.
+    proxy.cut();
+    assert_eq!(
+        a.signal(MP, "connection_state_changed").await,
+        vec![text("reconnecting")]
+    );
+    let id = a.client.multiplayer().list_rooms(None);
+    a.ok(id).await;
+    assert_eq!(
+        a.take_signals(MP, "connection_state_changed"),
+        vec![vec![text("connected")]]
+    );
+
+    // Down again: the first call's early attempt is refused; a second call in the same step
+    // does not try again (it would reach the server, back by then), so both time out.
+    proxy.refusing.store(true, Ordering::SeqCst);
+    proxy.cut();
+    assert_eq!(
+        a.signal(MP, "connection_state_changed").await,
+        vec![text("reconnecting")]
+    );
+    let first = a.client.multiplayer().list_rooms(None);
+    let end = Instant::now() + DEADLINE;
+    while proxy.refused.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < end, "the call made no early attempt");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    proxy.refusing.store(false, Ordering::SeqCst);
+    let second = a.client.multiplayer().list_rooms(None);
+    assert_eq!(a.err(second).await.code, ErrorCode::Timeout);
+    assert_eq!(a.err(first).await.code, ErrorCode::Timeout);
+    assert_eq!(proxy.refused.load(Ordering::SeqCst), 1);
+    drop((a, proxy));
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn signing_out_closes_the_socket_and_realtime_calls_need_a_session() {
     let server = RealServer::start().await;
     let url = server.url.clone();
@@ -519,34 +551,6 @@ async fn signing_out_closes_the_socket_and_realtime_calls_need_a_session() {
     server.finish().await;
 }
 
-/// Polls `peer` until it holds a packet, returning `(from, channel, mode, bytes)`.
-async fn next_packet(peer: &mut MultiplayerPeer) -> (i32, i32, TransferMode, Vec<u8>) {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        peer.poll();
-        if peer.available_packet_count() > 0 {
-            let from = peer.packet_peer();
-            let channel = peer.packet_channel();
-            let mode = peer.packet_mode();
-            return (from, channel, mode, peer.get_packet().unwrap());
-        }
-        assert!(Instant::now() < end, "no packet arrived");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Polls `peer` until it reported `count` events.
-async fn peer_events(peer: &mut MultiplayerPeer, count: usize) -> Vec<PeerEvent> {
-    let end = Instant::now() + DEADLINE;
-    let mut events = Vec::new();
-    while events.len() < count {
-        events.extend(peer.poll());
-        assert!(Instant::now() < end, "only {events:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    events
-}
-
 #[tokio::test]
 async fn multiplayer_peers_exchange_packets_through_the_relay() {
     for backend in backends() {
@@ -555,12 +559,7 @@ async fn multiplayer_peers_exchange_packets_through_the_relay() {
         let (mut h, h_id, _dh) = player(&server, &url, "rt-peer-h").await;
         let (mut a, a_id, _da) = player(&server, &url, "rt-peer-a").await;
         let (mut b, b_id, _db) = player(&server, &url, "rt-peer-b").await;
-        let id = h.client.multiplayer().create_room(Value::Nil);
-        let room_id = string(&h.ok(id).await, "room_id");
-        for p in [&mut a, &mut b] {
-            let id = p.client.multiplayer().join_room(room_id.clone());
-            p.ok(id).await;
-        }
+        let room_id = room_with(&mut h, &mut [&mut a, &mut b]).await;
         // h's room view holds both once their joins arrived.
         h.signal(MP, "player_joined").await;
         h.signal(MP, "player_joined").await;
@@ -666,13 +665,11 @@ async fn multiplayer_peers_exchange_packets_through_the_relay() {
         let id = h.client.multiplayer().leave_room(None);
         h.ok(id).await;
         for p in [&mut a_peer, &mut b_peer] {
-            let end = Instant::now() + DEADLINE;
             let mut events = Vec::new();
-            while p.connection_status() != ConnectionStatus::Disconnected {
-                events.extend(p.poll());
-                assert!(Instant::now() < end, "the peer never closed: {events:?}");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            poll_until(p, &mut events, |p, _| {
+                p.connection_status() == ConnectionStatus::Disconnected
+            })
+            .await;
             assert_eq!(events[0], PeerEvent::PeerDisconnected(1));
             assert_eq!(p.close_reason(), Some("host_left"));
         }

@@ -11,21 +11,6 @@ use common::*;
 
 const CHAT: &str = "social.chat";
 
-async fn player(
-    server: &RealServer,
-    url: &str,
-    device: &str,
-) -> (Probe, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut probe = Probe::new(test_config(url, &server.client_key, dir.path()));
-    let signed_in = probe.login_device(device).await;
-    (probe, user_id(&signed_in), dir)
-}
-
-fn text(v: &str) -> Value {
-    Value::String(v.to_owned())
-}
-
 /// The stored message a `send` completed with.
 async fn sent(p: &mut Probe, channel: &str, body: &str, metadata: Option<Value>) -> Value {
     let id = p.client.chat().send(channel.into(), body.into(), metadata);
@@ -79,12 +64,7 @@ async fn room_chat_reaches_the_other_members_filtered_with_godot_metadata() {
         let mut c = Probe::new(config);
         c.login_device("chat-room-c").await;
         let (mut outsider, _o_id, _do) = player(&server, &url, "chat-room-o").await;
-        let id = a.client.multiplayer().create_room(Value::Nil);
-        let room_id = string(&a.ok(id).await, "room_id");
-        for p in [&mut b, &mut c] {
-            let id = p.client.multiplayer().join_room(room_id.clone());
-            p.ok(id).await;
-        }
+        let room_id = room_with(&mut a, &mut [&mut b, &mut c]).await;
         let channel = format!("room:{room_id}");
 
         // Keys sorted: the server's JSON map sorts object keys.
@@ -224,12 +204,7 @@ async fn a_blocked_players_messages_never_arrive() {
         let (mut a, a_id, _da) = player(&server, &url, "chat-block-a").await;
         let (mut b, b_id, _db) = player(&server, &url, "chat-block-b").await;
         let (mut c, _c_id, _dc) = player(&server, &url, "chat-block-c").await;
-        let id = a.client.multiplayer().create_room(Value::Nil);
-        let room_id = string(&a.ok(id).await, "room_id");
-        for p in [&mut b, &mut c] {
-            let id = p.client.multiplayer().join_room(room_id.clone());
-            p.ok(id).await;
-        }
+        let room_id = room_with(&mut a, &mut [&mut b, &mut c]).await;
         let channel = format!("room:{room_id}");
         let before = sent(&mut a, &channel, "before the block", None).await;
         assert_eq!(received(&mut b).await, before);

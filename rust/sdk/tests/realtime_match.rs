@@ -14,21 +14,6 @@ use common::*;
 const MP: &str = "multiplayer";
 const MM: &str = "multiplayer.matchmaking";
 
-async fn player(
-    server: &RealServer,
-    url: &str,
-    device: &str,
-) -> (Probe, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut probe = Probe::new(test_config(url, &server.client_key, dir.path()));
-    let signed_in = probe.login_device(device).await;
-    (probe, user_id(&signed_in), dir)
-}
-
-fn text(v: &str) -> Value {
-    Value::String(v.to_owned())
-}
-
 /// The seed's example request, as a game builds it.
 fn seed_request() -> Value {
     Value::dict([

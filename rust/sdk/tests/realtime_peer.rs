@@ -10,32 +10,10 @@ mod common;
 use std::time::Instant;
 
 use aethex_protocol::ErrorCode;
-use aethex_sdk::{ConnectionStatus, MultiplayerPeer, PeerEvent, TransferMode, Value};
+use aethex_sdk::{ConnectionStatus, PeerEvent, TransferMode, Value};
 use common::*;
 
 const MP: &str = "multiplayer";
-
-async fn player(
-    server: &RealServer,
-    url: &str,
-    device: &str,
-) -> (Probe, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut probe = Probe::new(test_config(url, &server.client_key, dir.path()));
-    let signed_in = probe.login_device(device).await;
-    (probe, user_id(&signed_in), dir)
-}
-
-/// A room of `host` that every guest has joined; returns the room id.
-async fn room_with(host: &mut Probe, guests: &mut [&mut Probe]) -> String {
-    let id = host.client.multiplayer().create_room(Value::Nil);
-    let room_id = string(&host.ok(id).await, "room_id");
-    for guest in guests.iter_mut() {
-        let id = guest.client.multiplayer().join_room(room_id.clone());
-        guest.ok(id).await;
-    }
-    room_id
-}
 
 /// Waits until `probe`'s view of the room holds `count` members (a join the server announced
 /// may still be on its way to this client).
@@ -59,36 +37,6 @@ fn room_peer_id(probe: &Probe, room_id: &str, user_id: &str) -> i32 {
         .find(|m| string(m, "user_id") == user_id)
         .expect("a member");
     i32::try_from(int(&member, "peer_id")).unwrap()
-}
-
-/// Polls `peer` as `_poll` does, collecting its events, until `done` holds (or the deadline).
-async fn poll_until(
-    peer: &mut MultiplayerPeer,
-    events: &mut Vec<PeerEvent>,
-    done: impl Fn(&MultiplayerPeer, &[PeerEvent]) -> bool,
-) {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        events.extend(peer.poll());
-        if done(peer, events) {
-            return;
-        }
-        assert!(Instant::now() < end, "peer never got there: {events:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-}
-
-/// The next packet as Godot reads it: `(peer, channel, mode, bytes)`.
-async fn next_packet(peer: &mut MultiplayerPeer) -> (i32, i32, TransferMode, Vec<u8>) {
-    let mut events = Vec::new();
-    poll_until(peer, &mut events, |p, _| p.available_packet_count() > 0).await;
-    let header = (
-        peer.packet_peer(),
-        peer.packet_channel(),
-        peer.packet_mode(),
-    );
-    let data = peer.get_packet().expect("a packet");
-    (header.0, header.1, header.2, data)
 }
 
 #[tokio::test]

@@ -4,19 +4,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
+use common::socket::{Encoding, Socket};
 use common::{backends, expect_error, expect_status, Backend, TestServer};
-use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// A server whose chat rate limit does not get in the way of tests sending many messages.
 async fn start(backend: Backend) -> TestServer {
@@ -29,76 +21,30 @@ async fn start(backend: Backend) -> TestServer {
     .await
 }
 
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    id: String,
-    token: String,
+async fn player(s: &TestServer) -> Socket {
+    let e = s.endpoint();
+    e.connect(&e.device_player().await, Encoding::Json).await
 }
 
-async fn connect(s: &TestServer, token: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
-    let mut req = format!("ws://{}/api/v1/realtime", s.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "X-AeThex-Key",
-        HeaderValue::from_str(&s.client_key).unwrap(),
-    );
-    req.headers_mut().insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade")
-        .0
+/// Another socket of `c`'s player.
+async fn second_socket(s: &TestServer, c: &Socket) -> Socket {
+    s.endpoint().connect(&c.player(), Encoding::Json).await
 }
 
-async fn player(s: &TestServer) -> Client {
-    let auth = s.device_player().await;
-    let token = auth["access_token"].as_str().unwrap().to_owned();
-    Client {
-        ws: connect(s, &token).await,
-        id: auth["user"]["id"].as_str().unwrap().to_owned(),
-        token,
-    }
-}
-
-impl Client {
-    async fn send(&mut self, frame: Value) {
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .unwrap();
-    }
-
-    async fn recv(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("socket open")
-                .expect("no socket error");
-            match msg {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
-                Message::Close(frame) => panic!("closed: {frame:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    async fn recv_type(&mut self, kind: &str) -> Value {
-        let frame = self.recv().await;
-        assert_eq!(frame["type"], kind, "{frame}");
-        frame
-    }
-
-    /// Everything queued for this socket so far has been read, and nothing else came.
-    async fn nothing_pending(&mut self) {
-        self.send(json!({"type": "ping", "cid": "barrier"})).await;
-        assert_eq!(self.recv().await, json!({"type": "pong", "cid": "barrier"}));
-    }
-
+/// The chat side of a player's socket.
+trait Chatting {
     /// `send_message`; the reply frame (`message_sent` or `error`).
+    async fn say(&mut self, channel: &str, body: &str) -> Value;
+    /// `send_message` that must succeed; the stored message and its room seq.
+    async fn said(&mut self, channel: &str, body: &str) -> (Value, Option<u64>);
+    /// `send_message` that must fail: the error code.
+    async fn refused(&mut self, channel: &str, body: &str) -> String;
+    async fn history_frame(&mut self, channel: &str) -> Value;
+    /// Joins `room_id`; the room's `seq`.
+    async fn join_room(&mut self, room_id: &str) -> u64;
+}
+
+impl Chatting for Socket {
     async fn say(&mut self, channel: &str, body: &str) -> Value {
         self.send(json!({"type": "send_message", "cid": "say", "channel": channel, "body": body}))
             .await;
@@ -107,14 +53,12 @@ impl Client {
         reply
     }
 
-    /// `send_message` that must succeed; the stored message and its room seq.
     async fn said(&mut self, channel: &str, body: &str) -> (Value, Option<u64>) {
         let reply = self.say(channel, body).await;
         assert_eq!(reply["type"], "message_sent", "{reply}");
         (reply["message"].clone(), reply["seq"].as_u64())
     }
 
-    /// `send_message` that must fail: the error code.
     async fn refused(&mut self, channel: &str, body: &str) -> String {
         let reply = self.say(channel, body).await;
         assert_eq!(reply["type"], "error", "{reply}");
@@ -125,14 +69,6 @@ impl Client {
         self.send(json!({"type": "chat_history", "cid": "h", "channel": channel}))
             .await;
         self.recv().await
-    }
-
-    async fn create_room(&mut self) -> String {
-        self.send(json!({"type": "create_room"})).await;
-        self.recv_type("room_joined").await["room"]["room_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
     }
 
     async fn join_room(&mut self, room_id: &str) -> u64 {
@@ -259,11 +195,7 @@ async fn direct_messages_reach_the_recipient_and_both_histories() {
         let mut b = player(&s).await;
         let mut c = player(&s).await;
         // A second socket of b gets the message too.
-        let mut b2 = Client {
-            ws: connect(&s, &b.token).await,
-            id: b.id.clone(),
-            token: b.token.clone(),
-        };
+        let mut b2 = second_socket(&s, &b).await;
 
         let (sent, seq) = a.said(&format!("dm:{}", b.id), "psst").await;
         assert_eq!(seq, None);
@@ -449,11 +381,7 @@ async fn history_pages_cover_250_messages_without_gaps_or_duplicates_even_while_
 
         // Another player keeps posting while b walks the history page by page: every message
         // that existed before the walk shows up exactly once, in order.
-        let mut writer = Client {
-            ws: connect(&s, &b.token).await,
-            id: b.id.clone(),
-            token: b.token.clone(),
-        };
+        let mut writer = second_socket(&s, &b).await;
         let back = format!("dm:{}", a.id);
         let writer_channel = back.clone();
         let writing = tokio::spawn(async move {
@@ -761,11 +689,7 @@ async fn sending_is_rate_limited_per_player_and_bodies_are_checked() {
                 > 0
         );
         // Per player: a second socket shares the bucket; other players have their own.
-        let mut a2 = Client {
-            ws: connect(&s, &a.token).await,
-            id: a.id.clone(),
-            token: a.token.clone(),
-        };
+        let mut a2 = second_socket(&s, &a).await;
         assert_eq!(a2.refused(&channel, "5").await, "rate_limited");
         for _ in 0..3 {
             b.recv_type("message_received").await;

@@ -5,29 +5,14 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::socket::{Encoding, Player, Socket};
 use common::{backends, expect_error, expect_status, TestServer};
-use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-const WAIT: Duration = Duration::from_secs(5);
 
 /// The seed's example, byte for byte.
 const SEED_QUEUE: &str =
     r#"{"type":"join_queue","mode":"deathmatch","region":"us-east","skill_range":[1000,1500]}"#;
-
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    id: String,
-    token: String,
-}
 
 async fn sign_in(s: &TestServer) -> (String, String) {
     let body = s.device_player().await;
@@ -37,81 +22,32 @@ async fn sign_in(s: &TestServer) -> (String, String) {
     )
 }
 
-async fn connect(s: &TestServer, token: &str, id: &str) -> Client {
-    let mut req = format!("ws://{}/api/v1/realtime", s.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "X-AeThex-Key",
-        HeaderValue::from_str(&s.client_key).unwrap(),
-    );
-    req.headers_mut().insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade");
-    Client {
-        ws,
-        id: id.to_owned(),
-        token: token.to_owned(),
-    }
+async fn connect(s: &TestServer, player: &Player) -> Socket {
+    let mut socket = s.endpoint().connect(player, Encoding::Json).await;
+    // Befriending party members pushes social events these tests do not follow.
+    socket.ignored = &["friends_updated", "presence_changed"];
+    socket
 }
 
-async fn player(s: &TestServer) -> Client {
-    let (token, id) = sign_in(s).await;
-    connect(s, &token, &id).await
+async fn player(s: &TestServer) -> Socket {
+    connect(s, &s.endpoint().device_player().await).await
 }
 
-impl Client {
-    async fn send(&mut self, frame: Value) {
-        self.send_text(&frame.to_string()).await;
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("socket open")
-                .expect("no socket error");
-            match msg {
-                Message::Text(text) => {
-                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-                    // Befriending party members pushes social events these tests do not follow.
-                    if frame["type"] == "friends_updated" || frame["type"] == "presence_changed" {
-                        continue;
-                    }
-                    return frame;
-                }
-                Message::Close(frame) => panic!("closed: {frame:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    async fn recv_type(&mut self, kind: &str) -> Value {
-        let frame = self.recv().await;
-        assert_eq!(frame["type"], kind, "{frame}");
-        frame
-    }
-
+/// The matchmaking side of a player's socket.
+trait Queuing {
     /// The error answering the frame with `cid`.
+    async fn error(&mut self, cid: &str) -> String;
+    /// `(user id, token)`.
+    fn who(&self) -> (&str, &str);
+    /// Joins the queue with `request`; the ticket.
+    async fn queue(&mut self, request: Value) -> Value;
+}
+
+impl Queuing for Socket {
     async fn error(&mut self, cid: &str) -> String {
         let frame = self.recv_type("error").await;
         assert_eq!(frame["cid"], cid, "{frame}");
         frame["error"]["code"].as_str().unwrap().to_owned()
-    }
-
-    /// Everything queued for this socket before now has been read.
-    async fn nothing_pending(&mut self) {
-        self.send(json!({"type": "ping", "cid": "barrier"})).await;
-        assert_eq!(self.recv().await, json!({"type": "pong", "cid": "barrier"}));
     }
 
     fn who(&self) -> (&str, &str) {
@@ -669,9 +605,9 @@ async fn one_ticket_per_player_even_from_two_sockets_at_once() {
         // Kept open: a player whose sockets close loses the ticket.
         let mut open = Vec::new();
         for round in 0..10 {
-            let (token, id) = sign_in(&s).await;
-            let mut one = connect(&s, &token, &id).await;
-            let mut two = connect(&s, &token, &id).await;
+            let twice = s.endpoint().device_player().await;
+            let mut one = connect(&s, &twice).await;
+            let mut two = connect(&s, &twice).await;
             let frame = json!({"type": "join_queue", "cid": "c", "mode": "solo-wait",
                                "region": "r", "skill_range": [0, 1]});
             let (_, _) = tokio::join!(one.send(frame.clone()), two.send(frame.clone()));
@@ -714,7 +650,7 @@ async fn a_player_whose_last_socket_closes_loses_their_ticket() {
             )
             .await;
         // The member has a second socket: closing one keeps the ticket.
-        let mut second = connect(&s, &member.token, &member.id).await;
+        let mut second = connect(&s, &member.player()).await;
         second.nothing_pending().await;
         drop(member);
         second.nothing_pending().await;

@@ -3,63 +3,22 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aethex_server::clock::Clock;
+use common::socket::{Encoding, Socket, WAIT};
 use common::{backends, TestServer};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const WAIT: Duration = Duration::from_secs(5);
-
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    id: String,
-}
-
-/// Signs in (or back in) the device `device_id`: `(access token, user id)`.
-async fn sign_in(s: &TestServer, device_id: &str) -> (String, String) {
-    let resp = s
-        .req(Method::POST, "/api/v1/auth/device")
-        .json(&json!({ "device_id": device_id }))
-        .send()
-        .await
-        .unwrap();
-    let body = common::expect_status(resp, StatusCode::OK).await;
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["user"]["id"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn request(
-    s: &TestServer,
-    token: Option<&str>,
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut req = format!("ws://{}/api/v1/realtime", s.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "X-AeThex-Key",
-        HeaderValue::from_str(&s.client_key).unwrap(),
-    );
-    if let Some(token) = token {
-        req.headers_mut().insert(
-            "Authorization",
-            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-        );
-    }
-    req
+fn request(s: &TestServer, token: Option<&str>) -> Request {
+    s.endpoint().socket_request(token, Encoding::Json)
 }
 
 /// The status and JSON body of a refused upgrade.
-async fn refused(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> (u16, Value) {
+async fn refused(req: Request) -> (u16, Value) {
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (
             resp.status().as_u16(),
@@ -71,76 +30,16 @@ async fn refused(req: tokio_tungstenite::tungstenite::handshake::client::Request
     }
 }
 
-async fn player(s: &TestServer) -> Client {
-    let (token, id) = sign_in(s, &format!("device-{}", uuid::Uuid::new_v4())).await;
-    let (ws, _) = tokio_tungstenite::connect_async(request(s, Some(&token)))
-        .await
-        .expect("upgrade");
-    Client { ws, id }
+async fn player(s: &TestServer) -> Socket {
+    let e = s.endpoint();
+    e.connect(&e.device_player().await, Encoding::Json).await
 }
 
-impl Client {
-    async fn send(&mut self, frame: Value) {
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .unwrap();
-    }
-
-    async fn send_raw(&mut self, message: Message) {
-        // The server may already have closed the socket of a misbehaving client.
-        let _ = self.ws.send(message).await;
-    }
-
-    /// The next JSON frame.
-    async fn recv(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("socket open")
-                .expect("no socket error");
-            match msg {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
-                Message::Close(frame) => panic!("closed: {frame:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    async fn recv_type(&mut self, kind: &str) -> Value {
-        let frame = self.recv().await;
-        assert_eq!(frame["type"], kind, "{frame}");
-        frame
-    }
-
-    /// Asserts nothing but `pong` arrives before the pong to a fresh ping: everything the
-    /// server queued for this socket before now has been read.
-    async fn nothing_pending(&mut self) {
-        self.send(json!({"type": "ping", "cid": "barrier"})).await;
-        let frame = self.recv().await;
-        assert_eq!(frame, json!({"type": "pong", "cid": "barrier"}));
-    }
-
-    /// The close code the server ends the socket with, skipping frames before it.
-    async fn close_code(&mut self) -> Option<u16> {
-        loop {
-            match tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("closed in time")
-            {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    }
-
-    async fn create(&mut self, properties: Value) -> Value {
-        self.send(json!({"type": "create_room", "properties": properties}))
-            .await;
-        self.recv_type("room_joined").await["room"].clone()
-    }
+/// Creates a room with `properties`; the room.
+async fn create(c: &mut Socket, properties: Value) -> Value {
+    c.send(json!({"type": "create_room", "properties": properties}))
+        .await;
+    c.recv_type("room_joined").await["room"].clone()
 }
 
 fn ids(members: &Value) -> Vec<String> {
@@ -182,7 +81,7 @@ async fn upgrade_is_refused_before_the_handshake_without_a_valid_token() {
             (403, Some("forbidden"))
         );
 
-        let (token, _) = sign_in(&s, "expiring").await;
+        let token = s.endpoint().device("expiring").await.token;
         s.clock.advance_ms(16 * 60 * 1000);
         let (status, body) = refused(request(&s, Some(&token))).await;
         assert_eq!(
@@ -191,7 +90,7 @@ async fn upgrade_is_refused_before_the_handshake_without_a_valid_token() {
         );
 
         // Query parameters for clients that cannot set headers.
-        let (token, _) = sign_in(&s, "browser-client").await;
+        let token = s.endpoint().device("browser-client").await.token;
         let url = format!(
             "ws://{}/api/v1/realtime?key={}&token={}",
             s.addr, s.client_key, token
@@ -220,14 +119,10 @@ async fn upgrade_is_refused_before_the_handshake_without_a_valid_token() {
 async fn refresh_session_replaces_an_expired_token_on_a_live_socket() {
     for backend in backends() {
         let s = TestServer::start(backend).await;
-        let (token, _) = sign_in(&s, "refresher").await;
-        let (ws, _) = tokio_tungstenite::connect_async(request(&s, Some(&token)))
-            .await
-            .unwrap();
-        let mut a = Client {
-            ws,
-            id: String::new(),
-        };
+        let e = s.endpoint();
+        let mut a = e
+            .connect(&e.device("refresher").await, Encoding::Json)
+            .await;
         s.clock.advance_ms(16 * 60 * 1000);
         a.send(json!({"type": "list_rooms", "cid": "l"})).await;
         let err = a.recv_type("error").await;
@@ -236,7 +131,7 @@ async fn refresh_session_replaces_an_expired_token_on_a_live_socket() {
             (Some("l"), Some("token_expired"))
         );
 
-        let (other, _) = sign_in(&s, "someone-else").await;
+        let other = s.endpoint().device("someone-else").await.token;
         a.send(json!({"type": "refresh_session", "cid": 1, "access_token": other}))
             .await;
         let err = a.recv_type("error").await;
@@ -245,7 +140,7 @@ async fn refresh_session_replaces_an_expired_token_on_a_live_socket() {
             .await;
         assert_eq!(a.recv_type("error").await["error"]["code"], "unauthorized");
 
-        let (fresh, _) = sign_in(&s, "refresher").await;
+        let fresh = s.endpoint().device("refresher").await.token;
         a.send(json!({"type": "refresh_session", "cid": 3, "access_token": fresh}))
             .await;
         let ok = a.recv_type("session_refreshed").await;
@@ -270,11 +165,11 @@ async fn refresh_session_replaces_an_expired_token_on_a_live_socket() {
         a.send(json!({"type": "refresh_session", "access_token": fresh}))
             .await;
         assert_eq!(a.recv_type("error").await["error"]["code"], "unauthorized");
-        let (new_session, _) = sign_in(&s, "refresher").await;
+        let new_session = s.endpoint().device("refresher").await.token;
         a.send(json!({"type": "refresh_session", "access_token": new_session}))
             .await;
         a.recv_type("session_refreshed").await;
-        a.create(json!({})).await;
+        create(&mut a, json!({})).await;
         s.stop().await;
     }
 }
@@ -335,15 +230,17 @@ async fn rooms_are_created_listed_joined_by_code_and_left() {
         let s = TestServer::start(backend).await;
         let mut a = player(&s).await;
         let mut b = player(&s).await;
-        let public = a
-            .create(json!({"labels": ["ranked"], "metadata": {"map": "dust"}, "max_players": 4}))
-            .await;
+        let public = create(
+            &mut a,
+            json!({"labels": ["ranked"], "metadata": {"map": "dust"}, "max_players": 4}),
+        )
+        .await;
         assert_eq!(public["host"], a.id.as_str());
         assert_eq!(ids(&public["members"]), vec![a.id.clone()]);
         assert_eq!(public["properties"]["max_players"], 4);
         assert!(public.get("join_code").is_none());
         let room_id = public["room_id"].as_str().unwrap().to_owned();
-        let private = a.create(json!({"private": true})).await;
+        let private = create(&mut a, json!({"private": true})).await;
         let code = private["join_code"].as_str().unwrap().to_owned();
         let private_id = private["room_id"].as_str().unwrap().to_owned();
 
@@ -360,7 +257,7 @@ async fn rooms_are_created_listed_joined_by_code_and_left() {
             .await;
         assert_eq!(b.recv_type("room_list").await["rooms"], json!([]));
         // Over HTTP: the private room is not listed either.
-        let (token, _) = sign_in(&s, "http-lister").await;
+        let token = s.endpoint().device("http-lister").await.token;
         let resp = s
             .player(Method::GET, "/api/v1/rooms", &token)
             .send()
@@ -441,7 +338,7 @@ async fn rooms_are_created_listed_joined_by_code_and_left() {
         b.send(json!({"type": "list_rooms"})).await;
         assert_eq!(b.recv_type("room_list").await["rooms"], json!([]));
         let mut c = player(&s).await;
-        let solo = c.create(json!({"max_players": 1})).await;
+        let solo = create(&mut c, json!({"max_players": 1})).await;
         b.send(json!({"type": "join_room", "room_id": solo["room_id"]}))
             .await;
         assert_eq!(b.recv_type("error").await["error"]["code"], "conflict");
@@ -457,7 +354,7 @@ async fn state_reaches_the_others_only_or_the_targets() {
         let mut b = player(&s).await;
         let mut c = player(&s).await;
         let mut outsider = player(&s).await;
-        let room = a.create(json!({})).await;
+        let room = create(&mut a, json!({})).await;
         let room_id = room["room_id"].as_str().unwrap().to_owned();
         for joiner in [&mut b, &mut c] {
             joiner
@@ -534,7 +431,7 @@ async fn a_ticked_room_batches_updates_into_one_frame_per_tick() {
         let s = TestServer::start(backend).await;
         let mut a = player(&s).await;
         let mut b = player(&s).await;
-        let room = a.create(json!({"tick_rate": 1})).await;
+        let room = create(&mut a, json!({"tick_rate": 1})).await;
         assert_eq!(room["properties"]["tick_rate"], 1);
         let room_id = room["room_id"].as_str().unwrap().to_owned();
         b.send(json!({"type": "join_room", "room_id": room_id}))
@@ -577,7 +474,7 @@ async fn the_host_migrates_to_the_longest_present_member() {
         let mut a = player(&s).await;
         let mut b = player(&s).await;
         let mut c = player(&s).await;
-        let room = a.create(json!({})).await;
+        let room = create(&mut a, json!({})).await;
         let room_id = room["room_id"].as_str().unwrap().to_owned();
         b.send(json!({"type": "join_room", "room_id": room_id}))
             .await;
@@ -640,7 +537,7 @@ async fn limits_answer_typed_errors_then_close_the_socket() {
         let s = limited_server(backend).await;
         // Rooms per player.
         let mut a = player(&s).await;
-        a.create(json!({})).await;
+        create(&mut a, json!({})).await;
         a.send(json!({"type": "create_room", "cid": 2})).await;
         let err = a.recv_type("error").await;
         assert_eq!(
@@ -707,7 +604,7 @@ async fn garbage_on_one_socket_harms_no_other() {
         let mut a = player(&s).await;
         let mut b = player(&s).await;
         let mut fuzzer = player(&s).await;
-        let room = a.create(json!({})).await;
+        let room = create(&mut a, json!({})).await;
         let room_id = room["room_id"].as_str().unwrap().to_owned();
         for joiner in [&mut b, &mut fuzzer] {
             joiner
@@ -763,7 +660,7 @@ async fn garbage_on_one_socket_harms_no_other() {
         });
         // The fuzzer is closed somewhere in between; its `player_left` may arrive at any point.
         let mut left = [None, None];
-        async fn update(c: &mut Client, left: &mut Option<String>) -> Value {
+        async fn update(c: &mut Socket, left: &mut Option<String>) -> Value {
             loop {
                 let frame = c.recv().await;
                 if frame["type"] == "player_left" && left.is_none() {
@@ -818,7 +715,7 @@ async fn a_slow_reader_is_disconnected_without_holding_up_the_room() {
         let mut a = player(&s).await;
         let mut b = player(&s).await;
         let mut slow = player(&s).await;
-        let room = a.create(json!({})).await;
+        let room = create(&mut a, json!({})).await;
         let room_id = room["room_id"].as_str().unwrap().to_owned();
         for joiner in [&mut b, &mut slow] {
             joiner

@@ -6,198 +6,34 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aethex_protocol::realtime::{ClientFrame, ClientMessage, ServerFrame};
+use aethex_protocol::realtime::{ClientFrame, ClientMessage};
+use common::socket::{Encoding, Socket, WAIT};
 use common::{backends, TestServer};
 use futures::{SinkExt, StreamExt};
-use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const WAIT: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Copy, PartialEq)]
-enum Encoding {
-    Json,
-    /// Negotiated with `Sec-WebSocket-Protocol: aethex.msgpack`.
-    MsgpackHeader,
-    /// Asked for with `?encoding=msgpack`.
-    MsgpackQuery,
+async fn player_with(s: &TestServer, encoding: Encoding) -> Socket {
+    let e = s.endpoint();
+    e.connect(&e.device_player().await, encoding).await
 }
 
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    id: String,
-    device: String,
-    token: String,
-    encoding: Encoding,
-    /// The highest room event `seq` seen per room: what a real client would resume from.
-    seen: BTreeMap<String, u64>,
-}
-
-/// Signs in (or back in) the device `device_id`: `(access token, user id)`.
-async fn sign_in(s: &TestServer, device_id: &str) -> (String, String) {
-    let resp = s
-        .req(Method::POST, "/api/v1/auth/device")
-        .json(&json!({ "device_id": device_id }))
-        .send()
-        .await
-        .unwrap();
-    let body = common::expect_status(resp, StatusCode::OK).await;
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["user"]["id"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn connect(
-    s: &TestServer,
-    token: &str,
-    encoding: Encoding,
-) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
-    let query = if encoding == Encoding::MsgpackQuery {
-        "?encoding=msgpack"
-    } else {
-        ""
-    };
-    let mut req = format!("ws://{}/api/v1/realtime{query}", s.addr)
-        .into_client_request()
-        .unwrap();
-    let headers = req.headers_mut();
-    headers.insert(
-        "X-AeThex-Key",
-        HeaderValue::from_str(&s.client_key).unwrap(),
-    );
-    headers.insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    if encoding == Encoding::MsgpackHeader {
-        headers.insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("aethex.msgpack"),
-        );
-    }
-    let (ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade");
-    let protocol = resp.headers().get("Sec-WebSocket-Protocol");
-    match encoding {
-        Encoding::MsgpackHeader => assert_eq!(protocol.unwrap(), "aethex.msgpack"),
-        _ => assert!(protocol.is_none()),
-    }
-    ws
-}
-
-async fn player_with(s: &TestServer, encoding: Encoding) -> Client {
-    let device = format!("device-{}", uuid::Uuid::new_v4());
-    let (token, id) = sign_in(s, &device).await;
-    Client {
-        ws: connect(s, &token, encoding).await,
-        id,
-        device,
-        token,
-        encoding,
-        seen: BTreeMap::new(),
-    }
-}
-
-async fn player(s: &TestServer) -> Client {
+async fn player(s: &TestServer) -> Socket {
     player_with(s, Encoding::Json).await
 }
 
-impl Client {
-    /// A new socket of the same player (the old one is dropped without a close frame).
-    async fn reconnect(&mut self, s: &TestServer) {
-        self.ws = connect(s, &self.token, self.encoding).await;
-    }
+/// The room side of a player's socket.
+trait Rooms {
+    /// Creates a room with `properties`; its id.
+    async fn create(&mut self, properties: Value) -> String;
+    /// Joins `room_id`; the room.
+    async fn join(&mut self, room_id: &str) -> Value;
+    /// Sends `resume` for `rooms` (from what this socket saw): the replayed frames, then
+    /// `resumed`.
+    async fn resume(&mut self, rooms: &[&str]) -> (Vec<Value>, Value);
+}
 
-    async fn send(&mut self, frame: Value) {
-        let message = match self.encoding {
-            Encoding::Json => Message::text(frame.to_string()),
-            _ => {
-                // Through the protocol type, as a MessagePack client library would build it.
-                let typed: ClientFrame = serde_json::from_value(frame).unwrap();
-                Message::binary(rmp_serde::to_vec_named(&typed).unwrap())
-            }
-        };
-        self.ws.send(message).await.unwrap();
-    }
-
-    async fn send_typed(&mut self, frame: ClientFrame) {
-        let message = match self.encoding {
-            Encoding::Json => Message::text(serde_json::to_string(&frame).unwrap()),
-            _ => Message::binary(rmp_serde::to_vec_named(&frame).unwrap()),
-        };
-        self.ws.send(message).await.unwrap();
-    }
-
-    /// The next frame, as JSON whatever the encoding (MessagePack frames are read as the
-    /// protocol type first: bytes fields are MessagePack binaries, base64 once in JSON).
-    async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
-        loop {
-            let msg = tokio::time::timeout(wait, self.ws.next())
-                .await
-                .ok()?
-                .expect("socket open")
-                .expect("no socket error");
-            let frame = match (msg, self.encoding) {
-                (Message::Text(text), Encoding::Json) => {
-                    serde_json::from_str(text.as_str()).unwrap()
-                }
-                (Message::Binary(bytes), Encoding::MsgpackHeader | Encoding::MsgpackQuery) => {
-                    let typed: ServerFrame = rmp_serde::from_slice(&bytes).unwrap();
-                    serde_json::to_value(typed).unwrap()
-                }
-                (Message::Close(frame), _) => panic!("closed: {frame:?}"),
-                (Message::Ping(_) | Message::Pong(_), _) => continue,
-                (other, _) => panic!("a frame in the wrong encoding: {other:?}"),
-            };
-            self.note_seq(&frame);
-            return Some(frame);
-        }
-    }
-
-    fn note_seq(&mut self, frame: &Value) {
-        let mut seqs = vec![];
-        if let Some(room) = frame.get("room") {
-            seqs.push((room["room_id"].clone(), room["seq"].clone()));
-        }
-        if let Some(seq) = frame.get("seq") {
-            seqs.push((frame["room_id"].clone(), seq.clone()));
-        }
-        for entry in frame["updates"].as_array().into_iter().flatten() {
-            seqs.push((frame["room_id"].clone(), entry["seq"].clone()));
-        }
-        for (room, seq) in seqs {
-            if let (Some(room), Some(seq)) = (room.as_str(), seq.as_u64()) {
-                let seen = self.seen.entry(room.to_owned()).or_default();
-                *seen = (*seen).max(seq);
-            }
-        }
-    }
-
-    async fn recv(&mut self) -> Value {
-        self.try_recv(WAIT).await.expect("a frame in time")
-    }
-
-    async fn recv_type(&mut self, kind: &str) -> Value {
-        let frame = self.recv().await;
-        assert_eq!(frame["type"], kind, "{frame}");
-        frame
-    }
-
-    /// Asserts nothing but `pong` arrives before the pong to a fresh ping: everything the
-    /// server queued for this socket before now has been read.
-    async fn nothing_pending(&mut self) {
-        self.send(json!({"type": "ping", "cid": "barrier"})).await;
-        let frame = self.recv().await;
-        assert_eq!(frame, json!({"type": "pong", "cid": "barrier"}));
-    }
-
+impl Rooms for Socket {
     async fn create(&mut self, properties: Value) -> String {
         self.send(json!({"type": "create_room", "properties": properties}))
             .await;
@@ -213,8 +49,6 @@ impl Client {
         self.recv_type("room_joined").await["room"].clone()
     }
 
-    /// Sends `resume` for `rooms` (from what this client saw): the replayed frames, then
-    /// `resumed`.
     async fn resume(&mut self, rooms: &[&str]) -> (Vec<Value>, Value) {
         let rooms: BTreeMap<&str, u64> = rooms
             .iter()
@@ -235,7 +69,7 @@ impl Client {
 }
 
 /// A room created by `members[0]` and joined by the others, every join announcement read.
-async fn room_of(members: &mut [&mut Client], properties: Value) -> String {
+async fn room_of(members: &mut [&mut Socket], properties: Value) -> String {
     let room_id = members[0].create(properties).await;
     for i in 1..members.len() {
         members[i].join(&room_id).await;
@@ -265,7 +99,7 @@ fn packet(room_id: &str, data: &[u8], reliable: bool) -> ClientFrame {
 
 /// Moves the server clock past the grace period until `watcher` sees a frame (the server may
 /// notice the drop after a first jump, and then counts the grace from there).
-async fn expire_grace(s: &TestServer, watcher: &mut Client) -> Value {
+async fn expire_grace(s: &TestServer, watcher: &mut Socket) -> Value {
     for _ in 0..20 {
         s.clock.advance_ms(31_000);
         if let Some(frame) = watcher.try_recv(Duration::from_millis(500)).await {
@@ -289,10 +123,7 @@ async fn a_dropped_host_resumes_its_seats_and_gets_exactly_the_frames_it_missed(
         c.recv_type("state_update").await;
 
         // The host's connection dies without a close frame, mid-game.
-        drop(std::mem::replace(
-            &mut a.ws,
-            connect(&s, &a.token, Encoding::Json).await,
-        ));
+        a.reconnect(&s.endpoint()).await;
         let mut expected_room = vec![];
         // Broadcast state: A gets the very frame C gets.
         b.send(state(&room, json!({"n": 1}))).await;
@@ -397,10 +228,10 @@ async fn after_the_grace_period_the_others_see_the_host_leave_and_resume_finds_n
         assert_eq!(c.recv_type("host_changed").await["host"], b.id.as_str());
 
         // The token was issued before the clock moved: sign the device in again.
-        let (token, id) = sign_in(&s, &a.device).await;
-        assert_eq!(id, a.id);
-        a.token = token;
-        a.reconnect(&s).await;
+        let again = s.endpoint().device(&a.device).await;
+        assert_eq!(again.id, a.id);
+        a.token = again.token;
+        a.reconnect(&s.endpoint()).await;
         let (replayed, resumed) = a.resume(&[&room]).await;
         assert!(replayed.is_empty(), "{replayed:?}");
         assert_eq!(resumed["rooms"], json!([]));
@@ -419,7 +250,7 @@ async fn a_replay_that_no_longer_fits_the_buffer_says_so() {
         let mut a = player(&s).await;
         let mut b = player(&s).await;
         let room = room_of(&mut [&mut a, &mut b], json!({})).await;
-        b.reconnect(&s).await;
+        b.reconnect(&s.endpoint()).await;
         for n in 0..10 {
             a.send(state(&room, json!({"n": n}))).await;
         }
@@ -433,7 +264,7 @@ async fn a_replay_that_no_longer_fits_the_buffer_says_so() {
         assert_eq!(resumed["rooms"][0]["complete"], false);
         assert_eq!(resumed["rooms"][0]["room"]["seq"], b.seen[&room]);
         // Resuming again from where it is now misses nothing.
-        b.reconnect(&s).await;
+        b.reconnect(&s.endpoint()).await;
         let (replayed, resumed) = b.resume(&[&room]).await;
         assert!(replayed.is_empty());
         assert_eq!(resumed["rooms"][0]["complete"], true);
@@ -478,14 +309,8 @@ async fn a_half_open_old_socket_loses_its_seat_to_the_resuming_one() {
         let mut b = player(&s).await;
         let room = room_of(&mut [&mut a, &mut b], json!({})).await;
         // B's first connection stays open (the server cannot tell it is gone).
-        let mut old = Client {
-            ws: connect(&s, &b.token, Encoding::Json).await,
-            id: b.id.clone(),
-            device: b.device.clone(),
-            token: b.token.clone(),
-            encoding: Encoding::Json,
-            seen: b.seen.clone(),
-        };
+        let mut old = s.endpoint().connect(&b.player(), Encoding::Json).await;
+        old.seen = b.seen.clone();
         std::mem::swap(&mut old.ws, &mut b.ws);
         a.send(state(&room, json!({"n": 1}))).await;
         let (replayed, resumed) = b.resume(&[&room]).await;
@@ -686,7 +511,7 @@ async fn msgpack_and_json_clients_share_a_room() {
         }
 
         // A MessagePack socket resumes like a JSON one.
-        m.reconnect(&s).await;
+        m.reconnect(&s.endpoint()).await;
         j.send(state(&room, json!({"missed": 1}))).await;
         q.recv_type("state_update").await;
         let (replayed, resumed) = m.resume(&[&room]).await;

@@ -59,7 +59,9 @@
 //!   server reports lost are announced with `room_left`. Calls waiting for an answer when the
 //!   socket dropped fail with `network` (they are not resent: a `create_room` or `send_message`
 //!   may have been applied). Calls made while the socket is down wait for it and fail with
-//!   `timeout` after `ClientConfig::request_timeout`.
+//!   `timeout` after `ClientConfig::request_timeout`; a call made during a backoff delay cuts
+//!   it short with one immediate attempt (at most one per delay), so it goes through as soon as
+//!   the server is back.
 //! - **Current room**: calls that take no room id (`send_state`, `leave_room(None)`,
 //!   `create_peer(None)`) use the room joined last among those still joined. `not_found` when
 //!   none is.

@@ -38,6 +38,9 @@ const STABLE_SOCKET: Duration = Duration::from_secs(5);
 /// Pause before the socket tries again to refresh a session whose refresh failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
 
+/// How often calls waiting for a socket are checked for their timeout.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
+
 /// What a call asks the task to send.
 enum Outgoing {
     Message(ClientMessage),
@@ -72,6 +75,24 @@ enum Awaiting {
 struct Pending {
     awaiting: Awaiting,
     sent_at: Instant,
+}
+
+/// A wait between reconnect attempts.
+#[derive(Clone, Copy)]
+struct Backoff {
+    until: tokio::time::Instant,
+    /// A call already cut this step short with an early attempt.
+    hurried: bool,
+    /// When the last attempt began: only calls queued since then may cut the step short.
+    attempted_at: Instant,
+}
+
+/// How a backoff step ended.
+enum Waited {
+    Over,
+    /// A call arrived: try to connect now.
+    Hurry,
+    Ended(Ended),
 }
 
 /// Why a connected socket stopped.
@@ -339,13 +360,29 @@ impl Realtime {
             max_delay: config.reconnect_max_delay,
         };
         self.set_state(ConnectionState::Connecting);
-        let capacity = config.queue_capacity.max(1);
         let mut failures = 0u32;
+        let mut step: Option<Backoff> = None;
         loop {
+            if let Some(current) = step {
+                match self.back_off(current, user, rx, waiting, epoch).await {
+                    Waited::Over => step = None,
+                    Waited::Hurry => {
+                        step = Some(Backoff {
+                            hurried: true,
+                            ..current
+                        })
+                    }
+                    Waited::Ended(ended) => return ended,
+                }
+            }
             if self.shared.session_user_id().as_deref() != Some(user) {
                 return Ended::SignedOut;
             }
-            let token = match self.shared.valid_access_token(None).await {
+            let attempted_at = Instant::now();
+            let token = match self
+                .expiring(waiting, self.shared.valid_access_token(None))
+                .await
+            {
                 Ok(token) => token,
                 Err(e) if e.status != 0 => return Ended::SignedOut,
                 Err(_) => String::new(),
@@ -356,7 +393,7 @@ impl Realtime {
                     "could not refresh the session",
                 )))
             } else {
-                self.connect(&token).await
+                self.expiring(waiting, self.connect(&token)).await
             };
             match connected {
                 Ok(socket) => {
@@ -380,6 +417,7 @@ impl Realtime {
                             return Ended::SignedOut;
                         }
                     }
+                    step = None;
                     continue;
                 }
                 Err(ConnectError::Refused(e)) => {
@@ -388,36 +426,82 @@ impl Realtime {
                         .complete_all_with(waiting.drain(..).filter_map(|c| c.request), &e);
                     return Ended::SignedOut;
                 }
-                Err(ConnectError::TokenExpired) => failures += 1,
-                Err(ConnectError::Transient(e)) => {
-                    tracing::debug!(error = %e, "realtime socket unreachable");
+                Err(failed) => {
+                    if let ConnectError::Transient(e) = &failed {
+                        tracing::debug!(error = %e, "realtime socket unreachable");
+                    }
+                    if step.is_some() {
+                        // A call's early attempt: the step it cut short goes on as planned.
+                        continue;
+                    }
                     failures += 1;
                 }
             }
             if self.connection_state() == ConnectionState::Connecting && failures > 0 {
                 self.set_state(ConnectionState::Reconnecting);
             }
-            let delay = backoff(&retry, failures.max(1), &mut rand::thread_rng());
-            let until = tokio::time::Instant::now() + delay;
-            loop {
-                self.expire_waiting(waiting);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    // Bounded: past the channel's capacity, callers get `rate_limited`.
-                    command = rx.recv(), if waiting.len() < capacity => match command {
-                        Some(command) => waiting.push_back(command),
-                        None => return Ended::Shutdown,
-                    },
-                    changed = epoch.changed() => {
-                        if changed.is_err() {
-                            return Ended::Shutdown;
-                        }
-                        if self.shared.session_user_id().as_deref() != Some(user) {
-                            return Ended::SignedOut;
+            step = Some(Backoff {
+                until: tokio::time::Instant::now()
+                    + backoff(&retry, failures.max(1), &mut rand::thread_rng()),
+                hurried: false,
+                attempted_at,
+            });
+        }
+    }
+
+    /// Waits out a backoff step while calls queue up. A call queued after the last attempt began
+    /// cuts the step short once (`Waited::Hurry`): the player gets an answer as soon as the server
+    /// is back, and a stream of calls still tries at most twice per step.
+    async fn back_off(
+        &self,
+        step: Backoff,
+        user: &str,
+        rx: &mut mpsc::Receiver<Command>,
+        waiting: &mut VecDeque<Command>,
+        epoch: &mut watch::Receiver<u64>,
+    ) -> Waited {
+        let capacity = self.shared.config.realtime.queue_capacity.max(1);
+        loop {
+            self.expire_waiting(waiting);
+            tokio::select! {
+                _ = tokio::time::sleep_until(step.until) => return Waited::Over,
+                _ = tokio::time::sleep(EXPIRY_TICK) => {}
+                // Bounded: past the channel's capacity, callers get `rate_limited`.
+                command = rx.recv(), if waiting.len() < capacity => match command {
+                    Some(command) => {
+                        let fresh = command.queued_at > step.attempted_at;
+                        waiting.push_back(command);
+                        if fresh && !step.hurried {
+                            return Waited::Hurry;
                         }
                     }
+                    None => return Waited::Ended(Ended::Shutdown),
+                },
+                changed = epoch.changed() => {
+                    if changed.is_err() {
+                        return Waited::Ended(Ended::Shutdown);
+                    }
+                    if self.shared.session_user_id().as_deref() != Some(user) {
+                        return Waited::Ended(Ended::SignedOut);
+                    }
                 }
+            }
+        }
+    }
+
+    /// Awaits `work` (a session refresh, a connect) while calls waiting for the socket still fail
+    /// with `timeout` on time.
+    async fn expiring<T>(
+        &self,
+        waiting: &mut VecDeque<Command>,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        loop {
+            self.expire_waiting(waiting);
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(EXPIRY_TICK) => {}
             }
         }
     }

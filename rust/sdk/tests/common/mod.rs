@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aethex_sdk::{
-    Client, ClientConfig, CredentialStore, Event, RequestId, RetryConfig, SdkError, Value,
+    Client, ClientConfig, CredentialStore, Event, MultiplayerPeer, PeerEvent, RequestId,
+    RetryConfig, SdkError, TransferMode, Value,
 };
 use aethex_server::clock::OffsetClock;
 use aethex_server::{AppState, Config, Server};
@@ -360,6 +361,72 @@ impl Drop for Probe {
     fn drop(&mut self) {
         self.client.shutdown();
     }
+}
+
+/// A player signed in with `device` on a client of `url` (the server's, or a proxy's): the probe,
+/// the user id, and the client's data folder (kept while the probe lives).
+pub async fn player(
+    server: &RealServer,
+    url: &str,
+    device: &str,
+) -> (Probe, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut probe = Probe::new(test_config(url, &server.client_key, dir.path()));
+    let signed_in = probe.login_device(device).await;
+    (probe, user_id(&signed_in), dir)
+}
+
+/// A room of `host` that every guest has joined; returns the room id.
+pub async fn room_with(host: &mut Probe, guests: &mut [&mut Probe]) -> String {
+    let id = host.client.multiplayer().create_room(Value::Nil);
+    let room_id = string(&host.ok(id).await, "room_id");
+    for guest in guests.iter_mut() {
+        let id = guest.client.multiplayer().join_room(room_id.clone());
+        guest.ok(id).await;
+    }
+    room_id
+}
+
+/// Polls `peer` as Godot's `_poll` does, collecting its events, until `done` holds (or the
+/// deadline).
+pub async fn poll_until(
+    peer: &mut MultiplayerPeer,
+    events: &mut Vec<PeerEvent>,
+    done: impl Fn(&MultiplayerPeer, &[PeerEvent]) -> bool,
+) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        events.extend(peer.poll());
+        if done(peer, events) {
+            return;
+        }
+        assert!(Instant::now() < end, "peer never got there: {events:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Polls `peer` until it reported `count` events.
+pub async fn peer_events(peer: &mut MultiplayerPeer, count: usize) -> Vec<PeerEvent> {
+    let mut events = Vec::new();
+    poll_until(peer, &mut events, |_, e| e.len() >= count).await;
+    events
+}
+
+/// The next packet as Godot reads it: `(peer, channel, mode, bytes)`.
+pub async fn next_packet(peer: &mut MultiplayerPeer) -> (i32, i32, TransferMode, Vec<u8>) {
+    let mut events = Vec::new();
+    poll_until(peer, &mut events, |p, _| p.available_packet_count() > 0).await;
+    let header = (
+        peer.packet_peer(),
+        peer.packet_channel(),
+        peer.packet_mode(),
+    );
+    let data = peer.get_packet().expect("a packet");
+    (header.0, header.1, header.2, data)
+}
+
+pub fn text(v: &str) -> Value {
+    Value::String(v.to_owned())
 }
 
 pub fn int(v: &Value, key: &str) -> i64 {

@@ -126,6 +126,11 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// This server for the realtime socket client.
+    pub fn endpoint(&self) -> socket::Endpoint {
+        socket::Endpoint::new(self.base.clone(), self.client_key.clone())
+    }
+
     /// A request carrying the client key (as a game would send before sign-in).
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
         self.http

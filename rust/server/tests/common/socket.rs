@@ -1,11 +1,14 @@
 //! A realtime socket client for tests against any running server (in-process or a process).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aethex_protocol::realtime::{ClientFrame, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -26,6 +29,18 @@ pub struct Endpoint {
 pub struct Player {
     pub token: String,
     pub id: String,
+    /// The device it signed in with (signing it in again gives the same player).
+    pub device: String,
+}
+
+/// How a socket's frames are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    /// Negotiated with `Sec-WebSocket-Protocol: aethex.msgpack`.
+    MsgpackHeader,
+    /// Asked for with `?encoding=msgpack`.
+    MsgpackQuery,
 }
 
 impl Endpoint {
@@ -39,11 +54,17 @@ impl Endpoint {
 
     /// Signs in a fresh anonymous player.
     pub async fn device_player(&self) -> Player {
+        self.device(&format!("device-{}", uuid::Uuid::new_v4()))
+            .await
+    }
+
+    /// Signs in (or back in) the device `device_id`.
+    pub async fn device(&self, device_id: &str) -> Player {
         let resp = self
             .http
             .post(format!("{}/api/v1/auth/device", self.base))
             .header("X-AeThex-Key", &self.client_key)
-            .json(&json!({ "device_id": format!("device-{}", uuid::Uuid::new_v4()) }))
+            .json(&json!({ "device_id": device_id }))
             .send()
             .await
             .unwrap();
@@ -52,6 +73,7 @@ impl Endpoint {
         Player {
             token: body["access_token"].as_str().unwrap().to_owned(),
             id: body["user"]["id"].as_str().unwrap().to_owned(),
+            device: device_id.to_owned(),
         }
     }
 
@@ -109,56 +131,184 @@ impl Endpoint {
             .to_owned()
     }
 
-    pub async fn socket(&self, player: &Player) -> Socket {
+    /// The upgrade request of the realtime socket, with `token` as the bearer token if any.
+    pub fn socket_request(&self, token: Option<&str>, encoding: Encoding) -> Request {
+        let query = if encoding == Encoding::MsgpackQuery {
+            "?encoding=msgpack"
+        } else {
+            ""
+        };
         let url = format!(
-            "{}/api/v1/realtime",
+            "{}/api/v1/realtime{query}",
             self.base.replacen("http://", "ws://", 1)
         );
         let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert(
+        let headers = req.headers_mut();
+        headers.insert(
             "X-AeThex-Key",
             HeaderValue::from_str(&self.client_key).unwrap(),
         );
-        req.headers_mut().insert(
-            "Authorization",
-            HeaderValue::from_str(&format!("Bearer {}", player.token)).unwrap(),
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        if let Some(token) = token {
+            headers.insert(
+                "Authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            );
+        }
+        if encoding == Encoding::MsgpackHeader {
+            headers.insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static("aethex.msgpack"),
+            );
+        }
+        req
+    }
+
+    /// Opens a socket of `player` speaking `encoding`; nothing is sent on it yet.
+    pub async fn connect(&self, player: &Player, encoding: Encoding) -> Socket {
+        let req = self.socket_request(Some(&player.token), encoding);
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
             .await
             .expect("upgrade");
-        let mut socket = Socket { ws };
-        // Registered (and its presence counted) once it answers.
+        let protocol = resp.headers().get("Sec-WebSocket-Protocol");
+        match encoding {
+            Encoding::MsgpackHeader => assert_eq!(protocol.unwrap(), "aethex.msgpack"),
+            _ => assert!(protocol.is_none()),
+        }
+        Socket {
+            ws,
+            id: player.id.clone(),
+            token: player.token.clone(),
+            device: player.device.clone(),
+            encoding,
+            seen: BTreeMap::new(),
+            ignored: &[],
+        }
+    }
+
+    /// A JSON socket of `player`, registered (its presence counted) when this returns.
+    pub async fn socket(&self, player: &Player) -> Socket {
+        let mut socket = self.connect(player, Encoding::Json).await;
         socket.nothing_pending().await;
         socket
     }
 }
 
+/// One player's socket.
 pub struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The player it was opened for.
+    pub id: String,
+    pub token: String,
+    pub device: String,
+    pub encoding: Encoding,
+    /// The highest room event `seq` seen per room: what a real client would resume from.
+    pub seen: BTreeMap<String, u64>,
+    /// Frame types `recv` passes over: pushes the test does not follow.
+    pub ignored: &'static [&'static str],
 }
 
 impl Socket {
-    pub async fn send(&mut self, frame: Value) {
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .unwrap();
+    /// The player it was opened for (as it is now: a test may sign it in again).
+    pub fn player(&self) -> Player {
+        Player {
+            token: self.token.clone(),
+            id: self.id.clone(),
+            device: self.device.clone(),
+        }
     }
 
-    /// The next JSON frame.
-    pub async fn recv(&mut self) -> Value {
+    /// A new socket of the same player in place of this one (the old one is dropped without a
+    /// close frame); what it saw is kept.
+    pub async fn reconnect(&mut self, endpoint: &Endpoint) {
+        self.ws = endpoint.connect(&self.player(), self.encoding).await.ws;
+    }
+
+    /// Sends `frame` in the socket's encoding; for MessagePack through the protocol type, as a
+    /// MessagePack client library would build it.
+    pub async fn send(&mut self, frame: Value) {
+        let message = match self.encoding {
+            Encoding::Json => Message::text(frame.to_string()),
+            _ => {
+                let typed: ClientFrame = serde_json::from_value(frame).unwrap();
+                Message::binary(rmp_serde::to_vec_named(&typed).unwrap())
+            }
+        };
+        self.ws.send(message).await.unwrap();
+    }
+
+    pub async fn send_typed(&mut self, frame: ClientFrame) {
+        let message = match self.encoding {
+            Encoding::Json => Message::text(serde_json::to_string(&frame).unwrap()),
+            _ => Message::binary(rmp_serde::to_vec_named(&frame).unwrap()),
+        };
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// Sends `text` as it is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Sends `message` as it is, ignoring a failure: the server may already have closed the
+    /// socket of a misbehaving client.
+    pub async fn send_raw(&mut self, message: Message) {
+        let _ = self.ws.send(message).await;
+    }
+
+    /// The next frame within `wait`, as JSON whatever the encoding (MessagePack frames are read
+    /// as the protocol type first: bytes fields are MessagePack binaries, base64 once in JSON).
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
+            let msg = tokio::time::timeout(wait, self.ws.next())
                 .await
-                .expect("a frame in time")
+                .ok()?
                 .expect("socket open")
                 .expect("no socket error");
-            match msg {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
-                Message::Close(frame) => panic!("closed: {frame:?}"),
-                _ => continue,
+            let frame: Value = match (msg, self.encoding) {
+                (Message::Text(text), Encoding::Json) => {
+                    serde_json::from_str(text.as_str()).unwrap()
+                }
+                (Message::Binary(bytes), Encoding::MsgpackHeader | Encoding::MsgpackQuery) => {
+                    let typed: ServerFrame = rmp_serde::from_slice(&bytes).unwrap();
+                    serde_json::to_value(typed).unwrap()
+                }
+                (Message::Close(frame), _) => panic!("closed: {frame:?}"),
+                (Message::Ping(_) | Message::Pong(_), _) => continue,
+                (other, _) => panic!("a frame in the wrong encoding: {other:?}"),
+            };
+            if frame["type"]
+                .as_str()
+                .is_some_and(|kind| self.ignored.contains(&kind))
+            {
+                continue;
+            }
+            self.note_seq(&frame);
+            return Some(frame);
+        }
+    }
+
+    fn note_seq(&mut self, frame: &Value) {
+        let mut seqs = vec![];
+        if let Some(room) = frame.get("room") {
+            seqs.push((room["room_id"].clone(), room["seq"].clone()));
+        }
+        if let Some(seq) = frame.get("seq") {
+            seqs.push((frame["room_id"].clone(), seq.clone()));
+        }
+        for entry in frame["updates"].as_array().into_iter().flatten() {
+            seqs.push((frame["room_id"].clone(), entry["seq"].clone()));
+        }
+        for (room, seq) in seqs {
+            if let (Some(room), Some(seq)) = (room.as_str(), seq.as_u64()) {
+                let seen = self.seen.entry(room.to_owned()).or_default();
+                *seen = (*seen).max(seq);
             }
         }
+    }
+
+    /// The next frame.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(WAIT).await.expect("a frame in time")
     }
 
     pub async fn recv_type(&mut self, kind: &str) -> Value {
@@ -197,6 +347,20 @@ impl Socket {
         self.send(json!({"type": "leave_room", "room_id": room_id}))
             .await;
         self.recv_type("room_left").await;
+    }
+
+    /// The close code the server ends the socket with, skipping frames before it.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
     }
 
     /// Closes cleanly and waits for the server's close.
