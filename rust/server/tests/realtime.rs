@@ -180,7 +180,7 @@ async fn the_lobby_pages_with_a_cursor() {
         let s = TestServer::start(backend).await;
         let mut a = player(&s).await;
         for _ in 0..3 {
-            a.create(json!({})).await;
+            create(&mut a, json!({})).await;
         }
         a.send(json!({"type": "list_rooms"})).await;
         let all = a.recv_type("room_list").await;
@@ -191,7 +191,7 @@ async fn the_lobby_pages_with_a_cursor() {
         let first = a.recv_type("room_list").await;
         assert_eq!(first["rooms"], json!(all["rooms"].as_array().unwrap()[..2]));
         let cursor = first["next_cursor"].as_str().unwrap();
-        let (token, _) = sign_in(&s, "lobby-pager").await;
+        let token = s.endpoint().device("lobby-pager").await.token;
         let resp = s
             .player(
                 Method::GET,
