@@ -226,6 +226,11 @@ impl Presence {
         Self::replace_node(state, node, None);
     }
 
+    /// The other nodes taken for alive.
+    pub fn nodes(&self) -> Vec<String> {
+        lock(&self.inner).remote.keys().cloned().collect()
+    }
+
     /// Nodes not heard from within `timeout`.
     pub fn silent_nodes(&self, timeout: Duration) -> Vec<String> {
         lock(&self.inner)
