@@ -303,11 +303,7 @@ pub fn socket_gone(state: &AppState, home_given: &str, conn: &ConnHandle, room_i
 
 /// When seats going away now are given up (server clock).
 pub fn grace_deadline(state: &AppState) -> i64 {
-    let grace_ms = state
-        .config
-        .realtime
-        .resume_grace_secs
-        .saturating_mul(1000);
+    let grace_ms = state.config.realtime.resume_grace_secs.saturating_mul(1000);
     state
         .clock
         .now_ms()
@@ -383,7 +379,9 @@ pub async fn resume_elsewhere(
             }
             Some(_) => Some(Resumed::Lost),
             None => {
-                let known = lock(&failover.replicas).contains_key(room_id);
+                // Adopted here meanwhile: taken back at the top of the loop.
+                let known = lock(&failover.replicas).contains_key(room_id)
+                    || state.realtime.rooms.contains(room_id);
                 (!known || Instant::now() >= give_up).then_some(Resumed::Lost)
             }
         };
@@ -422,13 +420,17 @@ pub fn serve_resume(
         }
         None => {
             remote.forget_room(&origin, &proxy, room_id);
-            state.realtime.rooms.contains(room_id).then(|| JoinReply::Refused {
-                error: ApiErrorBody {
-                    code: ErrorCode::NotFound,
-                    message: "no seat to resume in this room".into(),
-                    details: None,
-                },
-            })
+            state
+                .realtime
+                .rooms
+                .contains(room_id)
+                .then(|| JoinReply::Refused {
+                    error: ApiErrorBody {
+                        code: ErrorCode::NotFound,
+                        message: "no seat to resume in this room".into(),
+                        details: None,
+                    },
+                })
         }
     }
 }

@@ -69,8 +69,12 @@ pub struct JoinRequest {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum JoinReply {
-    Joined { room: RoomInfo },
-    Refused { error: ApiErrorBody },
+    Joined {
+        room: RoomInfo,
+    },
+    Refused {
+        error: ApiErrorBody,
+    },
     /// The seat is the member's again; the replay and a `resumed` marker follow as frames.
     Resuming,
 }
@@ -151,7 +155,10 @@ pub async fn join(
     match cluster.request_join(&request).await {
         None => Ok(None),
         Some((JoinReply::Joined { room }, home)) => {
-            state.realtime.remote.note_joined(&home, conn, &room.room_id);
+            state
+                .realtime
+                .remote
+                .note_joined(&home, conn, &room.room_id);
             Ok(Some((room, home)))
         }
         Some((JoinReply::Refused { error }, _)) => Err(ApiError {

@@ -622,10 +622,11 @@ impl Session {
                     }
                 }
                 // Not here: maybe homed on another node (or adopted by one), all asked at once.
-                let answers = futures::future::join_all(elsewhere.iter().map(|(room, seq)| {
-                    failover::resume_elsewhere(&state, &self.conn, room, *seq)
-                }))
-                .await;
+                let answers =
+                    futures::future::join_all(elsewhere.iter().map(|(room, seq)| {
+                        failover::resume_elsewhere(&state, &self.conn, room, *seq)
+                    }))
+                    .await;
                 for ((room_id, _), answer) in elsewhere.into_iter().zip(answers) {
                     match answer {
                         Resumed::Here(room) => {

@@ -327,7 +327,11 @@ pub async fn heartbeat(
 pub struct SearchQuery {
     /// Username prefix (case-insensitive), 1 to 32 characters; surrounding spaces are ignored, so
     /// it needs one that is not a space. No character may be NUL (docs/api.md, "Text rules").
-    #[param(min_length = 1, max_length = 32, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     q: String,
     /// Default 20, at most 100.
     #[param(minimum = 1, maximum = 100)]
