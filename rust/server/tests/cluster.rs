@@ -645,7 +645,7 @@ async fn a_dead_nodes_rooms_are_adopted_and_its_clients_resume_on_another_node()
     let created = recv_seen(&mut hs, "room_joined", &mut h_seen).await;
     let room = created["room"]["room_id"].as_str().unwrap().to_owned();
     let code = created["room"]["join_code"].as_str().unwrap().to_owned();
-    let mut others = vec![&mut ps, &mut qs, &mut rs];
+    let mut others = [&mut ps, &mut qs, &mut rs];
     for i in 0..others.len() {
         others[i]
             .send(json!({"type": "join_room", "join_code": code}))
