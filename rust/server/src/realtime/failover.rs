@@ -94,6 +94,24 @@ impl Failover {
         }
         let failover = &state.realtime.failover;
         let room_id = replica.room_id.clone();
+        if let Some(cluster) = &state.cluster {
+            // A seat of this node's socket that closed is still present there when the drop was
+            // told to a home node that died before hearing it: told again to the new home.
+            let here = cluster.node_id();
+            let users = &state.realtime.users;
+            for seat in replica.members.iter().filter(|s| s.node == here && !s.away) {
+                let user_id = &seat.member.user_id;
+                if !users.has_conn(&replica.project_id, user_id, seat.conn_id) {
+                    let member = remote::Member {
+                        node: here.to_owned(),
+                        conn_id: seat.conn_id,
+                        project_id: replica.project_id.clone(),
+                        user_id: user_id.clone(),
+                    };
+                    cluster.member_away(node, member, &room_id);
+                }
+            }
+        }
         let previous = lock(&failover.replicas).insert(room_id.clone(), (node.to_owned(), replica));
         // Another node adopted the room, maybe before this one noticed its home is gone (or
         // another adopter than expected): this node's sockets in it follow it now.
@@ -247,7 +265,15 @@ fn adopt(state: &AppState, cluster: &Arc<Cluster>, replica: Replica) {
         let origin = (seat.node.clone(), seat.conn_id);
         let proxy = remote.proxy(state, cluster, &member);
         remote.note_room(&origin, &room_id);
-        let away = seat.away || !live.contains(&seat.node);
+        // A socket of this node counts only while it is open (its drop may have been told to
+        // the dead node).
+        let gone_here = seat.node == cluster.node_id()
+            && !state.realtime.users.has_conn(
+                &replica.project_id,
+                &seat.member.user_id,
+                seat.conn_id,
+            );
+        let away = seat.away || !live.contains(&seat.node) || gone_here;
         seats.insert(origin, (proxy, away));
     }
     let users: Vec<String> = replica
