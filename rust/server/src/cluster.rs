@@ -11,6 +11,9 @@
 //! - `leaderboard_entry`, `leaderboard_defined`: keep the other nodes' in-memory rank indexes and
 //!   board definitions in step with SQL.
 //!
+//! - `room_replica`, `room_closed`: each node's rooms (metadata and seats, on membership changes),
+//!   so that when a node is gone another one adopts its rooms (`crate::realtime::failover`).
+//!
 //! Rooms across nodes (`crate::realtime::remote`) use two more subjects: `<prefix>.rooms.join`, a
 //! request every node listens to and only the room's home node answers, and
 //! `<prefix>.node.<node id>`, where a node receives a member's frames for its rooms and frames for
@@ -40,10 +43,11 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{AppInner, AppState};
 use crate::config::ClusterConfig;
 use crate::realtime::conn::encode;
+use crate::realtime::failover::{self, Failover, Replica};
 use crate::realtime::matchmaking::remote as mm_remote;
 use crate::realtime::presence::{NodeStatus, Presence};
 use crate::realtime::remote::{
-    JoinReply, JoinRequest, LobbyAsk, RemoteMembers, RoomOp, SocketBatch, SocketFrame,
+    self, JoinReply, JoinRequest, LobbyAsk, RemoteMembers, RoomOp, SocketBatch, SocketFrame,
 };
 use crate::social::leaderboards::EntryChange;
 
@@ -115,6 +119,10 @@ enum Event {
         project_id: String,
         def: LeaderboardDefinition,
     },
+    RoomReplica(Replica),
+    RoomClosed {
+        room_id: String,
+    },
 }
 
 /// What one node sends another (`<prefix>.node.<id>`).
@@ -124,6 +132,11 @@ enum Direct {
     RoomOp(RoomOp),
     SocketFrame(SocketFrame),
     SocketBatch(SocketBatch),
+    /// A member's socket dropped: its seat in a room of the receiving node goes away.
+    MemberAway {
+        member: remote::Member,
+        room_id: String,
+    },
 }
 
 /// A question on `<prefix>.rooms.lobby`, and who asks (it hears its own question too).
@@ -188,6 +201,16 @@ impl Cluster {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// How long a silent node is still taken for alive.
+    pub fn node_timeout(&self) -> Duration {
+        self.node_timeout
+    }
+
+    /// Resolves when the node leaves the cluster.
+    pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.stop.cancelled()
     }
 
     /// Starts publishing, listening and the heartbeat. The tasks hold the server weakly and end
@@ -261,6 +284,11 @@ impl Cluster {
                 match serde_json::from_slice::<Direct>(&message.payload) {
                     Ok(Direct::RoomOp(op)) => RemoteMembers::serve_op(&state, &this, op),
                     Ok(Direct::SocketBatch(batch)) => RemoteMembers::deliver_batch(&state, batch),
+                    Ok(Direct::SocketFrame(f))
+                        if state.realtime.failover.marker_arrived(f.conn_id, &f.frame) => {}
+                    Ok(Direct::MemberAway { member, room_id }) => {
+                        failover::member_away(&state, &member, &room_id);
+                    }
                     Ok(Direct::SocketFrame(f)) => {
                         let frame = encode(f.frame.cid, f.frame.message);
                         state.realtime.users.send_to_conn(
@@ -335,6 +363,7 @@ impl Cluster {
             self.serve_lobby(lobby, weak.clone());
         }
 
+        failover::start(state, self);
         let this = self.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(this.heartbeat);
@@ -350,7 +379,7 @@ impl Cluster {
                 for node in state.realtime.presence.silent_nodes(this.node_timeout) {
                     tracing::warn!(%node, "cluster node went silent; dropping its players");
                     Presence::node_gone(&state, &node);
-                    RemoteMembers::drop_node(&state, &node);
+                    failover::node_gone(&state, &this, &node);
                 }
             }
         });
@@ -503,6 +532,23 @@ impl Cluster {
         });
     }
 
+    /// One of this node's rooms as it is now, for the other nodes to adopt if this one dies.
+    pub fn room_replica(&self, replica: Replica) {
+        self.send(Event::RoomReplica(replica));
+    }
+
+    pub fn room_closed(&self, room_id: &str) {
+        self.send(Event::RoomClosed {
+            room_id: room_id.to_owned(),
+        });
+    }
+
+    /// `member`'s socket dropped: its seat in `room_id` on `home` waits for a resume.
+    pub fn member_away(&self, home: &str, member: remote::Member, room_id: &str) {
+        let room_id = room_id.to_owned();
+        self.direct(home, Direct::MemberAway { member, room_id });
+    }
+
     /// A frame for one socket on `node`.
     pub fn socket_frame(&self, node: &str, frame: SocketFrame) {
         self.direct(node, Direct::SocketFrame(frame));
@@ -568,7 +614,7 @@ impl Cluster {
         }
     }
 
-    fn dispatch(&self, state: &AppState, envelope: Envelope) {
+    fn dispatch(self: &Arc<Self>, state: &AppState, envelope: Envelope) {
         let node = envelope.node;
         if node == self.node_id {
             return;
@@ -581,12 +627,13 @@ impl Cluster {
                 users: presence.local_snapshot(),
                 want_reply: true,
             });
+            failover::replicate_all(state);
         }
         match envelope.event {
             Event::Alive => {}
             Event::Bye => {
                 Presence::node_gone(state, &node);
-                RemoteMembers::drop_node(state, &node);
+                failover::node_gone(state, self, &node);
             }
             Event::Presence(update) => Presence::remote_update(state, &node, update),
             Event::Snapshot { users, want_reply } => {
@@ -609,6 +656,8 @@ impl Cluster {
                     .users
                     .send_local(&project_id, &user_id, &encode(None, message));
             }
+            Event::RoomReplica(replica) => Failover::replica_received(state, &node, replica),
+            Event::RoomClosed { room_id } => Failover::room_closed(state, &node, &room_id),
             Event::LeaderboardEntry(change) => state.social.leaderboards.apply_remote(change),
             Event::LeaderboardDefined { project_id, def } => {
                 let state = state.clone();

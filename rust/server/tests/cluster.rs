@@ -1,7 +1,8 @@
 //! Two (or three) `aethex-server` processes on one PostgreSQL schema and NATS act as one service:
 //! presence and pushes cross nodes, leaderboards stay correct with writes on both, rooms and
-//! matchmaking serve players on any node, and a node that stops or dies takes its players'
-//! presence with it (and hands matchmaking to the next node).
+//! matchmaking serve players on any node, a node that stops or dies takes its players' presence
+//! with it (and hands matchmaking to the next node), a remote member resumes on any node, and a
+//! dead node's rooms are adopted by another where its clients resume.
 //!
 //! Runs when both `AETHEX_TEST_NATS_URL` and `AETHEX_TEST_DATABASE_URL` are set (`.ci/run` sets
 //! both); each test uses its own schema and its own NATS subject prefix, so runs never meet.
@@ -18,9 +19,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aethex-server");
 /// Short heartbeats so a killed node is noticed within the test's patience, with a timeout that
-/// a node of a busy 2-core machine still meets (a node taken for gone drops its players).
-const CONFIG: &str =
-    "[rate_limit]\nenabled = false\n[cluster]\nheartbeat_ms = 250\nnode_timeout_ms = 3000\n";
+/// a node of a busy 2-core machine still meets (a node taken for gone drops its players), and a
+/// resume grace well above it (as the defaults are) but short enough to wait out.
+const CONFIG: &str = "[rate_limit]\nenabled = false\n[cluster]\nheartbeat_ms = 250\n\
+    node_timeout_ms = 3000\n[realtime]\nresume_grace_secs = 6\n";
 
 /// `(NATS URL, PostgreSQL URL)`, or `None` with a note when the suite is off.
 fn settings() -> Option<(String, String)> {
@@ -438,28 +440,47 @@ async fn players_on_two_nodes_share_a_room() {
     let left = as_.recv_type("player_left").await;
     assert_eq!(left["user_id"], b.id.as_str());
 
-    // A node that stops takes its players out of the other node's rooms.
+    // A node that stops: its players' seats in the other node's rooms wait out the grace
+    // period (their clients would reconnect elsewhere), and its rooms are adopted by the node
+    // left, so A stays in C's room while C's seat waits too.
     bs.send(json!({"type": "join_room", "room_id": room})).await;
     bs.recv_type("room_joined").await;
     as_.recv_type("player_joined").await;
     drop((bs, cs));
     n2.stop().await;
-    // B leaves A's room; A is out of C's room, whose node is gone. In either order.
+    // After the grace period: B leaves A's room, C leaves its room and A hosts it. The rooms'
+    // events in either order.
     let mut seen = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let frame = as_.recv().await;
-        match frame["type"].as_str() {
-            Some("player_left") => assert_eq!(
-                (&frame["room_id"], &frame["user_id"]),
-                (&json!(room), &json!(b.id))
-            ),
-            Some("room_left") => assert_eq!(frame["room_id"], private["room_id"]),
-            _ => panic!("unexpected {frame}"),
-        }
-        seen.push(frame["type"].as_str().unwrap().to_owned());
+        let who = &frame[if frame["type"] == "host_changed" {
+            "host"
+        } else {
+            "user_id"
+        }];
+        seen.push(json!([frame["type"], frame["room_id"], who]));
     }
-    seen.sort();
-    assert_eq!(seen, ["player_left", "room_left"]);
+    let private_events: Vec<&Value> = seen.iter().filter(|e| e[1] == private["room_id"]).collect();
+    assert_eq!(
+        private_events,
+        [
+            &json!(["player_left", private["room_id"], c.id]),
+            &json!(["host_changed", private["room_id"], a.id])
+        ]
+    );
+    assert!(
+        seen.contains(&json!(["player_left", room, b.id])),
+        "{seen:?}"
+    );
+    // C's room lives on node 1 now, A in it.
+    as_.send(
+        json!({"type": "player_state_update", "room_id": private["room_id"],
+        "state": {"z": 1}, "echo": true}),
+    )
+    .await;
+    let echoed = as_.recv_type("state_update").await;
+    assert_eq!(echoed["updates"][0]["from"], a.id.as_str());
+    as_.nothing_pending().await;
 
     n1.stop().await;
     cluster.finish().await;
@@ -1117,5 +1138,242 @@ async fn a_broadcast_reaches_each_member_on_another_node_once_in_order() {
 
     n1.stop().await;
     n2.stop().await;
+    cluster.finish().await;
+}
+
+/// The highest room `seq` in a frame (an event's, a `state_update`'s last entry's, a room's).
+fn seq_of(frame: &Value) -> u64 {
+    [
+        &frame["seq"],
+        &frame["room"]["seq"],
+        &frame["updates"]
+            .as_array()
+            .and_then(|u| u.last())
+            .cloned()
+            .unwrap_or_default()["seq"],
+    ]
+    .iter()
+    .find_map(|v| v.as_u64())
+    .unwrap_or(0)
+}
+
+/// Receives a frame of `kind` and raises `seen` (the client's last `seq` of the room) to it.
+async fn recv_seen(socket: &mut Socket, kind: &str, seen: &mut u64) -> Value {
+    let frame = socket.recv_type(kind).await;
+    *seen = (*seen).max(seq_of(&frame));
+    frame
+}
+
+/// Sends `resume` for one room: the frames replayed before `resumed`, and `resumed`'s room.
+async fn resume(socket: &mut Socket, room: &str, seen: u64) -> (Vec<Value>, Value) {
+    socket
+        .send(json!({"type": "resume", "cid": "r", "rooms": {room: seen}}))
+        .await;
+    let mut replayed = Vec::new();
+    loop {
+        let frame = socket.recv().await;
+        if frame["type"] == "resumed" {
+            assert_eq!(frame["cid"], "r", "{frame}");
+            assert_eq!(frame["lost"], json!([]), "{frame}");
+            assert_eq!(frame["rooms"].as_array().unwrap().len(), 1, "{frame}");
+            return (replayed, frame["rooms"][0].clone());
+        }
+        replayed.push(frame);
+    }
+}
+
+fn state_of(room: &str, value: Value) -> Value {
+    json!({"type": "player_state_update", "room_id": room, "state": value})
+}
+
+/// The states in `frames` (all `state_update`s), in order.
+fn states(frames: &[Value]) -> Vec<Value> {
+    frames
+        .iter()
+        .flat_map(|f| {
+            assert_eq!(f["type"], "state_update", "{f}");
+            f["updates"].as_array().unwrap().clone()
+        })
+        .map(|u| u["state"].clone())
+        .collect()
+}
+
+/// `(user id, peer id)` of a room's members, oldest first.
+fn seats(room: &Value) -> Vec<(String, u64)> {
+    room["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user_id"].as_str().unwrap().to_owned(),
+                m["peer_id"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_remote_member_resumes_on_any_node_within_the_grace_period() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
+    let mut as_ = n1.e.socket(&a).await;
+    let mut bs = n2.e.socket(&b).await;
+    let room = as_.create_room().await;
+    let mut b_seen = 0;
+    bs.send(json!({"type": "join_room", "room_id": room})).await;
+    let joined = recv_seen(&mut bs, "room_joined", &mut b_seen).await;
+    let seated = seats(&joined["room"]);
+    as_.recv_type("player_joined").await;
+
+    // B's socket on node 2 drops: its seat in the room on node 1 waits, A sees nothing.
+    bs.close().await;
+    as_.nothing_pending().await;
+    as_.send(state_of(&room, json!({"n": 1}))).await;
+    as_.send(state_of(&room, json!({"n": 2}))).await;
+    as_.nothing_pending().await;
+
+    // Back on node 1, the room's home: the missed updates, then the same seat.
+    let mut b1 = n1.e.socket(&b).await;
+    let (replayed, resumed) = resume(&mut b1, &room, b_seen).await;
+    assert_eq!(states(&replayed), [json!({"n": 1}), json!({"n": 2})]);
+    assert_eq!(resumed["complete"], true);
+    assert_eq!(seats(&resumed["room"]), seated);
+    assert_eq!(resumed["room"]["host"], a.id.as_str());
+    b_seen = seq_of(&resumed);
+    as_.send(state_of(&room, json!({"n": 3}))).await;
+    recv_seen(&mut b1, "state_update", &mut b_seen).await;
+
+    // Drops again, comes back on node 2: the resume is forwarded to node 1.
+    b1.close().await;
+    as_.send(state_of(&room, json!({"n": 4}))).await;
+    as_.nothing_pending().await;
+    let mut b2 = n2.e.socket(&b).await;
+    let (replayed, resumed) = resume(&mut b2, &room, b_seen).await;
+    assert_eq!(states(&replayed), [json!({"n": 4})]);
+    assert_eq!(resumed["complete"], true);
+    assert_eq!(seats(&resumed["room"]), seated);
+
+    // And takes part again from node 2, both ways.
+    b2.send(state_of(&room, json!({"from": "b"}))).await;
+    let update = as_.recv_type("state_update").await;
+    assert_eq!(update["updates"][0]["from"], b.id.as_str());
+    as_.send(state_of(&room, json!({"n": 5}))).await;
+    assert_eq!(
+        states(&[b2.recv_type("state_update").await]),
+        [json!({"n": 5})]
+    );
+    b2.nothing_pending().await;
+    as_.nothing_pending().await;
+
+    // Gone for good: after the grace period A sees B leave.
+    b2.close().await;
+    let left = as_.recv_type("player_left").await;
+    assert_eq!(left["user_id"], b.id.as_str());
+
+    n1.stop().await;
+    n2.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_rooms_are_adopted_and_its_clients_resume_on_another_node() {
+    let Some((nats, _)) = settings() else { return };
+    let mut cluster = Cluster::new(nats).await;
+    let n1 = cluster.node().await;
+    let n2 = cluster.node().await;
+    let n3 = cluster.node().await;
+    // H hosts on node 1 with P; Q is on node 2, R on node 3.
+    let h = n1.e.device_player().await;
+    let p = n1.e.device_player().await;
+    let q = n2.e.device_player().await;
+    let r = n3.e.device_player().await;
+    let mut hs = n1.e.socket(&h).await;
+    let mut ps = n1.e.socket(&p).await;
+    let mut qs = n2.e.socket(&q).await;
+    let mut rs = n3.e.socket(&r).await;
+    let mut h_seen = 0;
+    hs.send(json!({"type": "create_room", "properties": {"private": true}}))
+        .await;
+    let created = recv_seen(&mut hs, "room_joined", &mut h_seen).await;
+    let room = created["room"]["room_id"].as_str().unwrap().to_owned();
+    let code = created["room"]["join_code"].as_str().unwrap().to_owned();
+    let mut others = [&mut ps, &mut qs, &mut rs];
+    for i in 0..others.len() {
+        others[i]
+            .send(json!({"type": "join_room", "join_code": code}))
+            .await;
+        others[i].recv_type("room_joined").await;
+        recv_seen(&mut hs, "player_joined", &mut h_seen).await;
+        for earlier in others[..i].iter_mut() {
+            earlier.recv_type("player_joined").await;
+        }
+    }
+    qs.send(state_of(&room, json!({"q": 1}))).await;
+    recv_seen(&mut hs, "state_update", &mut h_seen).await;
+    for s in [&mut ps, &mut rs] {
+        s.recv_type("state_update").await;
+    }
+    // H's view before the crash; the replicas went out with the joins (give them a moment).
+    hs.send(json!({"type": "resume", "cid": "view", "rooms": {&room: h_seen}}))
+        .await;
+    let before = hs.recv_type("resumed").await["rooms"][0]["room"].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Node 1 dies. H reconnects to node 2 and resumes: same seat, same peer ids, still host.
+    drop((hs, ps));
+    n1.kill().await;
+    let mut h2 = n2.e.socket(&h).await;
+    let (replayed, resumed) = resume(&mut h2, &room, h_seen).await;
+    assert_eq!(replayed, Vec::<Value>::new());
+    assert_eq!(
+        resumed["complete"], false,
+        "what node 1 sent last may be lost"
+    );
+    assert_eq!(seats(&resumed["room"]), seats(&before));
+    assert_eq!(resumed["room"]["host"], h.id.as_str());
+    assert_eq!(resumed["room"]["join_code"], code.as_str());
+    assert!(seq_of(&resumed) > h_seen, "{resumed}");
+
+    // State flows again between the members on nodes 2 and 3, whichever adopted the room.
+    h2.send(state_of(&room, json!({"h": 1}))).await;
+    for s in [&mut qs, &mut rs] {
+        let update = s.recv_type("state_update").await;
+        assert_eq!(update["updates"][0]["from"], h.id.as_str());
+        assert!(seq_of(&update) > h_seen, "{update}");
+    }
+    rs.send(state_of(&room, json!({"r": 1}))).await;
+    for s in [&mut h2, &mut qs] {
+        let update = s.recv_type("state_update").await;
+        assert_eq!(update["updates"][0]["from"], r.id.as_str());
+    }
+    qs.send(state_of(&room, json!({"q": 2}))).await;
+    for s in [&mut h2, &mut rs] {
+        let update = s.recv_type("state_update").await;
+        assert_eq!(update["updates"][0]["from"], q.id.as_str());
+    }
+    // A newcomer joins the adopted room by its code from node 3.
+    let s = n3.e.device_player().await;
+    let mut ss = n3.e.socket(&s).await;
+    ss.send(json!({"type": "join_room", "join_code": code}))
+        .await;
+    let joined = ss.recv_type("room_joined").await;
+    assert_eq!(joined["room"]["host"], h.id.as_str());
+    for m in [&mut h2, &mut qs, &mut rs] {
+        m.recv_type("player_joined").await;
+    }
+
+    // P never came back: after the grace period everyone sees it leave (H stays host).
+    for m in [&mut h2, &mut qs, &mut rs, &mut ss] {
+        let left = m.recv_type("player_left").await;
+        assert_eq!(left["user_id"], p.id.as_str());
+        m.nothing_pending().await;
+    }
+
+    n2.stop().await;
+    n3.stop().await;
     cluster.finish().await;
 }

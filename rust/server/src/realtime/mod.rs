@@ -8,13 +8,15 @@
 //! - `users`: the live sockets of each player, for pushes addressed to a player.
 //! - `presence`: each player's status from their sockets and seats, pushed to their friends.
 //! - `remote`: members of a room whose sockets are on another node of a cluster.
+//! - `failover`: away seats and resume across nodes, and rooms adopted when their node is gone.
 //! - `matchmaking`: tickets, the matcher, mode rules (`/api/v1/matchmaking/modes`).
 //!
 //! Everything here is in memory. A room lives on the node it was created on; players on other
-//! nodes of a cluster (`crate::cluster`) join it through `remote`; presence and pushes to a player
-//! reach every node.
+//! nodes of a cluster (`crate::cluster`) join it through `remote`, and another node adopts it
+//! when its node is gone (`failover`); presence and pushes to a player reach every node.
 
 pub mod conn;
+pub mod failover;
 pub mod matchmaking;
 pub mod presence;
 pub mod remote;
@@ -44,6 +46,8 @@ pub struct RealtimeService {
     pub presence: presence::Presence,
     /// Members of this node's rooms whose sockets are on other nodes.
     pub remote: remote::RemoteMembers,
+    /// Replicas of other nodes' rooms, and where rooms moved.
+    pub failover: failover::Failover,
     pub matchmaking: matchmaking::Matchmaking,
     next_conn_id: AtomicU64,
 }

@@ -12,9 +12,10 @@
 //!   through the chat service there, one message of a socket at a time.
 //! - The lobby: `list_rooms` merges every node's public rooms; a room chat's history on a node
 //!   without the room asks the cluster whether the reader is a member (`LobbyAsk`).
-//! - The member's socket closing, or its node leaving the cluster, leaves the room at once (a
-//!   resume grace period across nodes is part of the failover design in docs/server.md). When the
-//!   home node leaves, its remote members get `room_left`.
+//! - The member's socket closing, or its node leaving the cluster, leaves its seat away for the
+//!   resume grace period (`super::failover`). When the home node leaves, its rooms are adopted
+//!   by another node (`super::failover`); remote members of a room no node adopts get
+//!   `room_left`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::conn::{encode, Body, ConnHandle, Frame, OutFrame, Outgoing, StatePayload};
+use super::failover;
 use super::presence::Presence;
 use super::rooms::MAX_LISTED;
 use crate::app::AppState;
@@ -36,7 +38,7 @@ use crate::cluster::Cluster;
 use crate::error::ApiError;
 
 /// A socket on another node, as the home node knows it: `(node id, connection id there)`.
-type Origin = (String, u64);
+pub type Origin = (String, u64);
 
 /// A proxy member and the rooms it is in here.
 type Proxy = (Arc<ConnHandle>, HashSet<String>);
@@ -75,13 +77,22 @@ pub struct JoinRequest {
     pub member: Member,
     pub room_id: Option<String>,
     pub join_code: Option<String>,
+    /// Set for a `resume` of the member's seat: the last `seq` its client saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum JoinReply {
-    Joined { room: RoomInfo },
-    Refused { error: ApiErrorBody },
+    Joined {
+        room: RoomInfo,
+    },
+    Refused {
+        error: ApiErrorBody,
+    },
+    /// The seat is the member's again; the replay and a `resumed` marker follow as frames.
+    Resuming,
 }
 
 /// A member's frame for the room's home node.
@@ -175,6 +186,17 @@ pub enum LobbyAsk {
 /// One node's answer to [`LobbyAsk::List`]: its rooms with their `created_at`, in order.
 pub type ListedRooms = Vec<(i64, RoomSummary)>;
 
+impl Op {
+    fn room_id(&self) -> &str {
+        match self {
+            Op::Relay { room_id, .. }
+            | Op::Packet { room_id, .. }
+            | Op::Leave { room_id }
+            | Op::Chat { room_id, .. } => room_id,
+        }
+    }
+}
+
 /// A frame for one socket on the receiving node.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SocketFrame {
@@ -184,7 +206,7 @@ pub struct SocketFrame {
     pub frame: ServerFrame,
 }
 
-fn member_of(conn: &ConnHandle, cluster: &Cluster) -> Member {
+pub fn member_of(conn: &ConnHandle, cluster: &Cluster) -> Member {
     Member {
         node: cluster.node_id().to_owned(),
         conn_id: conn.id,
@@ -207,14 +229,15 @@ pub async fn join(
         member: member_of(conn, cluster),
         room_id: room_id.map(str::to_owned),
         join_code: join_code.map(str::to_owned),
+        resume_after: None,
     };
     match cluster.request_join(&request).await {
         None => Ok(None),
         Some((JoinReply::Joined { room }, home)) => {
-            lock(&state.realtime.remote.joined)
-                .entry(home.clone())
-                .or_default()
-                .insert(joined_key(conn, &room.room_id));
+            state
+                .realtime
+                .remote
+                .note_joined(&home, conn, &room.room_id);
             Ok(Some((room, home)))
         }
         Some((JoinReply::Refused { error }, _)) => Err(ApiError {
@@ -223,11 +246,14 @@ pub async fn join(
             details: error.details,
             retry_after: None,
         }),
+        Some((JoinReply::Resuming, _)) => Ok(None),
     }
 }
 
-/// Hands one of `conn`'s frames for a room on `home` to that node.
+/// Hands one of `conn`'s frames for a room on `home` (or the node that adopted it) to that node.
 pub fn forward(state: &AppState, home: &str, conn: &ConnHandle, cid: Option<Cid>, op: Op) {
+    let routed = state.realtime.failover.route(op.room_id());
+    let home = routed.as_deref().unwrap_or(home);
     if let Op::Leave { room_id } = &op {
         if let Some(rooms) = lock(&state.realtime.remote.joined).get_mut(home) {
             rooms.remove(&joined_key(conn, room_id));
@@ -247,6 +273,9 @@ impl RemoteMembers {
         cluster: &Arc<Cluster>,
         request: JoinRequest,
     ) -> Option<JoinReply> {
+        if let Some(last_seq) = request.resume_after {
+            return failover::serve_resume(state, cluster, &request, last_seq);
+        }
         let realtime = &state.realtime;
         let origin = (request.member.node.clone(), request.member.conn_id);
         let proxy = realtime.remote.proxy(state, cluster, &request.member);
@@ -384,8 +413,9 @@ impl RemoteMembers {
         }
     }
 
-    /// A node left the cluster: its members leave this node's rooms, and this node's sockets
-    /// in its rooms are told they are out (`room_left`).
+    /// A node left the cluster: its members' seats in this node's rooms go away for the grace
+    /// period (its clients reconnect to another node), and this node's sockets in its rooms that
+    /// no node adopts are told they are out (`room_left`).
     pub fn drop_node(state: &AppState, node: &str) {
         lock(&state.realtime.remote.links).remove(node);
         let orphaned = lock(&state.realtime.remote.joined)
@@ -398,22 +428,31 @@ impl RemoteMembers {
                 .users
                 .send_to_conn(&project_id, &user_id, conn_id, frame);
         }
-        let gone: Vec<Proxy> = {
+        let gone: Vec<(Origin, Proxy)> = {
             let mut proxies = lock(&state.realtime.remote.proxies);
             let keys: Vec<Origin> = proxies.keys().filter(|k| k.0 == node).cloned().collect();
-            keys.iter().filter_map(|k| proxies.remove(k)).collect()
+            keys.into_iter()
+                .filter_map(|k| proxies.remove(&k).map(|p| (k, p)))
+                .collect()
         };
-        for (proxy, rooms) in gone {
-            for room in rooms {
-                state.realtime.rooms.leave(&proxy, &room);
-            }
-            Presence::refresh(state, &proxy.project_id, &proxy.user_id);
+        let deadline = failover::grace_deadline(state);
+        for (origin, (proxy, rooms)) in gone {
+            let away = rooms
+                .into_iter()
+                .filter(|room| state.realtime.rooms.set_away(&proxy, room))
+                .collect();
+            failover::leave_after_grace(state, proxy, origin, away, deadline);
         }
     }
 
     /// The proxy of a member's socket, created on first use; what the room queues on it goes to
     /// the member's node through that node's link.
-    fn proxy(&self, state: &AppState, cluster: &Arc<Cluster>, member: &Member) -> Arc<ConnHandle> {
+    pub fn proxy(
+        &self,
+        state: &AppState,
+        cluster: &Arc<Cluster>,
+        member: &Member,
+    ) -> Arc<ConnHandle> {
         let origin = (member.node.clone(), member.conn_id);
         let mut proxies = lock(&self.proxies);
         if let Some((proxy, _)) = proxies.get(&origin) {
@@ -460,7 +499,10 @@ impl RemoteMembers {
         let members: HashMap<u64, BatchMember> =
             batch.members.into_iter().map(|m| (m.conn_id, m)).collect();
         let users = &state.realtime.users;
-        for BatchedFrame { frame, to } in batch.frames {
+        let failover = &state.realtime.failover;
+        for BatchedFrame { frame, mut to } in batch.frames {
+            // A resume's `resumed` marker rides behind its replay; the waiting resume answers it.
+            to.retain(|conn| !failover.marker_arrived(*conn, &frame));
             let frame = encode(frame.cid, frame.message);
             for member in to.iter().filter_map(|id| members.get(id)) {
                 users.send_to_conn(
@@ -757,6 +799,72 @@ pub async fn is_member_elsewhere(
         user_id: user_id.to_owned(),
     };
     cluster.ask_one::<bool>(&ask).await.unwrap_or(false)
+}
+
+impl RemoteMembers {
+    pub fn proxy_of(&self, origin: &Origin) -> Option<Arc<ConnHandle>> {
+        lock(&self.proxies).get(origin).map(|(p, _)| p.clone())
+    }
+
+    /// Proxies' connection ids -> where their sockets are.
+    pub fn origins(&self) -> HashMap<u64, Origin> {
+        lock(&self.proxies)
+            .iter()
+            .map(|(origin, (proxy, _))| (proxy.id, origin.clone()))
+            .collect()
+    }
+
+    /// The proxy of `origin` holds a seat in `room_id` now.
+    pub fn note_room(&self, origin: &Origin, room_id: &str) {
+        if let Some((_, rooms)) = lock(&self.proxies).get_mut(origin) {
+            rooms.insert(room_id.to_owned());
+        }
+    }
+
+    /// `proxy` holds no seat in `room_id` any more; a proxy without seats is dropped.
+    pub fn forget_room(&self, origin: &Origin, proxy: &ConnHandle, room_id: &str) {
+        let mut proxies = lock(&self.proxies);
+        if let Some((current, rooms)) = proxies.get_mut(origin) {
+            if current.id == proxy.id {
+                rooms.remove(room_id);
+                if rooms.is_empty() {
+                    proxies.remove(origin);
+                }
+            }
+        }
+    }
+
+    /// This node's socket `conn` is in `room_id` on `home`.
+    pub fn note_joined(&self, home: &str, conn: &ConnHandle, room_id: &str) {
+        lock(&self.joined)
+            .entry(home.to_owned())
+            .or_default()
+            .insert(joined_key(conn, room_id));
+    }
+
+    /// This node's socket `conn` is out of `room_id` on `home` (it dropped).
+    pub fn forget_joined(&self, home: &str, conn: &ConnHandle, room_id: &str) {
+        if let Some(rooms) = lock(&self.joined).get_mut(home) {
+            rooms.remove(&joined_key(conn, room_id));
+        }
+    }
+
+    /// This node's sockets in `rooms` of `from` are in them on `to` now (it adopted them).
+    pub fn rehome(&self, from: &str, to: &str, rooms: &HashSet<String>) {
+        let mut joined = lock(&self.joined);
+        let Some(entries) = joined.get_mut(from) else {
+            return;
+        };
+        let moved: Vec<JoinedElsewhere> = entries
+            .iter()
+            .filter(|entry| rooms.contains(&entry.3))
+            .cloned()
+            .collect();
+        for entry in &moved {
+            entries.remove(entry);
+        }
+        joined.entry(to.to_owned()).or_default().extend(moved);
+    }
 }
 
 /// A frame as a protocol message, to carry to another node (a relayed state kept as JSON text is

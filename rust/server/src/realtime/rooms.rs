@@ -10,7 +10,7 @@
 //! whose socket dropped gets what it missed when it resumes within the grace period.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use aethex_protocol::realtime::{
@@ -20,6 +20,7 @@ use aethex_protocol::ErrorCode;
 use rand::Rng;
 
 use super::conn::{encode, Body, ConnHandle, Frame, RelayedState, StatePayload, StateUpdate};
+use super::failover::{Replica, SeatReplica};
 use crate::config::RealtimeConfig;
 use crate::error::ApiError;
 
@@ -29,9 +30,14 @@ pub const MAX_LISTED: usize = 100;
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 6;
 
+/// Told the id of a room whose membership changed (or that closed).
+type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Rooms {
     registry: Mutex<Registry>,
+    /// Set in a cluster: the failover replicates the rooms it is told about.
+    on_change: OnceLock<ChangeHook>,
 }
 
 #[derive(Default)]
@@ -341,6 +347,7 @@ impl Rooms {
             tokio::spawn(tick(Arc::downgrade(&room), rate));
         }
         let info = room.info(&lock(&room.state));
+        self.changed(&room.id);
         Ok(info)
     }
 
@@ -413,8 +420,9 @@ impl Rooms {
             });
             Ok(room.info(&state))
         })();
-        if joined.is_err() {
-            lock(&self.registry).release_seat(conn);
+        match &joined {
+            Ok(_) => self.changed(&room.id),
+            Err(_) => lock(&self.registry).release_seat(conn),
         }
         joined
     }
@@ -441,6 +449,8 @@ impl Rooms {
                     .remove(&(room.project_id.clone(), code.clone()));
             }
         }
+        drop(registry);
+        self.changed(&room.id);
         true
     }
 
@@ -457,6 +467,8 @@ impl Rooms {
         slot.away = true;
         // Its waiting updates are in the replay buffer.
         state.pending.remove(&conn.id);
+        drop(state);
+        self.changed(&room.id);
         true
     }
 
@@ -489,10 +501,12 @@ impl Rooms {
         slot.away = false;
         // Queued under the room lock: nothing published later can overtake the replay.
         conn.push_many(frames);
-        Some(ResumedRoom {
+        let resumed = ResumedRoom {
             room: room.info(state),
             complete,
-        })
+        };
+        self.changed(&room.id);
+        Some(resumed)
     }
 
     /// Relays one update to the room's other members (or `targets`, or also back with `echo`).
@@ -572,6 +586,16 @@ impl Rooms {
             .get(&(project_id.to_owned(), user_id.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Whether the room is on this node.
+    pub fn contains(&self, room_id: &str) -> bool {
+        lock(&self.registry).rooms.contains_key(room_id)
+    }
+
+    /// Ids of every room on this node.
+    pub fn ids(&self) -> Vec<String> {
+        lock(&self.registry).rooms.keys().cloned().collect()
     }
 
     /// Whether `user_id` (from any of their sockets) is a member of the project's room.
@@ -656,6 +680,7 @@ impl Rooms {
         if let Some(rate) = room.properties.tick_rate {
             tokio::spawn(tick(Arc::downgrade(&room), rate));
         }
+        self.changed(&room.id);
         room.id.clone()
     }
 
@@ -672,6 +697,8 @@ impl Rooms {
         }
         state.closed = true;
         registry.rooms.remove(room_id);
+        drop((state, registry));
+        self.changed(room_id);
         true
     }
 
@@ -720,6 +747,128 @@ impl Rooms {
             .rooms
             .get(room_id)
             .is_some_and(|r| r.project_id == project_id)
+    }
+}
+
+impl Rooms {
+    /// Calls `hook` with the id of each room whose membership changes or that closes, from then
+    /// on (once: a cluster's failover sets it when the server starts).
+    pub fn watch(&self, hook: ChangeHook) {
+        let _ = self.on_change.set(hook);
+    }
+
+    fn changed(&self, room_id: &str) {
+        if let Some(hook) = self.on_change.get() {
+            hook(room_id);
+        }
+    }
+
+    /// The room's metadata and seats for another node to adopt it (`origin` tells where each
+    /// seat's socket is); `None` once it has closed.
+    pub fn replica(
+        &self,
+        room_id: &str,
+        origin: impl Fn(&ConnHandle) -> (String, u64),
+    ) -> Option<Replica> {
+        let room = lock(&self.registry).rooms.get(room_id).cloned()?;
+        let state = lock(&room.state);
+        if state.closed {
+            return None;
+        }
+        Some(Replica {
+            room_id: room.id.clone(),
+            project_id: room.project_id.clone(),
+            join_code: room.join_code.clone(),
+            properties: room.properties.clone(),
+            max_players: room.max_players,
+            created_at: room.created_at,
+            reserved: room.reserved.clone(),
+            seq: state.seq,
+            next_peer_id: state.next_peer_id,
+            members: state
+                .members
+                .iter()
+                .map(|slot| {
+                    let (node, conn_id) = origin(&slot.conn);
+                    SeatReplica {
+                        member: slot.member.clone(),
+                        node,
+                        conn_id,
+                        away: slot.away,
+                        joined_seq: slot.joined_seq,
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    /// Recreates a room of a node that is gone from its replica: same id, members, host and join
+    /// code; `seat` gives each member's connection and whether it is away. Its `seq` goes on
+    /// from `seq` (above any the old home may have sent after the replica), and its replay
+    /// starts empty, so a `resume` from before it is `complete: false`. False when a room of
+    /// that id is here already.
+    pub fn adopt(
+        &self,
+        config: &RealtimeConfig,
+        replica: Replica,
+        seq: u64,
+        mut seat: impl FnMut(&SeatReplica) -> (Arc<ConnHandle>, bool),
+    ) -> bool {
+        let mut registry = lock(&self.registry);
+        if registry.rooms.contains_key(&replica.room_id) {
+            return false;
+        }
+        let members: Vec<Slot> = replica
+            .members
+            .iter()
+            .map(|seated| {
+                let (conn, away) = seat(seated);
+                Slot {
+                    member: seated.member.clone(),
+                    conn,
+                    away,
+                    joined_seq: seated.joined_seq,
+                }
+            })
+            .collect();
+        for slot in &members {
+            // Seats held before: the per-player limit was checked when they were taken.
+            *registry
+                .memberships
+                .entry((replica.project_id.clone(), slot.member.user_id.clone()))
+                .or_default() += 1;
+        }
+        let mut replay = Replay::new(config.replay_buffer);
+        replay.evicted_through = seq;
+        let room = Arc::new(Room {
+            id: replica.room_id,
+            project_id: replica.project_id,
+            join_code: replica.join_code,
+            properties: replica.properties,
+            max_players: replica.max_players,
+            created_at: replica.created_at,
+            reserved: replica.reserved,
+            state: Mutex::new(RoomState {
+                members,
+                seq,
+                next_peer_id: replica.next_peer_id,
+                closed: false,
+                pending: HashMap::new(),
+                replay,
+            }),
+        });
+        if let Some(code) = &room.join_code {
+            registry
+                .codes
+                .insert((room.project_id.clone(), code.clone()), room.id.clone());
+        }
+        registry.rooms.insert(room.id.clone(), room.clone());
+        drop(registry);
+        if let Some(rate) = room.properties.tick_rate {
+            tokio::spawn(tick(Arc::downgrade(&room), rate));
+        }
+        self.changed(&room.id);
+        true
     }
 }
 

@@ -30,6 +30,7 @@ use super::conn::{
     encode, json_text_nests_within, value_nests_within, ConnHandle, Encoding, Outgoing,
     StatePayload,
 };
+use super::failover::{self, Resumed};
 use super::presence::Presence;
 use super::remote::{self, Op};
 use crate::app::AppState;
@@ -252,9 +253,6 @@ impl Session {
         }
         let code = self.conn.close_code();
         self.release_seats(code);
-        for (room_id, home) in std::mem::take(&mut self.remote_rooms) {
-            remote::forward(&self.state, &home, &self.conn, None, Op::Leave { room_id });
-        }
         if self.state.realtime.users.unregister(&self.conn) {
             self.state.realtime.matchmaking.player_offline(
                 &self.state,
@@ -271,9 +269,11 @@ impl Session {
     }
 
     /// The socket ended: its seats go away for the grace period, after which the others see
-    /// `player_left`. A client closed for breaking the limits leaves at once.
+    /// `player_left` (seats in rooms on other nodes too, kept there). A client closed for
+    /// breaking the limits leaves at once.
     fn release_seats(&mut self, code: u16) {
         let rooms = std::mem::take(&mut self.rooms);
+        let remote_rooms = std::mem::take(&mut self.remote_rooms);
         let realtime = &self.state.realtime;
         let grace_ms = self
             .state
@@ -289,7 +289,13 @@ impl Session {
             for room in rooms {
                 realtime.rooms.leave(&self.conn, &room);
             }
+            for (room_id, home) in remote_rooms {
+                remote::forward(&self.state, &home, &self.conn, None, Op::Leave { room_id });
+            }
             return;
+        }
+        for (room_id, home) in remote_rooms {
+            failover::socket_gone(&self.state, &home, &self.conn, &room_id);
         }
         let away: Vec<String> = rooms
             .into_iter()
@@ -298,21 +304,10 @@ impl Session {
         if away.is_empty() {
             return;
         }
-        let deadline = self
-            .state
-            .clock
-            .now_ms()
-            .saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX));
+        let deadline = failover::grace_deadline(&self.state);
         let (state, conn) = (self.state.clone(), self.conn.clone());
         tokio::spawn(async move {
-            // The server clock decides, so tests can move it instead of waiting.
-            loop {
-                let left = deadline.saturating_sub(state.clock.now_ms());
-                if left <= 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(left as u64).min(GRACE_POLL)).await;
-            }
+            sleep_until_ms(&state, deadline).await;
             // Seats resumed meanwhile belong to another socket and are left alone.
             for room in away {
                 state.realtime.rooms.leave(&conn, &room);
@@ -635,13 +630,34 @@ impl Session {
             ClientMessage::Resume { rooms } => {
                 let mut resumed = Vec::new();
                 let mut lost = Vec::new();
+                let mut elsewhere = Vec::new();
                 for (room_id, last_seq) in rooms {
                     match state.realtime.rooms.resume(&self.conn, &room_id, last_seq) {
                         Some(room) => {
                             self.rooms.insert(room_id);
                             resumed.push(room);
                         }
+                        None if state.cluster.is_some() => elsewhere.push((room_id, last_seq)),
                         None => lost.push(room_id),
+                    }
+                }
+                // Not here: maybe homed on another node (or adopted by one), all asked at once.
+                let answers =
+                    futures::future::join_all(elsewhere.iter().map(|(room, seq)| {
+                        failover::resume_elsewhere(&state, &self.conn, room, *seq)
+                    }))
+                    .await;
+                for ((room_id, _), answer) in elsewhere.into_iter().zip(answers) {
+                    match answer {
+                        Resumed::Here(room) => {
+                            self.rooms.insert(room_id);
+                            resumed.push(room);
+                        }
+                        Resumed::Elsewhere(room, home) => {
+                            self.remote_rooms.insert(room_id, home);
+                            resumed.push(room);
+                        }
+                        Resumed::Lost => lost.push(room_id),
                     }
                 }
                 self.reply(
@@ -738,6 +754,18 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+/// Waits until the server clock reaches `deadline_ms` (the server clock decides, so tests can
+/// move it instead of waiting).
+pub async fn sleep_until_ms(state: &AppState, deadline_ms: i64) {
+    loop {
+        let left = deadline_ms.saturating_sub(state.clock.now_ms());
+        if left <= 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(left as u64).min(GRACE_POLL)).await;
     }
 }
 

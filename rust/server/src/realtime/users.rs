@@ -46,6 +46,13 @@ impl Users {
         last
     }
 
+    /// Whether the player's socket `conn_id` is open on this node.
+    pub fn has_conn(&self, project_id: &str, user_id: &str, conn_id: u64) -> bool {
+        lock(&self.sockets)
+            .get(&(project_id.to_owned(), user_id.to_owned()))
+            .is_some_and(|conns| conns.iter().any(|c| c.id == conn_id))
+    }
+
     pub fn is_online(&self, project_id: &str, user_id: &str) -> bool {
         lock(&self.sockets).contains_key(&(project_id.to_owned(), user_id.to_owned()))
     }
