@@ -60,11 +60,7 @@ impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
             tokio::spawn(async move {
                 loop {
                     let mut batch = Vec::with_capacity(max_batch);
-                    let received = receiver
-                        .lock()
-                        .await
-                        .recv_many(&mut batch, max_batch)
-                        .await;
+                    let received = receiver.lock().await.recv_many(&mut batch, max_batch).await;
                     if received == 0 {
                         return;
                     }
