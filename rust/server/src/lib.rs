@@ -15,6 +15,7 @@ pub mod config;
 pub mod data_files;
 pub mod db;
 pub mod error;
+pub mod group_commit;
 pub mod http;
 pub mod openapi;
 pub mod projects;

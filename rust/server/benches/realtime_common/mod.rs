@@ -141,10 +141,16 @@ fn wait_for_line(child: &mut Child, marker: &str) -> String {
 /// Starts `aethex-server` (the release binary cargo built beside this bench) on a fresh SQLite
 /// data dir, auth rate limits off (the bench signs in thousands of devices from one address).
 pub fn start_aethex_server() -> ChildServer {
+    start_aethex_server_on(None)
+}
+
+/// `start_aethex_server` on `database_url` instead of SQLite when given.
+pub fn start_aethex_server_on(database_url: Option<&str>) -> ChildServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("bench.toml");
     std::fs::write(&config, "[rate_limit]\nenabled = false\n").expect("write the config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aethex-server"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_aethex-server"));
+    command
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
@@ -153,9 +159,11 @@ pub fn start_aethex_server() -> ChildServer {
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn aethex-server");
+        .stdin(Stdio::null());
+    if let Some(url) = database_url {
+        command.arg("--database-url").arg(url);
+    }
+    let mut child = command.spawn().expect("spawn aethex-server");
     let url = wait_for_line(&mut child, "AeThex Cloud listening on http://");
     let addr: SocketAddr = url.parse().expect("listen address");
     let client_key = std::fs::read_to_string(dir.path().join("data/default-project-key"))

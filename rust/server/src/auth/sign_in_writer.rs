@@ -7,16 +7,14 @@
 //! are answered only after COMMIT, so an acknowledged sign-in is exactly as durable as before.
 //! When a statement of a batch fails, the batch is rolled back and each job is written again in
 //! its own transaction, so one bad job (a taken username, a device registered concurrently) fails
-//! alone.
-
-use std::sync::Arc;
+//! alone. The queue and writer tasks are `group_commit`'s.
 
 use sqlx::{Any, AnyPool, Transaction};
-use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{sessions, users};
-use crate::db::{is_unique_violation, new_id, Backend, Db};
+use crate::db::{is_unique_violation, new_id, Db};
 use crate::error::{ApiError, ApiResult};
+use crate::group_commit::{values, GroupCommit};
 use crate::projects::hash_secret;
 
 /// Most sign-ins written by one transaction.
@@ -57,10 +55,7 @@ enum Outcome {
     DeviceTaken,
 }
 
-struct Pending {
-    job: Job,
-    done: oneshot::Sender<ApiResult<Outcome>>,
-}
+type Pending = crate::group_commit::Pending<Job, Outcome>;
 
 /// Which statement of a transaction failed, to tell the one job of a retry what went wrong.
 enum Failure {
@@ -73,23 +68,18 @@ enum Failure {
 
 #[derive(Clone)]
 pub struct SignInWriter {
-    jobs: mpsc::Sender<Pending>,
+    jobs: GroupCommit<Job, Outcome>,
     refresh_ttl_ms: i64,
 }
 
 impl SignInWriter {
-    /// Starts the writer tasks: one on SQLite (a single writer connection), a few on PostgreSQL
-    /// so batches commit in parallel. They end when the last `SignInWriter` is dropped.
+    /// Starts the writer tasks (see `GroupCommit::start`); they end when the last
+    /// `SignInWriter` is dropped.
     pub fn start(db: &Db, refresh_ttl_ms: i64) -> Self {
-        let (jobs, receiver) = mpsc::channel(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let writers = match db.backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 4,
-        };
-        for _ in 0..writers {
-            tokio::spawn(run(db.write.clone(), receiver.clone()));
-        }
+        let pool = db.write.clone();
+        let jobs = GroupCommit::start("sign-in", db.backend, MAX_BATCH, QUEUE, move |batch| {
+            write_batch(pool.clone(), batch)
+        });
         Self {
             jobs,
             refresh_ttl_ms,
@@ -110,14 +100,7 @@ impl SignInWriter {
     }
 
     async fn submit(&self, job: Job) -> ApiResult<Outcome> {
-        let (done, answer) = oneshot::channel();
-        self.jobs
-            .send(Pending { job, done })
-            .await
-            .map_err(|_| ApiError::internal("sign-in writer stopped"))?;
-        answer
-            .await
-            .map_err(|_| ApiError::internal("sign-in writer stopped"))?
+        self.jobs.submit(job).await
     }
 
     /// Opens a session (with its first refresh token) for an existing account.
@@ -174,18 +157,8 @@ impl SignInWriter {
     }
 }
 
-async fn run(pool: AnyPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        let received = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
-        if received == 0 {
-            return;
-        }
-        write_batch(&pool, &mut batch).await;
-    }
-}
-
-async fn write_batch(pool: &AnyPool, batch: &mut Vec<Pending>) {
+async fn write_batch(pool: AnyPool, mut batch: Vec<Pending>) {
+    let pool = &pool;
     if batch.len() > 1 {
         let jobs: Vec<&Job> = batch.iter().map(|p| &p.job).collect();
         match write(pool, &jobs).await {
@@ -234,20 +207,6 @@ async fn write(pool: &AnyPool, jobs: &[&Job]) -> Result<(), Failure> {
             Err(failure)
         }
     }
-}
-
-/// `($1, $2, ...), ($k+1, ...), ...`: `rows` tuples of `per_row` numbered placeholders, each
-/// tuple laid out by `tuple` from its placeholders.
-fn values(rows: usize, per_row: usize, tuple: impl Fn(&[String]) -> String) -> String {
-    (0..rows)
-        .map(|row| {
-            let params: Vec<String> = (1..=per_row)
-                .map(|k| format!("${}", row * per_row + k))
-                .collect();
-            tuple(&params)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn insert_rows(tx: &mut Transaction<'static, Any>, jobs: &[&Job]) -> Result<(), Failure> {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::store::{self, Kind, NewVersion, Precondition, VersionRow};
+use super::store::{self, Change, Kind, NewVersion, Precondition, VersionRow};
 use super::{MAX_METADATA_BYTES, MAX_SLOT_NAME_LEN};
 use crate::app::AppState;
 use crate::caller::Caller;
@@ -223,8 +223,11 @@ async fn store_version(
             ),
         ));
     }
-    // Reject a stale base before spending a blob on it; the transaction checks again.
-    precondition.check(store::latest(&state.db.read, user_id, slot).await?.as_ref())?;
+    // Reject a stale base before spending a big blob on it; the transaction checks again. Small
+    // saves skip this read: a conflict wastes less on them than the read costs every write.
+    if plain.len() > INLINE_CODEC_BYTES {
+        precondition.check(store::latest(&state.db.read, user_id, slot).await?.as_ref())?;
+    }
 
     let blob_key = format!("saves/{user_id}/{}", new_id());
     let codec = state.saves.codec.clone();
@@ -245,16 +248,17 @@ async fn store_version(
         blob_key: Some(blob_key.clone()),
         restored_from,
     };
-    let committed = store::commit_version(
-        &state.db,
-        user_id,
-        slot,
-        precondition,
-        new,
-        state.saves.limits,
-        state.clock.now_ms(),
-    )
-    .await;
+    let committed = state
+        .saves
+        .writer
+        .commit(Change {
+            user_id: user_id.to_owned(),
+            slot: slot.to_owned(),
+            precondition,
+            new,
+            now_ms: state.clock.now_ms(),
+        })
+        .await;
     match committed {
         Ok(committed) => {
             delete_blobs(state, &committed.pruned_blobs).await;
@@ -473,16 +477,17 @@ pub async fn delete_save(
         blob_key: None,
         restored_from: None,
     };
-    let committed = store::commit_version(
-        &state.db,
-        &user_id,
-        &slot,
-        Precondition::Exists(if_match(&headers)?),
-        new,
-        state.saves.limits,
-        state.clock.now_ms(),
-    )
-    .await?;
+    let committed = state
+        .saves
+        .writer
+        .commit(Change {
+            user_id,
+            slot,
+            precondition: Precondition::Exists(if_match(&headers)?),
+            new,
+            now_ms: state.clock.now_ms(),
+        })
+        .await?;
     delete_blobs(&state, &committed.pruned_blobs).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,9 +6,10 @@
 //! `delete` version: the slot disappears from the list and reads, its history stays restorable.
 //!
 //! Crash safety: the bytes go to the blob store first under a fresh key, then one SQL
-//! transaction checks the base version, the quota and commits the version row. A version is
-//! visible only once its row commits, and its row only commits after its blob is stored; a crash
-//! in between leaves an unreferenced blob, never a version without data; `sweep` reclaims those.
+//! transaction checks the base version, the quota and commits the version row (group-committed
+//! with the other writes arriving together, see `store`). A version is visible only once its row
+//! commits, and its row only commits after its blob is stored; a crash in between leaves an
+//! unreferenced blob, never a version without data; `sweep` reclaims those.
 
 mod codec;
 mod handlers;
@@ -36,6 +37,7 @@ pub const MAX_SLOT_NAME_LEN: usize = 64;
 pub struct SavesService {
     codec: BlobCodec,
     limits: store::Limits,
+    writer: store::VersionWriter,
     max_slot_bytes: i64,
     /// Keeps the orphan sweep running.
     _sweeper: std::sync::Arc<sweep::Sweeper>,
@@ -51,12 +53,14 @@ impl SavesService {
             config.saves.history_versions >= 1,
             "saves.history_versions must be at least 1"
         );
+        let limits = store::Limits {
+            history_versions: config.saves.history_versions,
+            user_quota_bytes: config.saves.user_quota_bytes,
+        };
         Ok(Self {
             codec: BlobCodec::from_config(config)?,
-            limits: store::Limits {
-                history_versions: config.saves.history_versions,
-                user_quota_bytes: config.saves.user_quota_bytes,
-            },
+            limits,
+            writer: store::VersionWriter::start(db, limits),
             max_slot_bytes: config.saves.max_slot_bytes,
             _sweeper: sweep::start(db.clone(), blobs.clone()),
         })

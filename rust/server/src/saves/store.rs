@@ -1,13 +1,27 @@
-//! The SQL side of saves: version rows, per-player usage, and the one transaction that makes a
-//! new version visible (precondition, quota, insert, retention) atomically.
+//! The SQL side of saves: version rows, per-player usage, and the transaction that makes new
+//! versions visible (precondition, quota, insert, retention) atomically.
+//!
+//! New versions are group-committed: `VersionWriter` writes every change waiting at that moment
+//! in one transaction of a fixed number of statements (lock the players' usage rows, read the
+//! slots' current versions, then one INSERT, one DELETE for retention, one usage UPDATE), deciding
+//! each change's precondition and quota in order in between, as if they had committed one after
+//! the other. Each caller is answered after COMMIT.
+
+use std::collections::HashMap;
 
 use aethex_protocol::saves::{SaveConflictDetails, SaveSlotInfo, SaveVersionInfo};
 use aethex_protocol::ErrorCode;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::db::{is_unique_violation, Db};
 use crate::error::{ApiError, ApiResult};
+use crate::group_commit::{tuples, values, GroupCommit};
+
+/// Most changes written by one transaction.
+const MAX_BATCH: usize = 64;
+/// Changes waiting for a writer before callers wait to enqueue.
+const QUEUE: usize = 4096;
 
 const COLUMNS: &str =
     "slot, version, kind, size, checksum, metadata, blob_key, restored_from, created_at";
@@ -257,117 +271,353 @@ pub async fn user_in_project(pool: &AnyPool, user_id: &str, project_id: &str) ->
     )
 }
 
-/// Makes `new` the slot's next version in one transaction: lock the player's usage row, check
-/// the precondition against the committed current version, check the quota (counting what
-/// retention will prune), insert, prune, update usage. Nothing is visible until the commit.
-pub async fn commit_version(
-    db: &Db,
-    user_id: &str,
-    slot: &str,
-    precondition: Precondition,
-    new: NewVersion,
-    limits: Limits,
-    now_ms: i64,
-) -> ApiResult<Committed> {
-    let mut tx = db.write.begin().await?;
-    // Upserting the usage row takes its row lock on Postgres: concurrent writers of one player
-    // queue here and then read each other's committed versions. SQLite has one writer anyway.
-    let used: i64 = sqlx::query(
-        "INSERT INTO save_usage (user_id, used_bytes) VALUES ($1, 0) \
-         ON CONFLICT (user_id) DO UPDATE SET used_bytes = save_usage.used_bytes \
-         RETURNING used_bytes",
-    )
-    .bind(user_id)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("used_bytes")?;
+/// A change waiting to become its slot's next version.
+pub struct Change {
+    pub user_id: String,
+    pub slot: String,
+    pub precondition: Precondition,
+    pub new: NewVersion,
+    pub now_ms: i64,
+}
 
-    let existing = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM save_versions WHERE user_id = $1 AND slot = $2 \
-         ORDER BY version DESC"
-    ))
-    .bind(user_id)
-    .bind(slot)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(VersionRow::from_row)
-    .collect::<Result<Vec<_>, _>>()?;
-    precondition.check(existing.first())?;
+type Pending = crate::group_commit::Pending<Change, Committed>;
 
-    let keep_old = (limits.history_versions.max(1) - 1) as usize;
-    let pruned = existing.get(keep_old..).unwrap_or_default();
-    let pruned_bytes: i64 = pruned.iter().map(|r| r.size).sum();
-    let new_used = used - pruned_bytes + new.size;
-    if new_used > used && new_used > limits.user_quota_bytes {
-        return Err(ApiError::new(
-            ErrorCode::QuotaExceeded,
-            format!(
-                "this save needs {} bytes but only {} of the {}-byte quota are free",
-                new.size,
-                (limits.user_quota_bytes - used + pruned_bytes).max(0),
-                limits.user_quota_bytes
-            ),
-        )
-        .with_details(serde_json::json!({
-            "used_bytes": used,
-            "quota_bytes": limits.user_quota_bytes,
-            "needed_bytes": new.size,
-        })));
+/// Commits save versions in batches (see the module doc).
+#[derive(Clone)]
+pub struct VersionWriter {
+    jobs: GroupCommit<Change, Committed>,
+}
+
+impl std::fmt::Debug for VersionWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VersionWriter")
+    }
+}
+
+impl VersionWriter {
+    /// Starts the writer tasks; they end when the last `VersionWriter` is dropped.
+    pub fn start(db: &Db, limits: Limits) -> Self {
+        let (write, read) = (db.write.clone(), db.read.clone());
+        let jobs = GroupCommit::start("save", db.backend, MAX_BATCH, QUEUE, move |batch| {
+            write_batch(write.clone(), read.clone(), limits, batch)
+        });
+        Self { jobs }
     }
 
-    let row = VersionRow {
-        slot: slot.to_owned(),
-        version: existing.first().map_or(0, |r| r.version) + 1,
-        kind: new.kind.as_str().to_owned(),
-        size: new.size,
-        checksum: new.checksum,
-        metadata: new.metadata,
-        blob_key: new.blob_key,
-        restored_from: new.restored_from,
-        created_at: now_ms,
-    };
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO save_versions (user_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-    ))
-    .bind(user_id)
-    .bind(&row.slot)
-    .bind(row.version)
-    .bind(&row.kind)
-    .bind(row.size)
-    .bind(&row.checksum)
-    .bind(&row.metadata)
-    .bind(&row.blob_key)
-    .bind(row.restored_from)
-    .bind(row.created_at)
-    .execute(&mut *tx)
-    .await;
-    if let Err(e) = inserted {
-        if is_unique_violation(&e) {
-            // Another writer committed this version first: same answer as a stale base.
-            drop(tx);
-            return Err(conflict(latest(&db.read, user_id, slot).await?.as_ref()));
+    /// Makes `change.new` the slot's next version if its precondition and the quota allow:
+    /// 409 `save_conflict` / 404 / 413 `quota_exceeded` otherwise. Answered after COMMIT.
+    pub async fn commit(&self, change: Change) -> ApiResult<Committed> {
+        self.jobs.submit(change).await
+    }
+}
+
+enum Failure {
+    /// A statement failed: nothing was written.
+    Statement(sqlx::Error),
+    /// COMMIT failed: the batch may or may not be written.
+    Commit(sqlx::Error),
+}
+
+async fn write_batch(write_pool: AnyPool, read_pool: AnyPool, limits: Limits, batch: Vec<Pending>) {
+    if batch.len() > 1 {
+        let changes: Vec<&Change> = batch.iter().map(|p| &p.job).collect();
+        match write(&write_pool, &changes, limits).await {
+            Ok(results) => {
+                for (pending, result) in batch.into_iter().zip(results) {
+                    let _ = pending.done.send(result);
+                }
+                return;
+            }
+            Err(Failure::Commit(e)) => {
+                let message = e.to_string();
+                for pending in batch {
+                    let _ = pending.done.send(Err(ApiError::internal(&message)));
+                }
+                return;
+            }
+            // A statement failed for one change (say its player was deleted meanwhile): write
+            // each alone so only that one fails.
+            Err(Failure::Statement(_)) => {}
         }
-        return Err(e.into());
     }
-    if let Some(newest_pruned) = pruned.first() {
-        sqlx::query("DELETE FROM save_versions WHERE user_id = $1 AND slot = $2 AND version <= $3")
-            .bind(user_id)
-            .bind(slot)
-            .bind(newest_pruned.version)
-            .execute(&mut *tx)
-            .await?;
+    for pending in batch {
+        let change = &pending.job;
+        let result = match write(&write_pool, &[change], limits).await {
+            Ok(mut results) => results.pop().expect("one result per change"),
+            // Another writer committed this version first: same answer as a stale base.
+            Err(Failure::Statement(e)) if is_unique_violation(&e) => {
+                match latest(&read_pool, &change.user_id, &change.slot).await {
+                    Ok(current) => Err(conflict(current.as_ref())),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(Failure::Statement(e) | Failure::Commit(e)) => Err(e.into()),
+        };
+        let _ = pending.done.send(result);
     }
-    sqlx::query("UPDATE save_usage SET used_bytes = $1 WHERE user_id = $2")
-        .bind(new_used)
-        .bind(user_id)
-        .execute(&mut *tx)
+}
+
+/// Writes `changes` in one transaction; answers each change's outcome. Refused changes
+/// (precondition, quota) write nothing and do not affect the others.
+async fn write(
+    pool: &AnyPool,
+    changes: &[&Change],
+    limits: Limits,
+) -> Result<Vec<ApiResult<Committed>>, Failure> {
+    let mut tx = pool.begin().await.map_err(Failure::Statement)?;
+    match write_in(&mut tx, changes, limits).await {
+        Ok((results, true)) => {
+            tx.commit().await.map_err(Failure::Commit)?;
+            for committed in results.iter().flatten() {
+                let row = &committed.row;
+                metrics::counter!("aethex_save_versions_total", "kind" => row.kind.clone())
+                    .increment(1);
+                metrics::counter!("aethex_save_bytes_written_total").increment(row.size as u64);
+            }
+            Ok(results)
+        }
+        Ok((results, false)) => {
+            let _ = tx.rollback().await;
+            Ok(results)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(Failure::Statement(e))
+        }
+    }
+}
+
+/// What the batch knows of one slot: its current version and the kept versions retention may
+/// prune, updated as the batch's changes are applied in order.
+#[derive(Default)]
+struct SlotState {
+    latest: Option<VersionRow>,
+    /// (version, size, blob key) of kept versions that may fall out of retention.
+    prunable: Vec<(i64, i64, Option<String>)>,
+    /// Versions up to this one are deleted by the batch.
+    pruned_up_to: Option<i64>,
+}
+
+fn quota_exceeded(limits: Limits, used: i64, pruned_bytes: i64, size: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "this save needs {size} bytes but only {} of the {}-byte quota are free",
+            (limits.user_quota_bytes - used + pruned_bytes).max(0),
+            limits.user_quota_bytes
+        ),
+    )
+    .with_details(serde_json::json!({
+        "used_bytes": used,
+        "quota_bytes": limits.user_quota_bytes,
+        "needed_bytes": size,
+    }))
+}
+
+/// The statements of one batch; the flag says whether any change was accepted (else there is
+/// nothing to commit).
+async fn write_in(
+    tx: &mut Transaction<'static, Any>,
+    changes: &[&Change],
+    limits: Limits,
+) -> Result<(Vec<ApiResult<Committed>>, bool), sqlx::Error> {
+    // Upserting the players' usage rows takes their row locks on PostgreSQL: concurrent batches
+    // writing for one player queue here and then read each other's committed versions. Locked in
+    // user id order, so two batches never wait for each other in a cycle. SQLite has one writer.
+    let mut users: Vec<&str> = changes.iter().map(|c| c.user_id.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let sql = format!(
+        "INSERT INTO save_usage (user_id, used_bytes) VALUES {} \
+         ON CONFLICT (user_id) DO UPDATE SET used_bytes = save_usage.used_bytes \
+         RETURNING user_id, used_bytes",
+        values(users.len(), 1, |p| format!("({}, 0)", p[0]))
+    );
+    let mut query = sqlx::query(&sql);
+    for user in &users {
+        query = query.bind(*user);
+    }
+    let mut used = HashMap::with_capacity(users.len());
+    for row in query.fetch_all(&mut **tx).await? {
+        used.insert(
+            row.try_get::<String, _>("user_id")?,
+            row.try_get::<i64, _>("used_bytes")?,
+        );
+    }
+
+    // Each slot's current version, and every kept version retention may prune in this batch:
+    // versions are numbered 1, 2, ... per slot and retention deletes the oldest, so the kept ones
+    // are consecutive and a new version `n` keeps `n - history_versions + 1 ..= n`.
+    let mut slots: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| (c.user_id.as_str(), c.slot.as_str()))
+        .collect();
+    slots.sort_unstable();
+    let most_per_slot = slots
+        .chunk_by(|a, b| a == b)
+        .map(<[_]>::len)
+        .max()
+        .unwrap_or(1) as i64;
+    slots.dedup();
+    let n = slots.len();
+    let sql = format!(
+        "SELECT v.user_id, {} FROM save_versions v JOIN \
+         (SELECT user_id, slot, MAX(version) AS top FROM save_versions WHERE {} \
+          GROUP BY user_id, slot) t ON v.user_id = t.user_id AND v.slot = t.slot \
+         WHERE v.version = t.top OR v.version <= t.top + ${} - ${}",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("v.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        tuples(n, 2, " OR ", |p| format!(
+            "(user_id = {} AND slot = {})",
+            p[0], p[1]
+        )),
+        2 * n + 1,
+        2 * n + 2,
+    );
+    let mut query = sqlx::query(&sql);
+    for (user, slot) in &slots {
+        query = query.bind(*user).bind(*slot);
+    }
+    let rows = query
+        .bind(most_per_slot)
+        .bind(limits.history_versions.max(1))
+        .fetch_all(&mut **tx)
         .await?;
-    tx.commit().await?;
-    metrics::counter!("aethex_save_versions_total", "kind" => row.kind.clone()).increment(1);
-    metrics::counter!("aethex_save_bytes_written_total").increment(row.size as u64);
-    Ok(Committed {
-        row,
-        pruned_blobs: pruned.iter().filter_map(|r| r.blob_key.clone()).collect(),
-    })
+    let mut states: HashMap<(String, String), SlotState> = HashMap::with_capacity(n);
+    for row in &rows {
+        let user: String = row.try_get("user_id")?;
+        let version = VersionRow::from_row(row)?;
+        let state = states.entry((user, version.slot.clone())).or_default();
+        state
+            .prunable
+            .push((version.version, version.size, version.blob_key.clone()));
+        if state
+            .latest
+            .as_ref()
+            .is_none_or(|l| l.version < version.version)
+        {
+            state.latest = Some(version);
+        }
+    }
+
+    let mut results = Vec::with_capacity(changes.len());
+    let mut inserted: Vec<(&str, VersionRow)> = Vec::new();
+    for change in changes {
+        let state = states
+            .entry((change.user_id.clone(), change.slot.clone()))
+            .or_default();
+        if let Err(e) = change.precondition.check(state.latest.as_ref()) {
+            results.push(Err(e));
+            continue;
+        }
+        let version = state.latest.as_ref().map_or(0, |r| r.version) + 1;
+        let floor = version - limits.history_versions.max(1);
+        let pruned_bytes: i64 = state
+            .prunable
+            .iter()
+            .filter(|(v, _, _)| *v <= floor)
+            .map(|(_, size, _)| size)
+            .sum();
+        let user_used = used
+            .get_mut(&change.user_id)
+            .expect("usage row of every user");
+        let new = &change.new;
+        let new_used = *user_used - pruned_bytes + new.size;
+        if new_used > *user_used && new_used > limits.user_quota_bytes {
+            results.push(Err(quota_exceeded(
+                limits,
+                *user_used,
+                pruned_bytes,
+                new.size,
+            )));
+            continue;
+        }
+        *user_used = new_used;
+        let mut pruned_blobs = Vec::new();
+        let before = state.prunable.len();
+        state.prunable.retain_mut(|(v, _, key)| {
+            if *v > floor {
+                return true;
+            }
+            pruned_blobs.extend(key.take());
+            false
+        });
+        if state.prunable.len() < before {
+            state.pruned_up_to = Some(floor);
+        }
+        let row = VersionRow {
+            slot: change.slot.clone(),
+            version,
+            kind: new.kind.as_str().to_owned(),
+            size: new.size,
+            checksum: new.checksum.clone(),
+            metadata: new.metadata.clone(),
+            blob_key: new.blob_key.clone(),
+            restored_from: new.restored_from,
+            created_at: change.now_ms,
+        };
+        state
+            .prunable
+            .push((version, new.size, new.blob_key.clone()));
+        state.latest = Some(row.clone());
+        inserted.push((change.user_id.as_str(), row.clone()));
+        results.push(Ok(Committed { row, pruned_blobs }));
+    }
+    if inserted.is_empty() {
+        return Ok((results, false));
+    }
+
+    let sql = format!(
+        "INSERT INTO save_versions (user_id, {COLUMNS}) VALUES {}",
+        values(inserted.len(), 10, |p| format!("({})", p.join(", ")))
+    );
+    let mut query = sqlx::query(&sql);
+    for (user, row) in &inserted {
+        query = query
+            .bind(*user)
+            .bind(&row.slot)
+            .bind(row.version)
+            .bind(&row.kind)
+            .bind(row.size)
+            .bind(&row.checksum)
+            .bind(&row.metadata)
+            .bind(&row.blob_key)
+            .bind(row.restored_from)
+            .bind(row.created_at);
+    }
+    query.execute(&mut **tx).await?;
+
+    let pruned: Vec<(&(String, String), i64)> = states
+        .iter()
+        .filter_map(|(slot, state)| state.pruned_up_to.map(|v| (slot, v)))
+        .collect();
+    if !pruned.is_empty() {
+        let sql = format!(
+            "DELETE FROM save_versions WHERE {}",
+            tuples(pruned.len(), 3, " OR ", |p| format!(
+                "(user_id = {} AND slot = {} AND version <= {})",
+                p[0], p[1], p[2]
+            ))
+        );
+        let mut query = sqlx::query(&sql);
+        for ((user, slot), up_to) in &pruned {
+            query = query.bind(user).bind(slot).bind(*up_to);
+        }
+        query.execute(&mut **tx).await?;
+    }
+
+    let sql = format!(
+        "INSERT INTO save_usage (user_id, used_bytes) VALUES {} \
+         ON CONFLICT (user_id) DO UPDATE SET used_bytes = excluded.used_bytes",
+        values(used.len(), 2, |p| format!("({}, {})", p[0], p[1]))
+    );
+    let mut query = sqlx::query(&sql);
+    for (user, bytes) in &used {
+        query = query.bind(user).bind(*bytes);
+    }
+    query.execute(&mut **tx).await?;
+    Ok((results, true))
 }
