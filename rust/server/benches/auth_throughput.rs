@@ -80,7 +80,7 @@ const OPERATIONS: &[Operation] = &[
         name: "returning device sign-in",
         setup: |c| {
             Box::pin(async move {
-                let device = format!("ret-{}-{}", c.run, c.client);
+                let device = format!("returning-{}-{}", c.run, c.client);
                 c.target.device(&device).await.map(|_| device)
             })
         },
@@ -90,7 +90,7 @@ const OPERATIONS: &[Operation] = &[
         name: "token refresh (chained)",
         setup: |c| {
             Box::pin(async move {
-                let device = format!("ref-{}-{}", c.run, c.client);
+                let device = format!("refreshing-{}-{}", c.run, c.client);
                 refresh_token(c.target.device(&device).await?)
             })
         },
