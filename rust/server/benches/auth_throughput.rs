@@ -106,7 +106,9 @@ const OPERATIONS: &[Operation] = &[
         setup: |c| {
             Box::pin(async move {
                 let email = format!("bench-{}-{}@example.com", c.run, c.client);
-                let body = json!({"email": email, "password": "bench password"});
+                let username = format!("bench{}x{}", c.run, c.client);
+                let body =
+                    json!({"email": email, "password": "bench password", "username": username});
                 c.target.post("/register", &body).await.map(|_| email)
             })
         },
