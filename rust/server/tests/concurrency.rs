@@ -651,6 +651,59 @@ async fn one_refresh_token_used_concurrently_rotates_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refreshes_of_many_sessions_at_once_rotate_each_and_reuse_ends_only_its_session() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let mut players = Vec::new();
+        for _ in 0..24 {
+            players.push(player(&s).await);
+        }
+        let refresh = |token: &str| {
+            s.req(Method::POST, "/api/v1/auth/refresh")
+                .json(&json!({ "refresh_token": token }))
+        };
+        // Rotations are written in batches: player 0's token twice among everyone's.
+        let mut requests: Vec<_> = players.iter().map(|p| refresh(&p.refresh)).collect();
+        requests.push(refresh(&players[0].refresh));
+        let answers = fire(requests).await;
+        assert_eq!(
+            count(&answers, StatusCode::OK),
+            players.len(),
+            "{backend:?}"
+        );
+        assert_eq!(
+            errors_with_code(&answers, "unauthorized").len(),
+            1,
+            "{backend:?}"
+        );
+        // Player 0's two answers: one rotated, one was reuse and ended the session.
+        let (first, again) = (&answers[0], &answers[players.len()]);
+        let won = if first.0 == StatusCode::OK {
+            first
+        } else {
+            again
+        };
+        let next: Vec<String> = std::iter::once(won)
+            .chain(&answers[1..players.len()])
+            .map(|(_, body)| body["refresh_token"].as_str().unwrap().to_owned())
+            .collect();
+
+        let answers = fire(next.iter().map(|token| refresh(token)).collect()).await;
+        assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED, "{backend:?}");
+        for (status, body) in &answers[1..] {
+            assert_eq!(*status, StatusCode::OK, "{backend:?}: {body}");
+            get(
+                &s,
+                "/api/v1/auth/profile",
+                body["access_token"].as_str().unwrap(),
+            )
+            .await;
+        }
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_email_links_leave_one_email_on_the_account() {
     for backend in backends() {
         let s = TestServer::start(backend).await;

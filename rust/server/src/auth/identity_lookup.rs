@@ -1,4 +1,5 @@
-//! The account a sign-in identity leads to, read on connections kept out of the pool.
+//! The reads of the hot sign-in paths (the account a sign-in identity leads to, the family of a
+//! presented refresh token), on connections kept out of the pool.
 //!
 //! sqlx 0.8 pings every connection returned to its pool; on SQLite that is a second round trip
 //! through the connection's worker thread after each one-query sign-in, as costly as the query
@@ -6,11 +7,13 @@
 //! connections stay checked out, so a lookup is one round trip; on PostgreSQL the pool is used
 //! as everywhere else.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aethex_protocol::auth::User;
-use sqlx::{AnyConnection, AnyPool};
-use tokio::sync::Mutex;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::users;
 use crate::db::{Backend, Db};
@@ -48,16 +51,46 @@ impl IdentityLookup {
         provider: &str,
         subject: &str,
     ) -> ApiResult<Option<User>> {
+        let mut conn = self.connection().await?;
+        users::load_by_identity(&mut *conn, project_id, provider, subject).await
+    }
+
+    /// A free lookup connection (on PostgreSQL, one of the pool).
+    pub async fn connection(&self) -> ApiResult<LookupConnection<'_>> {
         if self.own.is_empty() {
-            return users::load_by_identity(&self.pool, project_id, provider, subject).await;
+            return Ok(LookupConnection::Pooled(self.pool.acquire().await?));
         }
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let free = (0..self.own.len())
             .find_map(|i| self.own[(first + i) % self.own.len()].try_lock().ok());
-        let mut conn = match free {
+        Ok(LookupConnection::Own(match free {
             Some(conn) => conn,
             None => self.own[first % self.own.len()].lock().await,
-        };
-        users::load_by_identity(&mut *conn, project_id, provider, subject).await
+        }))
+    }
+}
+
+pub enum LookupConnection<'a> {
+    Own(MutexGuard<'a, AnyConnection>),
+    Pooled(PoolConnection<Any>),
+}
+
+impl Deref for LookupConnection<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            LookupConnection::Own(conn) => conn,
+            LookupConnection::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl DerefMut for LookupConnection<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            LookupConnection::Own(conn) => conn,
+            LookupConnection::Pooled(conn) => conn,
+        }
     }
 }

@@ -1,18 +1,17 @@
 //! `POST /api/v1/auth/refresh` (rotation with reuse detection) and `POST /api/v1/auth/logout`.
 
-use aethex_protocol::auth::{AuthResponse, RefreshRequest};
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
-use sqlx::Row;
-
 use super::rate_limit::IpLimited;
-use super::{sessions, users};
+use super::sessions;
+use super::sign_in_writer::Rotation;
 use crate::app::AppState;
 use crate::caller::{ClientProject, Player};
 use crate::error::{ApiError, ApiResult};
 use crate::http::ApiJson;
 use crate::projects::hash_secret;
+use aethex_protocol::auth::{AuthResponse, RefreshRequest};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
 
 #[utoipa::path(
     post,
@@ -34,63 +33,55 @@ pub async fn refresh(
 ) -> ApiResult<Json<AuthResponse>> {
     let now = state.clock.now_ms();
     let token_hash = hash_secret(&req.refresh_token);
-    let mut tx = state.db.write.begin().await?;
-    let row = sqlx::query(
-        "SELECT rt.session_id, rt.expires_at, rt.used_at, s.user_id, s.project_id, s.revoked_at FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1",
-    )
-    .bind(&token_hash)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    // Checked on a reader connection; only the rotation itself goes through the writer, batched
+    // with other refreshes and sign-ins, and it is the rotation that decides a race.
+    let presented = {
+        let mut conn = state.auth.identity_lookup.connection().await?;
+        sessions::presented_token(&mut conn, &token_hash).await?
+    };
+    let Some(presented) = presented else {
         return Err(ApiError::unauthorized("unknown refresh token"));
     };
-    let session_id: String = row.try_get("session_id")?;
-    let user_id: String = row.try_get("user_id")?;
-    let project_id: String = row.try_get("project_id")?;
-    if project_id != project.id {
+    if presented.project_id != project.id {
         return Err(ApiError::unauthorized(
             "refresh token belongs to another project than the client key",
         ));
     }
-    if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+    if presented.session_revoked {
         return Err(ApiError::unauthorized("session has been signed out"));
     }
-    // Spend the token; zero rows means it was already spent (possibly by a concurrent refresh).
-    let spent = sqlx::query(
-        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-    )
-    .bind(now)
-    .bind(&token_hash)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if spent == 0 {
-        // A spent token presented again means it leaked: end the whole family, the newest
-        // token and every access token of it included.
-        sessions::revoke(&mut tx, &session_id, now).await?;
-        tx.commit().await?;
-        state.auth.remember_revoked_session(&session_id, now);
-        tracing::warn!(session = %session_id, "refresh token reuse; session revoked");
-        return Err(ApiError::unauthorized(
-            "refresh token was already used; the session has been revoked",
-        ));
+    let session_id = presented.session_id;
+    if presented.used {
+        let mut conn = state.db.write.acquire().await?;
+        sessions::revoke(&mut conn, &session_id, now).await?;
+        return Err(reused(&state, &session_id, now));
     }
-    if row.try_get::<i64, _>("expires_at")? <= now {
+    if presented.expires_at <= now {
         return Err(ApiError::unauthorized(
             "refresh token expired; sign in again",
         ));
     }
-    let next = sessions::insert_refresh_token(&mut tx, &state, &session_id, now).await?;
-    let user = users::load(&mut tx, &user_id).await?;
-    tx.commit().await?;
-    Ok(Json(sessions::auth_response(
-        &state,
-        &project.id,
-        user,
-        session_id,
-        next,
-        now,
-    )?))
+    let writer = &state.auth.sign_in_writer;
+    match writer.rotate(&token_hash, &session_id, now).await? {
+        Rotation::Rotated { refresh_token } => Ok(Json(sessions::auth_response(
+            &state,
+            &project.id,
+            presented.user,
+            session_id,
+            refresh_token,
+            now,
+        )?)),
+        // Spent by a concurrent refresh: the writer revoked the session.
+        Rotation::Reused => Err(reused(&state, &session_id, now)),
+    }
+}
+
+/// A spent token presented again means it leaked: the whole family ends (the database row is
+/// revoked by the caller), the newest token and every access token of it included.
+fn reused(state: &AppState, session_id: &str, now: i64) -> ApiError {
+    state.auth.remember_revoked_session(session_id, now);
+    tracing::warn!(session = %session_id, "refresh token reuse; session revoked");
+    ApiError::unauthorized("refresh token was already used; the session has been revoked")
 }
 
 #[utoipa::path(

@@ -6,6 +6,7 @@ use base64::Engine;
 use rand::RngCore;
 use sqlx::{AnyConnection, Row};
 
+use super::users;
 use crate::app::AppState;
 use crate::db::new_id;
 use crate::error::ApiResult;
@@ -61,6 +62,53 @@ pub async fn create(
     .await?;
     let refresh = insert_refresh_token(conn, state, &session_id, now_ms).await?;
     Ok((session_id, refresh))
+}
+
+/// A refresh token as presented, with its session and the session's account.
+pub struct PresentedToken {
+    pub session_id: String,
+    pub project_id: String,
+    pub session_revoked: bool,
+    pub used: bool,
+    pub expires_at: i64,
+    pub user: User,
+}
+
+/// Reads the refresh token hashed `token_hash`, its session and account (with its linked
+/// providers) in one query.
+pub async fn presented_token(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+) -> ApiResult<Option<PresentedToken>> {
+    let rows = sqlx::query(
+        "SELECT rt.session_id, rt.expires_at, rt.used_at, s.project_id, s.revoked_at, \
+         u.id, u.username, u.email, u.email_verified, u.avatar_url, u.preferences, u.created_at, l.provider \
+         FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id JOIN users u ON u.id = s.user_id \
+         LEFT JOIN identities l ON l.user_id = u.id \
+         WHERE rt.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut linked = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(provider) = row.try_get::<Option<String>, _>("provider")? {
+            linked.push(provider);
+        }
+    }
+    linked.sort_unstable();
+    linked.dedup();
+    Ok(Some(PresentedToken {
+        session_id: first.try_get("session_id")?,
+        project_id: first.try_get("project_id")?,
+        session_revoked: first.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        used: first.try_get::<Option<i64>, _>("used_at")?.is_some(),
+        expires_at: first.try_get("expires_at")?,
+        user: users::from_row(first, linked)?,
+    }))
 }
 
 /// Signs an access token and assembles the answer of every sign-in endpoint.

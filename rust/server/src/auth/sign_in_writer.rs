@@ -1,15 +1,23 @@
-//! Group commit for the hot sign-in writes (new sessions, device registrations).
+//! Group commit for the hot session writes: new sessions, device registrations and refresh-token
+//! rotations.
 //!
 //! On SQLite every write goes through one connection, and each statement is a round trip through
 //! sqlx's worker thread, so one transaction per sign-in capped device sign-ins at ~1,000-3,000/s
-//! on 2 cores. Here a writer task takes every sign-in waiting at that moment (up to
-//! `MAX_BATCH`) and writes them with one multi-row INSERT per table in one transaction. Callers
-//! are answered only after COMMIT, so an acknowledged sign-in is exactly as durable as before.
-//! When a statement of a batch fails, the batch is rolled back and each job is written again in
-//! its own transaction, so one bad job (a taken username, a device registered concurrently) fails
-//! alone. The queue and writer tasks are `group_commit`'s.
+//! on 2 cores (and one per refresh ~2,000/s). Here a writer task takes every job waiting at that
+//! moment (up to `MAX_BATCH`) and writes them with one multi-row statement per table in one
+//! transaction. Callers are answered only after COMMIT, so an acknowledged sign-in or refresh is
+//! exactly as durable as before. When a statement of a batch fails, the batch is rolled back and
+//! each job is written again in its own transaction, so one bad job (a taken username, a device
+//! registered concurrently) fails alone. The queue and writer tasks are `group_commit`'s.
+//!
+//! A rotation spends its token with `UPDATE ... WHERE used_at IS NULL RETURNING`: on PostgreSQL
+//! a concurrent batch spending the same token waits for the row lock and then finds it spent, so
+//! of any number of refreshes presenting one token exactly one wins, in or across batches. The
+//! others are reuse: their session is revoked in the same transaction.
 
-use sqlx::{Any, AnyPool, Transaction};
+use std::collections::HashSet;
+
+use sqlx::{Any, AnyPool, Row, Transaction};
 
 use super::{sessions, users};
 use crate::db::{is_unique_violation, new_id, Db};
@@ -17,9 +25,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::group_commit::{values, GroupCommit};
 use crate::projects::hash_secret;
 
-/// Most sign-ins written by one transaction.
+/// Most jobs written by one transaction.
 const MAX_BATCH: usize = 64;
-/// Sign-ins waiting for a writer before callers wait to enqueue.
+/// Jobs waiting for a writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
 
 /// A session opened by a sign-in: the caller returns both to the player.
@@ -28,11 +36,24 @@ pub struct OpenedSession {
     pub refresh_token: String,
 }
 
+/// What a refresh-token rotation did.
+pub enum Rotation {
+    /// The presented token is spent; this is the next one.
+    Rotated { refresh_token: String },
+    /// The presented token was spent by another refresh first: reuse. Its session is revoked.
+    Reused,
+}
+
 struct SessionRow {
     id: String,
     project_id: String,
     user_id: String,
-    refresh_hash: String,
+}
+
+/// A refresh token to store.
+struct TokenRow {
+    hash: String,
+    session_id: String,
     created_at: i64,
     expires_at: i64,
 }
@@ -44,15 +65,32 @@ struct DeviceUserRow {
     device_id: String,
 }
 
-struct Job {
-    registration: Option<DeviceUserRow>,
-    session: SessionRow,
+enum Job {
+    /// A new session with its first refresh token, for a new device account or an existing one.
+    SignIn {
+        registration: Option<DeviceUserRow>,
+        session: SessionRow,
+        token: TokenRow,
+    },
+    /// Spend `spent_hash` and store `next` in its place, unless it was spent already.
+    Rotate { spent_hash: String, next: TokenRow },
+}
+
+impl Job {
+    fn token(&self) -> &TokenRow {
+        match self {
+            Job::SignIn { token, .. } => token,
+            Job::Rotate { next, .. } => next,
+        }
+    }
 }
 
 enum Outcome {
     Written,
     /// The device identity was created concurrently by another sign-in.
     DeviceTaken,
+    /// The token to rotate was already spent; its session is now revoked.
+    Reused,
 }
 
 type Pending = crate::group_commit::Pending<Job, Outcome>;
@@ -86,13 +124,12 @@ impl SignInWriter {
         }
     }
 
-    fn new_session(&self, project_id: &str, user_id: &str, now_ms: i64) -> (SessionRow, String) {
+    /// A new refresh token of `session_id`: its row and the token itself.
+    fn new_token(&self, session_id: &str, now_ms: i64) -> (TokenRow, String) {
         let refresh_token = sessions::new_refresh_token();
-        let row = SessionRow {
-            id: new_id(),
-            project_id: project_id.to_owned(),
-            user_id: user_id.to_owned(),
-            refresh_hash: hash_secret(&refresh_token),
+        let row = TokenRow {
+            hash: hash_secret(&refresh_token),
+            session_id: session_id.to_owned(),
             created_at: now_ms,
             expires_at: now_ms + self.refresh_ttl_ms,
         };
@@ -103,6 +140,32 @@ impl SignInWriter {
         self.jobs.submit(job).await
     }
 
+    /// A sign-in job for a new session of `user_id`, and what to answer once it is written.
+    fn sign_in(
+        &self,
+        registration: Option<DeviceUserRow>,
+        project_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> (Job, OpenedSession) {
+        let session = SessionRow {
+            id: new_id(),
+            project_id: project_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        let (token, refresh_token) = self.new_token(&session.id, now_ms);
+        let opened = OpenedSession {
+            session_id: session.id.clone(),
+            refresh_token,
+        };
+        let job = Job::SignIn {
+            registration,
+            session,
+            token,
+        };
+        (job, opened)
+    }
+
     /// Opens a session (with its first refresh token) for an existing account.
     pub async fn open_session(
         &self,
@@ -110,17 +173,9 @@ impl SignInWriter {
         user_id: &str,
         now_ms: i64,
     ) -> ApiResult<OpenedSession> {
-        let (session, refresh_token) = self.new_session(project_id, user_id, now_ms);
-        let session_id = session.id.clone();
-        self.submit(Job {
-            registration: None,
-            session,
-        })
-        .await?;
-        Ok(OpenedSession {
-            session_id,
-            refresh_token,
-        })
+        let (job, opened) = self.sign_in(None, project_id, user_id, now_ms);
+        self.submit(job).await?;
+        Ok(opened)
     }
 
     /// Creates an account reached by `device_id`, signed in. `Ok(None)` when another sign-in
@@ -134,25 +189,36 @@ impl SignInWriter {
         now_ms: i64,
     ) -> ApiResult<Option<(String, OpenedSession)>> {
         let user_id = new_id();
-        let (session, refresh_token) = self.new_session(project_id, &user_id, now_ms);
-        let session_id = session.id.clone();
-        let job = Job {
-            registration: Some(DeviceUserRow {
-                project_id: project_id.to_owned(),
-                username: username.to_owned(),
-                device_id: device_id.to_owned(),
-            }),
-            session,
+        let registration = DeviceUserRow {
+            project_id: project_id.to_owned(),
+            username: username.to_owned(),
+            device_id: device_id.to_owned(),
         };
+        let (job, opened) = self.sign_in(Some(registration), project_id, &user_id, now_ms);
+        // `Reused` only answers rotations.
         Ok(match self.submit(job).await? {
-            Outcome::Written => Some((
-                user_id,
-                OpenedSession {
-                    session_id,
-                    refresh_token,
-                },
-            )),
+            Outcome::Written | Outcome::Reused => Some((user_id, opened)),
             Outcome::DeviceTaken => None,
+        })
+    }
+
+    /// Spends the refresh token hashed `spent_hash` of `session_id` and issues the next one; if
+    /// another refresh spent it first, revokes the session (the token leaked).
+    pub async fn rotate(
+        &self,
+        spent_hash: &str,
+        session_id: &str,
+        now_ms: i64,
+    ) -> ApiResult<Rotation> {
+        let (next, refresh_token) = self.new_token(session_id, now_ms);
+        let job = Job::Rotate {
+            spent_hash: spent_hash.to_owned(),
+            next,
+        };
+        // `DeviceTaken` only answers registrations.
+        Ok(match self.submit(job).await? {
+            Outcome::Reused => Rotation::Reused,
+            Outcome::Written | Outcome::DeviceTaken => Rotation::Rotated { refresh_token },
         })
     }
 }
@@ -162,9 +228,9 @@ async fn write_batch(pool: AnyPool, mut batch: Vec<Pending>) {
     if batch.len() > 1 {
         let jobs: Vec<&Job> = batch.iter().map(|p| &p.job).collect();
         match write(pool, &jobs).await {
-            Ok(()) => {
-                for pending in batch.drain(..) {
-                    let _ = pending.done.send(Ok(Outcome::Written));
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = pending.done.send(Ok(outcome));
                 }
                 return;
             }
@@ -181,14 +247,16 @@ async fn write_batch(pool: AnyPool, mut batch: Vec<Pending>) {
     }
     for pending in batch.drain(..) {
         let outcome = match write(pool, &[&pending.job]).await {
-            Ok(()) => Ok(Outcome::Written),
+            Ok(mut outcomes) => Ok(outcomes.pop().unwrap_or(Outcome::Written)),
             Err(Failure::Identities(e)) if is_unique_violation(&e) => Ok(Outcome::DeviceTaken),
             Err(Failure::Users(e)) => {
-                let username = pending
-                    .job
-                    .registration
-                    .as_ref()
-                    .map_or("", |r| r.username.as_str());
+                let username = match &pending.job {
+                    Job::SignIn {
+                        registration: Some(r),
+                        ..
+                    } => r.username.as_str(),
+                    _ => "",
+                };
                 Err(users::user_conflict(e, username))
             }
             Err(Failure::Identities(e) | Failure::Other(e) | Failure::Commit(e)) => Err(e.into()),
@@ -197,11 +265,14 @@ async fn write_batch(pool: AnyPool, mut batch: Vec<Pending>) {
     }
 }
 
-/// Writes `jobs` in one transaction.
-async fn write(pool: &AnyPool, jobs: &[&Job]) -> Result<(), Failure> {
+/// Writes `jobs` in one transaction; returns each one's outcome.
+async fn write(pool: &AnyPool, jobs: &[&Job]) -> Result<Vec<Outcome>, Failure> {
     let mut tx = pool.begin().await.map_err(Failure::Other)?;
-    match insert_rows(&mut tx, jobs).await {
-        Ok(()) => tx.commit().await.map_err(Failure::Commit),
+    match write_rows(&mut tx, jobs).await {
+        Ok(outcomes) => {
+            tx.commit().await.map_err(Failure::Commit)?;
+            Ok(outcomes)
+        }
         Err(failure) => {
             let _ = tx.rollback().await;
             Err(failure)
@@ -209,11 +280,38 @@ async fn write(pool: &AnyPool, jobs: &[&Job]) -> Result<(), Failure> {
     }
 }
 
-async fn insert_rows(tx: &mut Transaction<'static, Any>, jobs: &[&Job]) -> Result<(), Failure> {
-    let registrations: Vec<(&DeviceUserRow, &SessionRow)> = jobs
-        .iter()
-        .filter_map(|j| j.registration.as_ref().map(|r| (r, &j.session)))
-        .collect();
+/// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|k| format!("${k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn write_rows(
+    tx: &mut Transaction<'static, Any>,
+    jobs: &[&Job],
+) -> Result<Vec<Outcome>, Failure> {
+    let mut outcomes: Vec<Outcome> = jobs.iter().map(|_| Outcome::Written).collect();
+    let mut registrations = Vec::new();
+    let mut new_sessions = Vec::new();
+    let mut rotations = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        match job {
+            Job::SignIn {
+                registration,
+                session,
+                ..
+            } => {
+                if let Some(user) = registration {
+                    registrations.push((user, session, job.token().created_at));
+                }
+                new_sessions.push((session, job.token().created_at));
+            }
+            Job::Rotate { spent_hash, next } => rotations.push((index, spent_hash, next)),
+        }
+    }
+
     if !registrations.is_empty() {
         let sql = format!(
             "INSERT INTO users (id, project_id, username, username_lower, username_skeleton, preferences, created_at, updated_at) VALUES {}",
@@ -223,14 +321,14 @@ async fn insert_rows(tx: &mut Transaction<'static, Any>, jobs: &[&Job]) -> Resul
             ))
         );
         let mut query = sqlx::query(&sql);
-        for (user, session) in &registrations {
+        for (user, session, created_at) in &registrations {
             query = query
                 .bind(&session.user_id)
                 .bind(&user.project_id)
                 .bind(&user.username)
                 .bind(user.username.to_lowercase())
                 .bind(users::username_skeleton(&user.username))
-                .bind(session.created_at);
+                .bind(*created_at);
         }
         query.execute(&mut **tx).await.map_err(Failure::Users)?;
 
@@ -242,13 +340,13 @@ async fn insert_rows(tx: &mut Transaction<'static, Any>, jobs: &[&Job]) -> Resul
             ))
         );
         let mut query = sqlx::query(&sql);
-        for (user, session) in &registrations {
+        for (user, session, created_at) in &registrations {
             query = query
                 .bind(&user.project_id)
                 .bind(super::device::PROVIDER)
                 .bind(&user.device_id)
                 .bind(&session.user_id)
-                .bind(session.created_at);
+                .bind(*created_at);
         }
         query
             .execute(&mut **tx)
@@ -256,40 +354,90 @@ async fn insert_rows(tx: &mut Transaction<'static, Any>, jobs: &[&Job]) -> Resul
             .map_err(Failure::Identities)?;
     }
 
-    let sql = format!(
-        "INSERT INTO sessions (id, project_id, user_id, created_at) VALUES {}",
-        values(jobs.len(), 4, |p| format!(
-            "({}, {}, {}, {})",
-            p[0], p[1], p[2], p[3]
-        ))
-    );
-    let mut query = sqlx::query(&sql);
-    for job in jobs {
-        let s = &job.session;
-        query = query
-            .bind(&s.id)
-            .bind(&s.project_id)
-            .bind(&s.user_id)
-            .bind(s.created_at);
+    if !new_sessions.is_empty() {
+        let sql = format!(
+            "INSERT INTO sessions (id, project_id, user_id, created_at) VALUES {}",
+            values(new_sessions.len(), 4, |p| format!(
+                "({}, {}, {}, {})",
+                p[0], p[1], p[2], p[3]
+            ))
+        );
+        let mut query = sqlx::query(&sql);
+        for (session, created_at) in &new_sessions {
+            query = query
+                .bind(&session.id)
+                .bind(&session.project_id)
+                .bind(&session.user_id)
+                .bind(*created_at);
+        }
+        query.execute(&mut **tx).await.map_err(Failure::Other)?;
     }
-    query.execute(&mut **tx).await.map_err(Failure::Other)?;
 
-    let sql = format!(
-        "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) VALUES {}",
-        values(jobs.len(), 4, |p| format!(
-            "({}, {}, {}, {})",
-            p[0], p[1], p[2], p[3]
-        ))
-    );
-    let mut query = sqlx::query(&sql);
-    for job in jobs {
-        let s = &job.session;
-        query = query
-            .bind(&s.refresh_hash)
-            .bind(&s.id)
-            .bind(s.created_at)
-            .bind(s.expires_at);
+    let mut spent_in_batch = HashSet::new();
+    if !rotations.is_empty() {
+        let now = rotations
+            .iter()
+            .map(|(_, _, next)| next.created_at)
+            .max()
+            .unwrap_or_default();
+        let sql = format!(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE used_at IS NULL AND token_hash IN ({}) RETURNING token_hash",
+            placeholders(2, rotations.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for (_, spent_hash, _) in &rotations {
+            query = query.bind(spent_hash.as_str());
+        }
+        let mut unspent = HashSet::new();
+        for row in query.fetch_all(&mut **tx).await.map_err(Failure::Other)? {
+            unspent.insert(row.try_get::<String, _>(0).map_err(Failure::Other)?);
+        }
+        // Of several rotations of one token in this batch, the first wins; the rest are reuse.
+        let mut reused_sessions = Vec::new();
+        for (index, spent_hash, next) in &rotations {
+            if unspent.remove(spent_hash.as_str()) {
+                spent_in_batch.insert(*index);
+            } else {
+                outcomes[*index] = Outcome::Reused;
+                reused_sessions.push(next.session_id.as_str());
+            }
+        }
+        if !reused_sessions.is_empty() {
+            let sql = format!(
+                "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL AND id IN ({})",
+                placeholders(2, reused_sessions.len())
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for session_id in reused_sessions {
+                query = query.bind(session_id);
+            }
+            query.execute(&mut **tx).await.map_err(Failure::Other)?;
+        }
     }
-    query.execute(&mut **tx).await.map_err(Failure::Other)?;
-    Ok(())
+
+    let tokens: Vec<&TokenRow> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(index, job)| matches!(job, Job::SignIn { .. }) || spent_in_batch.contains(index))
+        .map(|(_, job)| job.token())
+        .collect();
+    if !tokens.is_empty() {
+        let sql = format!(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) VALUES {}",
+            values(tokens.len(), 4, |p| format!(
+                "({}, {}, {}, {})",
+                p[0], p[1], p[2], p[3]
+            ))
+        );
+        let mut query = sqlx::query(&sql);
+        for token in tokens {
+            query = query
+                .bind(&token.hash)
+                .bind(&token.session_id)
+                .bind(token.created_at)
+                .bind(token.expires_at);
+        }
+        query.execute(&mut **tx).await.map_err(Failure::Other)?;
+    }
+    Ok(outcomes)
 }
