@@ -73,8 +73,10 @@ pub struct ListRoomsQuery {
     /// Only rooms carrying this label.
     pub label: Option<String>,
     /// A `next_cursor` of the previous page.
+    #[param(pattern = r"^-?[0-9]{1,18}\.[A-Za-z0-9_-]{1,64}$")]
     pub cursor: Option<String>,
     /// Rooms per page, 1 to 100 (default 100).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 

@@ -777,7 +777,11 @@ fn parse_list_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
                 && id
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-            Some((at.parse().ok()?, id.to_owned())).filter(|_| valid_id)
+            // Exactly what the documented pattern allows (no `+`, at most 18 digits).
+            let digits = at.strip_prefix('-').unwrap_or(at);
+            let valid_at =
+                (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+            Some((at.parse().ok()?, id.to_owned())).filter(|_| valid_id && valid_at)
         })
         .ok_or_else(|| ApiError::invalid("cursor is not a next_cursor of this listing"))
 }
