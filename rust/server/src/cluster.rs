@@ -216,8 +216,7 @@ impl Cluster {
     /// Starts publishing, listening and the heartbeat. The tasks hold the server weakly and end
     /// with `shutdown` (or when the server is dropped).
     pub fn start(self: &Arc<Self>, state: &AppState) {
-        let Some((mut rx, mut subscriber, mut direct, mut joins)) = lock(&self.pending).take()
-        else {
+        let Some((mut rx, subscriber, direct, joins)) = lock(&self.pending).take() else {
             return;
         };
         let weak: Weak<AppInner> = Arc::downgrade(&state.0);
@@ -245,122 +244,66 @@ impl Cluster {
         });
         *lock(&self.publisher) = Some(publisher);
 
-        let this = self.clone();
-        let listener_weak = weak.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = subscriber.next() => match message {
-                        Some(message) => message,
-                        None => return,
-                    },
-                    _ = this.stop.cancelled() => return,
+        self.listen(
+            subscriber,
+            &weak,
+            |this, state, message| match serde_json::from_slice::<Envelope>(&message.payload) {
+                Ok(envelope) => this.dispatch(&state, envelope),
+                Err(e) => tracing::warn!(error = %e, "undecodable cluster event"),
+            },
+        );
+
+        self.listen(
+            direct,
+            &weak,
+            |this, state, message| match serde_json::from_slice::<Direct>(&message.payload) {
+                Ok(Direct::RoomOp(op)) => RemoteMembers::serve_op(&state, this, op),
+                Ok(Direct::SocketBatch(batch)) => RemoteMembers::deliver_batch(&state, batch),
+                Ok(Direct::SocketFrame(f))
+                    if state.realtime.failover.marker_arrived(f.conn_id, &f.frame) => {}
+                Ok(Direct::MemberAway { member, room_id }) => {
+                    failover::member_away(&state, &member, &room_id);
+                }
+                Ok(Direct::SocketFrame(f)) => {
+                    let frame = encode(f.frame.cid, f.frame.message);
+                    state
+                        .realtime
+                        .users
+                        .send_to_conn(&f.project_id, &f.user_id, f.conn_id, frame);
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable message for this node"),
+            },
+        );
+
+        self.listen(joins, &weak, |this, state, message| {
+            let (Some(reply_to), Ok(request)) = (
+                message.reply,
+                serde_json::from_slice::<JoinRequest>(&message.payload),
+            ) else {
+                return;
+            };
+            if request.member.node == this.node_id {
+                return;
+            }
+            if let Some(reply) = RemoteMembers::serve_join(&state, this, request) {
+                let answer = JoinAnswer {
+                    node: this.node_id.clone(),
+                    reply,
                 };
-                let Some(inner) = listener_weak.upgrade() else {
-                    return;
-                };
-                match serde_json::from_slice::<Envelope>(&message.payload) {
-                    Ok(envelope) => this.dispatch(&AppState(inner), envelope),
-                    Err(e) => tracing::warn!(error = %e, "undecodable cluster event"),
+                if let Ok(payload) = serde_json::to_vec(&answer) {
+                    this.queue(reply_to.to_string(), payload.into());
                 }
             }
         });
 
-        let this = self.clone();
-        let direct_weak = weak.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = direct.next() => match message {
-                        Some(message) => message,
-                        None => return,
-                    },
-                    _ = this.stop.cancelled() => return,
-                };
-                let Some(inner) = direct_weak.upgrade() else {
-                    return;
-                };
-                let state = AppState(inner);
-                match serde_json::from_slice::<Direct>(&message.payload) {
-                    Ok(Direct::RoomOp(op)) => RemoteMembers::serve_op(&state, &this, op),
-                    Ok(Direct::SocketBatch(batch)) => RemoteMembers::deliver_batch(&state, batch),
-                    Ok(Direct::SocketFrame(f))
-                        if state.realtime.failover.marker_arrived(f.conn_id, &f.frame) => {}
-                    Ok(Direct::MemberAway { member, room_id }) => {
-                        failover::member_away(&state, &member, &room_id);
-                    }
-                    Ok(Direct::SocketFrame(f)) => {
-                        let frame = encode(f.frame.cid, f.frame.message);
-                        state.realtime.users.send_to_conn(
-                            &f.project_id,
-                            &f.user_id,
-                            f.conn_id,
-                            frame,
-                        );
-                    }
-                    Err(e) => tracing::warn!(error = %e, "undecodable message for this node"),
-                }
-            }
-        });
-
-        let this = self.clone();
-        let joins_weak = weak.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = joins.next() => match message {
-                        Some(message) => message,
-                        None => return,
-                    },
-                    _ = this.stop.cancelled() => return,
-                };
-                let Some(inner) = joins_weak.upgrade() else {
-                    return;
-                };
-                let (Some(reply_to), Ok(request)) = (
-                    message.reply,
-                    serde_json::from_slice::<JoinRequest>(&message.payload),
-                ) else {
-                    continue;
-                };
-                if request.member.node == this.node_id {
-                    continue;
-                }
-                let state = AppState(inner);
-                if let Some(reply) = RemoteMembers::serve_join(&state, &this, request) {
-                    let answer = JoinAnswer {
-                        node: this.node_id.clone(),
-                        reply,
-                    };
-                    if let Ok(payload) = serde_json::to_vec(&answer) {
-                        this.queue(reply_to.to_string(), payload.into());
-                    }
-                }
-            }
-        });
-
-        if let Some(mut inbox) = lock(&self.mm_inbox).take() {
-            let this = self.clone();
-            let mm_weak = weak.clone();
-            tokio::spawn(async move {
-                loop {
-                    let message = tokio::select! {
-                        message = inbox.next() => match message {
-                            Some(message) => message,
-                            None => return,
-                        },
-                        _ = this.stop.cancelled() => return,
-                    };
-                    let Some(inner) = mm_weak.upgrade() else {
-                        return;
-                    };
-                    let reply = message.reply.map(|r| r.to_string());
-                    mm_remote::serve(&AppState(inner), &this, reply, &message.payload);
-                }
+        if let Some(inbox) = lock(&self.mm_inbox).take() {
+            self.listen(inbox, &weak, |this, state, message| {
+                let reply = message.reply.map(|r| r.to_string());
+                mm_remote::serve(&state, this, reply, &message.payload);
             });
         }
         if let Some(lobby) = lock(&self.lobby).take() {
-            self.serve_lobby(lobby, weak.clone());
+            self.listen(lobby, &weak, Self::serve_lobby);
         }
 
         failover::start(state, self);
@@ -502,32 +445,43 @@ impl Cluster {
         serde_json::to_vec(&request).ok().map(Bytes::from)
     }
 
-    /// Answers the other nodes' questions about this node's rooms.
-    fn serve_lobby(self: &Arc<Self>, mut lobby: async_nats::Subscriber, weak: Weak<AppInner>) {
-        let this = self.clone();
+    /// Answers another node's question about this node's rooms.
+    fn serve_lobby(self: &Arc<Self>, state: AppState, message: async_nats::Message) {
+        let (Some(reply_to), Ok(request)) = (
+            message.reply,
+            serde_json::from_slice::<LobbyRequest<LobbyAsk>>(&message.payload),
+        ) else {
+            return;
+        };
+        if request.node == self.node_id {
+            return;
+        }
+        let answer = RemoteMembers::serve_lobby(&state, request.ask);
+        if let Some(payload) = answer.and_then(|a| serde_json::to_vec(&a).ok()) {
+            self.queue(reply_to.to_string(), payload.into());
+        }
+    }
+
+    /// Runs `handle` on each message of `subscription` until the cluster stops, the
+    /// subscription ends or the server is gone.
+    fn listen(
+        self: &Arc<Self>,
+        mut subscription: async_nats::Subscriber,
+        weak: &Weak<AppInner>,
+        handle: impl Fn(&Arc<Self>, AppState, async_nats::Message) + Send + 'static,
+    ) {
+        let (this, weak) = (self.clone(), weak.clone());
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
-                    message = lobby.next() => match message {
+                    message = subscription.next() => match message {
                         Some(message) => message,
                         None => return,
                     },
                     _ = this.stop.cancelled() => return,
                 };
                 let Some(inner) = weak.upgrade() else { return };
-                let (Some(reply_to), Ok(request)) = (
-                    message.reply,
-                    serde_json::from_slice::<LobbyRequest<LobbyAsk>>(&message.payload),
-                ) else {
-                    continue;
-                };
-                if request.node == this.node_id {
-                    continue;
-                }
-                let answer = RemoteMembers::serve_lobby(&AppState(inner), request.ask);
-                if let Some(payload) = answer.and_then(|a| serde_json::to_vec(&a).ok()) {
-                    this.queue(reply_to.to_string(), payload.into());
-                }
+                handle(&this, AppState(inner), message);
             }
         });
     }
