@@ -259,17 +259,9 @@ impl Cluster {
             |this, state, message| match serde_json::from_slice::<Direct>(&message.payload) {
                 Ok(Direct::RoomOp(op)) => RemoteMembers::serve_op(&state, this, op),
                 Ok(Direct::SocketBatch(batch)) => RemoteMembers::deliver_batch(&state, batch),
-                Ok(Direct::SocketFrame(f))
-                    if state.realtime.failover.marker_arrived(f.conn_id, &f.frame) => {}
+                Ok(Direct::SocketFrame(f)) => RemoteMembers::deliver_frame(&state, f),
                 Ok(Direct::MemberAway { member, room_id }) => {
                     failover::member_away(&state, &member, &room_id);
-                }
-                Ok(Direct::SocketFrame(f)) => {
-                    let frame = encode(f.frame.cid, f.frame.message);
-                    state
-                        .realtime
-                        .users
-                        .send_to_conn(&f.project_id, &f.user_id, f.conn_id, frame);
                 }
                 Err(e) => tracing::warn!(error = %e, "undecodable message for this node"),
             },

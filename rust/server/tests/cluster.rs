@@ -90,7 +90,7 @@ impl Cluster {
             .args(["--nats-url", &self.nats_url])
             .args(["--nats-subject-prefix", &self.prefix])
             .env_remove("AETHEX_BLOB_STORE")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,aethex_server::realtime::matchmaking=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -106,8 +106,13 @@ impl Cluster {
             panic!("the node exited before listening");
         });
         listening.await.expect("the node listens in time");
-        // Keep reading so the node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep reading so the node never blocks on a full pipe; its log shows with a failure
+        // (the test's output is captured and printed only then).
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("[node :{port}] {line}");
+            }
+        });
         if self.client_key.is_none() {
             let read = |name: &str| {
                 std::fs::read_to_string(data_dir.path().join(name))
@@ -138,7 +143,22 @@ impl Cluster {
             )
     }
 
-    async fn finish(self) {
+    /// `N` nodes of a new cluster, or `None` (with a note) when the suite is off.
+    async fn start<const N: usize>() -> Option<(Self, [Node; N])> {
+        let (nats, _) = settings()?;
+        let mut cluster = Self::new(nats).await;
+        let mut nodes = Vec::with_capacity(N);
+        for _ in 0..N {
+            nodes.push(cluster.node().await);
+        }
+        Some((cluster, nodes.try_into().ok()?))
+    }
+
+    /// Stops `nodes` cleanly, then drops the cluster's schema.
+    async fn finish<const N: usize>(self, nodes: [Node; N]) {
+        for node in nodes {
+            node.stop().await;
+        }
         common::drop_pg_schema(&self.schema).await;
     }
 }
@@ -175,10 +195,9 @@ async fn befriend(asked_on: &Endpoint, b_node: &Endpoint, a: &Player, b: &Player
 
 #[tokio::test]
 async fn presence_and_pushes_cross_nodes() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
 
     // A friend request made on node 1 reaches B's socket on node 2, and the accept made on
@@ -222,17 +241,14 @@ async fn presence_and_pushes_cross_nodes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     bs.nothing_pending().await;
 
-    n1.stop().await;
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1, n2]).await;
 }
 
 #[tokio::test]
 async fn a_node_that_stops_or_dies_takes_its_players_presence_along() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((mut cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
     let mut bs = n2.e.socket(&b).await;
     befriend(&n1.e, &n2.e, &a, &b, &mut bs).await;
@@ -255,8 +271,7 @@ async fn a_node_that_stops_or_dies_takes_its_players_presence_along() {
     assert_eq!(bs.presence_changed(&a.id).await, "offline");
     assert_eq!(n2.e.presence_of(&b, &a).await, "offline");
 
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n2]).await;
 }
 
 /// Polls `read` until it returns `want` (other nodes learn of a write a moment after it).
@@ -277,10 +292,9 @@ async fn until_equal(what: &str, want: &Value, mut read: impl AsyncFnMut() -> Va
 
 #[tokio::test]
 async fn leaderboards_stay_correct_with_writes_on_both_nodes() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
 
     let resp = cluster
         .admin(&n1, Method::PUT, "/api/v1/leaderboards/kills")
@@ -366,17 +380,14 @@ async fn leaderboards_stay_correct_with_writes_on_both_nodes() {
         assert_eq!(rank["score"], 6, "{rank}");
     }
 
-    n1.stop().await;
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1, n2]).await;
 }
 
 #[tokio::test]
 async fn players_on_two_nodes_share_a_room() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     let (a, b, c) = (
         n1.e.device_player().await,
         n2.e.device_player().await,
@@ -482,8 +493,7 @@ async fn players_on_two_nodes_share_a_room() {
     assert_eq!(echoed["updates"][0]["from"], a.id.as_str());
     as_.nothing_pending().await;
 
-    n1.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1]).await;
 }
 
 /// Sends `join_queue` for `mode` (unconfigured: the server's defaults, two players a match)
@@ -548,11 +558,10 @@ async fn join_match(s: &mut Socket, room_id: &str) -> Value {
 
 #[tokio::test]
 async fn players_on_two_nodes_match_and_share_the_room() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     // The first node has the lowest id: it is the matchmaker.
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
     let (a, b, c) = (
         n1.e.device_player().await,
         n2.e.device_player().await,
@@ -625,9 +634,7 @@ async fn players_on_two_nodes_match_and_share_the_room() {
     assert_eq!(update["updates"][0]["state"], json!({"y": 2}));
     cs.nothing_pending().await;
 
-    n1.stop().await;
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1, n2]).await;
 }
 
 /// The next frame of `kind`, past the pushes befriending brings (`friends_updated`,
@@ -644,10 +651,9 @@ async fn recv_skipping_social(s: &mut Socket, kind: &str) -> Value {
 
 #[tokio::test]
 async fn leaving_closing_and_timing_out_on_another_node_than_the_matchmaker() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     for (mode, rules) in [
         (
             "trio",
@@ -727,18 +733,14 @@ async fn leaving_closing_and_timing_out_on_another_node_than_the_matchmaker() {
     let timeout = as_.recv_type("matchmaking_timeout").await;
     assert_eq!(timeout["ticket_id"], ticket_a["ticket_id"]);
 
-    n1.stop().await;
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1, n2]).await;
 }
 
 #[tokio::test]
 async fn queued_tickets_outlive_a_matchmaker_that_stops_or_dies() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
-    let n3 = cluster.node().await;
+    let Some((cluster, [n1, n2, n3])) = Cluster::start().await else {
+        return;
+    };
     let mut sockets = Vec::new();
     for _ in 0..4 {
         let p = n3.e.device_player().await;
@@ -786,8 +788,7 @@ async fn queued_tickets_outlive_a_matchmaker_that_stops_or_dies() {
     assert_eq!(found_c["ticket_id"], ticket_c["ticket_id"]);
     join_match(&mut cs, found_c["room_id"].as_str().unwrap()).await;
 
-    n3.stop().await;
-    cluster.finish().await;
+    cluster.finish([n3]).await;
 }
 
 /// Joins `room` (on whichever node holds it) and returns the room as joined.
@@ -831,10 +832,9 @@ async fn history_ids(node: &Endpoint, reader: &Player, channel: &str) -> Vec<Str
 
 #[tokio::test]
 async fn room_chat_from_a_member_on_another_node() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     // A hosts on node 1 with D beside it; B and C are on node 2.
     let (a, b, c, d) = (
         n1.e.device_player().await,
@@ -926,9 +926,7 @@ async fn room_chat_from_a_member_on_another_node() {
         .as_u64()
         .is_some());
 
-    n1.stop().await;
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1, n2]).await;
 }
 
 /// Room ids of a `room_list` (or `GET /api/v1/rooms` answer).
@@ -943,10 +941,9 @@ fn room_ids(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_lobby_lists_the_rooms_of_every_node() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
     let (mut as_, mut bs) = (n1.e.socket(&a).await, n2.e.socket(&b).await);
 
@@ -1076,16 +1073,14 @@ async fn the_lobby_lists_the_rooms_of_every_node() {
     })
     .await;
 
-    n1.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1]).await;
 }
 
 #[tokio::test]
 async fn a_broadcast_reaches_each_member_on_another_node_once_in_order() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     let a = n1.e.device_player().await;
     let mut as_ = n1.e.socket(&a).await;
     let room = as_.create_room().await;
@@ -1138,9 +1133,7 @@ async fn a_broadcast_reaches_each_member_on_another_node_once_in_order() {
     let update = as_.recv_type("state_update").await;
     assert_eq!(update["updates"][0]["state"], json!({"from_b": true}));
 
-    n1.stop().await;
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1, n2]).await;
 }
 
 /// The highest room `seq` in a frame (an event's, a `state_update`'s last entry's, a room's).
@@ -1217,10 +1210,9 @@ fn seats(room: &Value) -> Vec<(String, u64)> {
 
 #[tokio::test]
 async fn a_remote_member_resumes_on_any_node_within_the_grace_period() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
     let (a, b) = (n1.e.device_player().await, n2.e.device_player().await);
     let mut as_ = n1.e.socket(&a).await;
     let mut bs = n2.e.socket(&b).await;
@@ -1276,18 +1268,14 @@ async fn a_remote_member_resumes_on_any_node_within_the_grace_period() {
     let left = as_.recv_type("player_left").await;
     assert_eq!(left["user_id"], b.id.as_str());
 
-    n1.stop().await;
-    n2.stop().await;
-    cluster.finish().await;
+    cluster.finish([n1, n2]).await;
 }
 
 #[tokio::test]
 async fn a_dead_nodes_rooms_are_adopted_and_its_clients_resume_on_another_node() {
-    let Some((nats, _)) = settings() else { return };
-    let mut cluster = Cluster::new(nats).await;
-    let n1 = cluster.node().await;
-    let n2 = cluster.node().await;
-    let n3 = cluster.node().await;
+    let Some((cluster, [n1, n2, n3])) = Cluster::start().await else {
+        return;
+    };
     // H hosts on node 1 with P; Q is on node 2, R on node 3.
     let h = n1.e.device_player().await;
     let p = n1.e.device_player().await;
@@ -1375,7 +1363,5 @@ async fn a_dead_nodes_rooms_are_adopted_and_its_clients_resume_on_another_node()
         m.nothing_pending().await;
     }
 
-    n2.stop().await;
-    n3.stop().await;
-    cluster.finish().await;
+    cluster.finish([n2, n3]).await;
 }

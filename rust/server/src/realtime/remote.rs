@@ -316,58 +316,57 @@ impl RemoteMembers {
 
     /// On the home node: a member's frame from its node.
     pub fn serve_op(state: &AppState, cluster: &Cluster, op: RoomOp) {
-        let op = match op {
-            RoomOp {
-                member,
-                cid,
-                op:
-                    Op::Chat {
-                        room_id,
-                        body,
-                        metadata,
-                    },
-            } => {
-                return Self::queue_chat(
-                    state,
-                    RoomChat {
-                        member,
-                        cid,
-                        room_id,
-                        body,
-                        metadata,
-                    },
-                )
-            }
-            op => op,
-        };
         let realtime = &state.realtime;
         let origin = (op.member.node.clone(), op.member.conn_id);
-        let Some(proxy) = lock(&realtime.remote.proxies)
+        let proxy = lock(&realtime.remote.proxies)
             .get(&origin)
-            .map(|(p, _)| p.clone())
-        else {
-            return;
-        };
-        let result = match op.op {
-            Op::Relay {
-                room_id,
-                state: value,
-                targets,
-                echo,
-            } => realtime.rooms.relay(
+            .map(|(p, _)| p.clone());
+        let result = match (op.op, proxy) {
+            // Chat checks membership itself, in the chat service's order.
+            (
+                Op::Chat {
+                    room_id,
+                    body,
+                    metadata,
+                },
+                _,
+            ) => {
+                let chat = RoomChat {
+                    member: op.member,
+                    cid: op.cid,
+                    room_id,
+                    body,
+                    metadata,
+                };
+                return Self::queue_chat(state, chat);
+            }
+            // No seat here (it left or was dropped): nothing to act for.
+            (_, None) => return,
+            (
+                Op::Relay {
+                    room_id,
+                    state: value,
+                    targets,
+                    echo,
+                },
+                Some(proxy),
+            ) => realtime.rooms.relay(
                 &proxy,
                 &room_id,
                 StatePayload::Value(value),
                 targets.as_deref(),
                 echo,
             ),
-            Op::Packet {
-                room_id,
-                data,
-                targets,
-                channel,
-                reliable,
-            } => realtime.rooms.relay_packet(
+            (
+                Op::Packet {
+                    room_id,
+                    data,
+                    targets,
+                    channel,
+                    reliable,
+                },
+                Some(proxy),
+            ) => realtime.rooms.relay_packet(
                 &proxy,
                 &room_id,
                 data,
@@ -375,21 +374,12 @@ impl RemoteMembers {
                 channel,
                 reliable,
             ),
-            Op::Leave { room_id } => {
+            (Op::Leave { room_id }, Some(proxy)) => {
                 realtime.rooms.leave(&proxy, &room_id);
-                let mut proxies = lock(&realtime.remote.proxies);
-                if let Some((_, rooms)) = proxies.get_mut(&origin) {
-                    rooms.remove(&room_id);
-                    if rooms.is_empty() {
-                        proxies.remove(&origin);
-                    }
-                }
-                drop(proxies);
+                realtime.remote.forget_room(&origin, &proxy, &room_id);
                 Presence::refresh(state, &op.member.project_id, &op.member.user_id);
                 Ok(())
             }
-            // Taken above.
-            Op::Chat { .. } => Ok(()),
         };
         if let Err(e) = result {
             cluster.socket_frame(
@@ -491,6 +481,22 @@ impl RemoteMembers {
         });
         // The task lives as long as its sender is in `links`.
         let _ = link.send((member, rx));
+    }
+
+    /// On a member's node: one frame for one of its sockets.
+    pub fn deliver_frame(state: &AppState, frame: SocketFrame) {
+        let batch = SocketBatch {
+            frames: vec![BatchedFrame {
+                frame: frame.frame,
+                to: vec![frame.conn_id],
+            }],
+            members: vec![BatchMember {
+                conn_id: frame.conn_id,
+                project_id: frame.project_id,
+                user_id: frame.user_id,
+            }],
+        };
+        Self::deliver_batch(state, batch);
     }
 
     /// On a member's node: frames from a room elsewhere, each serialized once per encoding

@@ -566,7 +566,8 @@ impl Matchmaking {
     }
 
     /// Drops the tickets submitted on nodes that left the cluster (their sockets went with
-    /// them); the players on other nodes are told with `queue_left`.
+    /// them); the players on other nodes are told with `queue_left`, and so is the node, in case
+    /// it was only silent for a while: it must not keep copies that no matchmaker holds.
     fn drop_origins(&self, state: &AppState, nodes: &[String]) {
         if nodes.is_empty() {
             return;
@@ -584,6 +585,7 @@ impl Matchmaking {
         for queued in &removed {
             self.tell_left(state, queued, None);
         }
+        remote::finished(state, &removed);
     }
 
     /// Runs one pass and carries out its decisions: rooms and `match_found` for matches,

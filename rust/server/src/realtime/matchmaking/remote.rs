@@ -370,8 +370,9 @@ pub(super) fn sync(state: &AppState, cluster: &Arc<Cluster>) -> bool {
     let nodes: HashSet<String> = state.realtime.presence.nodes().into_iter().collect();
     let mm = lowest(me, &nodes);
     let matchmaking = &state.realtime.matchmaking;
-    let (left, due) = {
+    let (was_matchmaker, left, due) = {
         let mut inner = lock(&matchmaking.copies.0);
+        let was_matchmaker = inner.matchmaker.as_deref() == Some(me);
         if inner.matchmaker.as_ref() != Some(&mm) {
             if inner.matchmaker.is_some() {
                 tracing::info!(matchmaker = %mm, "the cluster's matchmaker changed");
@@ -397,10 +398,14 @@ pub(super) fn sync(state: &AppState, cluster: &Arc<Cluster>) -> bool {
                 c.submitted.clone()
             })
             .collect();
-        (left, due)
+        (was_matchmaker, left, due)
     };
     if mm != me {
-        matchmaking.clear_pool();
+        // Only when this node stops matching: a ticket admitted while this pass read an older
+        // view (the `Submit` handler reads the view anew) must survive to the next pass.
+        if was_matchmaker {
+            matchmaking.clear_pool();
+        }
     } else {
         matchmaking.drop_origins(state, &left);
     }
