@@ -637,16 +637,71 @@ async fn players_on_two_nodes_match_and_share_the_room() {
     cluster.finish([n1, n2]).await;
 }
 
-/// The next frame of `kind`, past the pushes befriending brings (`friends_updated`,
-/// `presence_changed`), which cross nodes at their own pace.
+/// The next frame of `kind`, past the pushes befriending brings.
 async fn recv_skipping_social(s: &mut Socket, kind: &str) -> Value {
+    let frame = next_skipping_social(s).await;
+    assert_eq!(frame["type"], kind, "{frame}");
+    frame
+}
+
+/// The next frame but the pushes befriending brings (`friends_updated`, `presence_changed`),
+/// which cross nodes at their own pace.
+async fn next_skipping_social(s: &mut Socket) -> Value {
     loop {
         let frame = s.recv().await;
         if frame["type"] != "presence_changed" && frame["type"] != "friends_updated" {
-            assert_eq!(frame["type"], kind, "{frame}");
             return frame;
         }
     }
+}
+
+#[tokio::test]
+async fn a_party_member_leaving_on_a_third_node_ends_the_ticket() {
+    let Some((cluster, [n1, n2, n3])) = Cluster::start().await else {
+        return;
+    };
+    // Node 1 matches; A queues on node 2 with P, whose socket is on node 3, for a trio.
+    let rules = json!({"min_players": 3, "max_players": 3, "timeout_secs": 60,
+        "widen_per_sec": 0, "max_widen": 0});
+    let resp = cluster
+        .admin(&n1, Method::PUT, "/api/v1/matchmaking/modes/trio")
+        .json(&rules)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let (a, p) = (n2.e.device_player().await, n3.e.device_player().await);
+    let mut as_ = n2.e.socket(&a).await;
+    let mut ps = n3.e.socket(&p).await;
+    befriend(&n3.e, &n2.e, &p, &a, &mut as_).await;
+    let ticket = loop {
+        as_.send(
+            json!({"type": "join_queue", "cid": "q", "mode": "trio", "region": "eu",
+            "skill_range": [1, 2], "party": [p.id]}),
+        )
+        .await;
+        let answer = next_skipping_social(&mut as_).await;
+        match answer["type"].as_str() {
+            Some("queue_joined") => break answer["ticket"].clone(),
+            _ => {
+                // The matchmaker may still be settling, or P not yet seen online on node 2.
+                assert_eq!(answer["type"], "error", "{answer}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let told = recv_skipping_social(&mut ps, "queue_joined").await;
+    assert_eq!(told["ticket"]["ticket_id"], ticket["ticket_id"]);
+
+    ps.close().await;
+    let left = recv_skipping_social(&mut as_, "queue_left").await;
+    assert_eq!(left["ticket_ids"], json!([id_of(&ticket)]));
+    as_.send(json!({"type": "queue_status", "cid": "st", "ticket_id": id_of(&ticket)}))
+        .await;
+    let status = recv_skipping_social(&mut as_, "error").await;
+    assert_eq!(status["error"]["code"], "not_found", "{status}");
+
+    cluster.finish([n1, n2, n3]).await;
 }
 
 #[tokio::test]

@@ -304,6 +304,14 @@ impl Presence {
 /// A player's status over all nodes changed: the social presence follows, friends here are told.
 fn changed(state: &AppState, key: UserKey, status: PresenceStatus, at: i64) {
     state.social.presence.set_live(&key.1, status, at);
+    if status == PresenceStatus::Offline {
+        // A party member offline on any node (or on a node that went away) ends the ticket,
+        // as their own socket closing does on one node.
+        state
+            .realtime
+            .matchmaking
+            .player_left_cluster(state, &key.0, &key.1);
+    }
     if let Err(e) = state
         .realtime
         .presence

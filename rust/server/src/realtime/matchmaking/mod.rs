@@ -483,6 +483,15 @@ impl Matchmaking {
     }
 
     /// Removes one ticket from this node's pool (its submitting node cancelled it).
+    /// The player is offline on every node: a ticket of theirs in this node's pool (it is the
+    /// matchmaker) is cancelled, whichever node submitted it.
+    pub fn player_left_cluster(&self, state: &AppState, project_id: &str, user_id: &str) {
+        let ticket_id = lock(&self.pool).ticket_of(project_id, user_id).cloned();
+        if let Some(ticket_id) = ticket_id {
+            self.cancel_here(state, project_id, &ticket_id, user_id);
+        }
+    }
+
     fn cancel_here(&self, state: &AppState, project_id: &str, ticket_id: &str, except: &str) {
         let removed = {
             let mut pool = lock(&self.pool);
