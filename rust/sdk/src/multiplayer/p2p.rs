@@ -48,7 +48,7 @@ use webrtc::peer_connection::{
 
 use super::peer::{PeerInbox, RoomEvent};
 use super::socket::Realtime;
-use super::{lock, MULTIPLAYER};
+use super::{invalid, lock, MULTIPLAYER};
 use crate::client::Shared;
 use crate::http::Request;
 use crate::{SdkError, Value};
@@ -85,6 +85,32 @@ impl PeerTransport {
                 format!("unknown transport {other:?}: \"p2p\", \"auto\" or \"relay\""),
             )),
         }
+    }
+
+    /// The `transport` of `create_peer`'s options Dictionary (the relay when absent or `null`).
+    pub fn from_options(options: &Value) -> Result<Self, SdkError> {
+        let pairs = match options {
+            Value::Nil => return Ok(Self::Relay),
+            Value::Dictionary(pairs) => pairs,
+            _ => return Err(invalid("create_peer options are a Dictionary")),
+        };
+        let mut transport = Self::Relay;
+        for (key, value) in pairs {
+            match (key, value) {
+                (Value::String(k) | Value::StringName(k), Value::String(t) | Value::StringName(t))
+                    if k == "transport" =>
+                {
+                    transport = Self::parse(t)?
+                }
+                (Value::String(k) | Value::StringName(k), _) => {
+                    return Err(invalid(format!(
+                        "unknown create_peer option `{k}` or wrong type (`transport`: a String)"
+                    )))
+                }
+                _ => return Err(invalid("create_peer option names are strings")),
+            }
+        }
+        Ok(transport)
     }
 }
 
@@ -366,24 +392,24 @@ struct Attempt {
 /// The parts of [`PeerConnection`] a link uses, object-safe (the builder returns an opaque type).
 #[async_trait::async_trait]
 trait DynPeerConnection: Send + Sync {
-    async fn offer(&self) -> Result<String, webrtc::Error>;
-    async fn answer(&self, offer: String) -> Result<String, webrtc::Error>;
-    async fn accept(&self, answer: String) -> Result<(), webrtc::Error>;
-    async fn candidate(&self, candidate: RTCIceCandidateInit) -> Result<(), webrtc::Error>;
+    async fn offer(&self) -> Result<String, webrtc::error::Error>;
+    async fn answer(&self, offer: String) -> Result<String, webrtc::error::Error>;
+    async fn accept(&self, answer: String) -> Result<(), webrtc::error::Error>;
+    async fn candidate(&self, candidate: RTCIceCandidateInit) -> Result<(), webrtc::error::Error>;
     async fn relayed(&self) -> Option<bool>;
     async fn close(&self);
 }
 
 #[async_trait::async_trait]
 impl<P: PeerConnection> DynPeerConnection for P {
-    async fn offer(&self) -> Result<String, webrtc::Error> {
+    async fn offer(&self) -> Result<String, webrtc::error::Error> {
         let offer = self.create_offer(None).await?;
         let sdp = offer.sdp.clone();
         self.set_local_description(offer).await?;
         Ok(sdp)
     }
 
-    async fn answer(&self, offer: String) -> Result<String, webrtc::Error> {
+    async fn answer(&self, offer: String) -> Result<String, webrtc::error::Error> {
         self.set_remote_description(RTCSessionDescription::offer(offer)?)
             .await?;
         let answer = self.create_answer(None).await?;
@@ -392,12 +418,12 @@ impl<P: PeerConnection> DynPeerConnection for P {
         Ok(sdp)
     }
 
-    async fn accept(&self, answer: String) -> Result<(), webrtc::Error> {
+    async fn accept(&self, answer: String) -> Result<(), webrtc::error::Error> {
         self.set_remote_description(RTCSessionDescription::answer(answer)?)
             .await
     }
 
-    async fn candidate(&self, candidate: RTCIceCandidateInit) -> Result<(), webrtc::Error> {
+    async fn candidate(&self, candidate: RTCIceCandidateInit) -> Result<(), webrtc::error::Error> {
         self.add_ice_candidate(candidate).await
     }
 
@@ -543,7 +569,8 @@ impl Link {
                 continue;
             }
             self.report("connecting", path, None);
-            let Ok(mut attempt) = self.attempt(path == LinkPath::Turn, &ice).await else {
+            let turn = path == LinkPath::Turn;
+            let Ok(attempt) = self.attempt(turn, turn, &ice).await else {
                 continue;
             };
             let offered = match attempt.pc.offer().await {
@@ -577,6 +604,7 @@ impl Link {
     async fn answer_until(&mut self, deadline: Instant) -> Option<(Attempt, bool)> {
         let mut current: Option<Attempt> = None;
         let mut early = Vec::new();
+        let mut offers = 0;
         loop {
             let step = match current.as_mut() {
                 None => {
@@ -615,10 +643,13 @@ impl Link {
                         old.pc.close().await;
                     }
                     // The offerer picks relay-only ICE for its TURN attempt; this side keeps
-                    // every candidate type unless its own player asked for relay-only.
+                    // every candidate type unless its own player asked for relay-only, and adds
+                    // TURN from the second offer on (the first is the direct attempt).
+                    offers += 1;
                     let ice = self.ice().await;
                     let relay_only = self.context.config.relay_only_ice;
-                    let Ok(mut attempt) = self.attempt(relay_only, &ice).await else {
+                    let with_turn = relay_only || offers > 1;
+                    let Ok(mut attempt) = self.attempt(relay_only, with_turn, &ice).await else {
                         continue;
                     };
                     let path = if relay_only {
@@ -743,12 +774,18 @@ impl Link {
     }
 
     /// A new connection for one attempt, with both channels created (negotiated: no
-    /// `on_data_channel` round trip, the same ids on both sides).
-    async fn attempt(&self, relay_only: bool, ice: &IceConfig) -> Result<Attempt, webrtc::Error> {
+    /// `on_data_channel` round trip, the same ids on both sides). `with_turn`: TURN servers too
+    /// (else STUN only); `relay_only`: relayed candidates only.
+    async fn attempt(
+        &self,
+        relay_only: bool,
+        with_turn: bool,
+        ice: &IceConfig,
+    ) -> Result<Attempt, webrtc::error::Error> {
         let servers = ice
             .ice_servers
             .iter()
-            .filter(|s| relay_only || s.urls.iter().all(|u| u.starts_with("stun")))
+            .filter(|s| with_turn || s.urls.iter().all(|u| u.starts_with("stun")))
             .map(|s| RTCIceServer {
                 urls: s.urls.clone(),
                 username: s.username.clone().unwrap_or_default(),
@@ -1023,6 +1060,40 @@ mod tests {
             PeerTransport::parse("udp").unwrap_err().code,
             ErrorCode::InvalidRequest
         );
+    }
+
+    #[test]
+    fn options_name_the_transport() {
+        let options = |pairs: Vec<(&str, Value)>| {
+            Value::Dictionary(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (Value::String(k.into()), v))
+                    .collect(),
+            )
+        };
+        let text = |t: &str| Value::String(t.into());
+        assert_eq!(PeerTransport::from_options(&Value::Nil).unwrap(), PeerTransport::Relay);
+        assert_eq!(
+            PeerTransport::from_options(&options(vec![])).unwrap(),
+            PeerTransport::Relay
+        );
+        assert_eq!(
+            PeerTransport::from_options(&options(vec![("transport", text("auto"))])).unwrap(),
+            PeerTransport::P2p
+        );
+        for bad in [
+            options(vec![("transport", Value::Int(1))]),
+            options(vec![("mesh", text("p2p"))]),
+            options(vec![("transport", text("tcp"))]),
+            Value::Int(3),
+        ] {
+            assert_eq!(
+                PeerTransport::from_options(&bad).unwrap_err().code,
+                ErrorCode::InvalidRequest,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -166,10 +166,6 @@ pub(crate) struct PeerCore {
 }
 
 impl PeerCore {
-    pub fn new(self_user: String, room: &RoomInfo) -> Self {
-        Self::with_links(self_user, room, false)
-    }
-
     /// `gated`: members count as connected only once their P2P link settled.
     pub fn with_links(self_user: String, room: &RoomInfo, gated: bool) -> Self {
         let unsettled = if gated {
@@ -691,7 +687,7 @@ mod tests {
             properties: RoomProperties::default(),
             seq: 3,
         };
-        PeerCore::new(me.into(), &room)
+        PeerCore::with_links(me.into(), &room, false)
     }
 
     fn packet(from: &str, seq: u64, mode: TransferMode, channel: u32, body: &[u8]) -> RoomEvent {
@@ -893,9 +889,9 @@ mod tests {
             properties: RoomProperties::default(),
             seq: 6,
         };
-        let new_host = PeerCore::new("a".into(), &after);
+        let new_host = PeerCore::with_links("a".into(), &after, false);
         assert_eq!(new_host.unique_id(), 1);
-        let b = PeerCore::new("b".into(), &after);
+        let b = PeerCore::with_links("b".into(), &after, false);
         assert_eq!((b.unique_id(), b.peer_of("a")), (4, Some(1)));
     }
 

@@ -39,6 +39,9 @@ const STABLE_SOCKET: Duration = Duration::from_secs(5);
 /// Pause before the socket tries again to refresh a session whose refresh failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
 
+/// Signals kept per room until its mesh starts: a few attempts' offers, answers and candidates.
+const EARLY_SIGNALS: usize = 64;
+
 /// How often calls waiting for a socket are checked for their timeout.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
@@ -121,6 +124,9 @@ pub(crate) struct Realtime {
     peers: Mutex<HashMap<String, Arc<PeerInbox>>>,
     /// P2P meshes of the rooms whose peer uses them: signals and membership go there.
     meshes: Mutex<HashMap<String, mpsc::UnboundedSender<MeshInput>>>,
+    /// Signals for joined rooms that have no mesh yet (another member's peer started first),
+    /// handed to the room's mesh when it starts.
+    early_signals: Mutex<HashMap<String, Vec<MeshInput>>>,
 }
 
 impl Realtime {
@@ -134,6 +140,7 @@ impl Realtime {
             rooms: Rooms::default(),
             peers: Mutex::new(HashMap::new()),
             meshes: Mutex::new(HashMap::new()),
+            early_signals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -296,7 +303,11 @@ impl Realtime {
 
     /// Replaces the room's previous mesh, if any (its peer was replaced too).
     pub fn attach_mesh(&self, room_id: &str, input: mpsc::UnboundedSender<MeshInput>) {
-        lock(&self.meshes).insert(room_id.to_owned(), input);
+        let mut meshes = lock(&self.meshes);
+        for early in lock(&self.early_signals).remove(room_id).unwrap_or_default() {
+            let _ = input.send(early);
+        }
+        meshes.insert(room_id.to_owned(), input);
     }
 
     pub fn detach_mesh(&self, room_id: &str, input: &mpsc::UnboundedSender<MeshInput>) {
@@ -307,8 +318,15 @@ impl Realtime {
     }
 
     fn to_mesh(&self, room_id: &str, input: MeshInput) {
-        if let Some(mesh) = lock(&self.meshes).get(room_id) {
+        let meshes = lock(&self.meshes);
+        if let Some(mesh) = meshes.get(room_id) {
             let _ = mesh.send(input);
+        } else if matches!(input, MeshInput::Signal { .. }) && self.rooms.info(room_id).is_some() {
+            let mut early = lock(&self.early_signals);
+            let waiting = early.entry(room_id.to_owned()).or_default();
+            if waiting.len() < EARLY_SIGNALS {
+                waiting.push(input);
+            }
         }
     }
 
@@ -326,6 +344,7 @@ impl Realtime {
     fn room_gone(&self, room_id: &str, reason: &'static str) {
         self.rooms.remove(room_id);
         lock(&self.meshes).remove(room_id);
+        lock(&self.early_signals).remove(room_id);
         if let Some(peer) = lock(&self.peers).remove(room_id) {
             peer.queue.push(RoomEvent::Closed(reason));
         }
