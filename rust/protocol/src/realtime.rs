@@ -704,7 +704,10 @@ mod tests {
                 "signal": {"kind": "offer", "sdp": "v=0"}})
         );
         let packed = rmp_serde::to_vec_named(&pushed).unwrap();
-        assert_eq!(rmp_serde::from_slice::<ServerFrame>(&packed).unwrap(), pushed);
+        assert_eq!(
+            rmp_serde::from_slice::<ServerFrame>(&packed).unwrap(),
+            pushed
+        );
         assert!(serde_json::from_value::<ClientFrame>(json!({
             "type": "signal", "room_id": "r", "to": "u2", "signal": {"kind": "hello"}
         }))

@@ -23,11 +23,16 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const MP: &str = "multiplayer";
 const SECRET: &str = "p2p-test-secret";
 
-fn p2p_config(relay_only_ice: bool) -> P2pConfig {
+/// TURN attempts get long enough for ICE, DTLS and SCTP through coturn on a busy 2-core machine.
+const TURN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Attempts meant to fail are cut short.
+const FAILING_TURN_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn p2p_config(relay_only_ice: bool, turn_timeout: Duration) -> P2pConfig {
     P2pConfig {
         mesh_size: 8,
-        direct_timeout: Duration::from_secs(4),
-        turn_timeout: Duration::from_secs(4),
+        direct_timeout: Duration::from_secs(10),
+        turn_timeout,
         relay_only_ice,
         // Loopback: what two clients on one machine reach each other on (the default binds
         // every interface but loopback).
@@ -38,11 +43,11 @@ fn p2p_config(relay_only_ice: bool) -> P2pConfig {
 async fn p2p_player(
     server: &RealServer,
     device: &str,
-    relay_only_ice: bool,
+    p2p: P2pConfig,
     dir: &Path,
 ) -> (Probe, String) {
     let mut config = test_config(&server.url, &server.client_key, dir);
-    config.realtime.p2p = p2p_config(relay_only_ice);
+    config.realtime.p2p = p2p;
     let mut probe = Probe::new(config);
     let signed_in = probe.login_device(device).await;
     (probe, user_id(&signed_in))
@@ -60,12 +65,10 @@ struct Pair {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
-async fn pair(server: &RealServer, tag: &str, relay_only_ice: bool) -> Pair {
+async fn pair(server: &RealServer, tag: &str, p2p: P2pConfig) -> Pair {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut a, a_id) =
-        p2p_player(server, &format!("{tag}-a"), relay_only_ice, dirs.0.path()).await;
-    let (mut b, b_id) =
-        p2p_player(server, &format!("{tag}-b"), relay_only_ice, dirs.1.path()).await;
+    let (mut a, a_id) = p2p_player(server, &format!("{tag}-a"), p2p, dirs.0.path()).await;
+    let (mut b, b_id) = p2p_player(server, &format!("{tag}-b"), p2p, dirs.1.path()).await;
     let room_id = room_with(&mut a, &mut [&mut b]).await;
     // b joined last: it knows a; a learns of b through `player_joined`.
     let pb = b
@@ -94,7 +97,10 @@ async fn pair(server: &RealServer, tag: &str, relay_only_ice: bool) -> Pair {
 async fn until_connected(p: &mut Pair) {
     let mut events = Vec::new();
     poll_until(&mut p.pa, &mut events, |_, e| !e.is_empty()).await;
-    assert_eq!(events, vec![PeerEvent::PeerConnected(p.pa.peer_id_of(&p.b_id).unwrap())]);
+    assert_eq!(
+        events,
+        vec![PeerEvent::PeerConnected(p.pa.peer_id_of(&p.b_id).unwrap())]
+    );
     let mut events = Vec::new();
     poll_until(&mut p.pb, &mut events, |_, e| !e.is_empty()).await;
     assert_eq!(events, vec![PeerEvent::PeerConnected(1)]);
@@ -144,7 +150,7 @@ async fn exchange(p: &mut Pair) {
 #[tokio::test]
 async fn two_clients_exchange_packets_over_direct_data_channels() {
     let mut server = RealServer::start().await;
-    let mut p = pair(&server, "p2p-direct", false).await;
+    let mut p = pair(&server, "p2p-direct", p2p_config(false, TURN_TIMEOUT)).await;
     let (a_id, b_id) = (p.a_id.clone(), p.b_id.clone());
     let a_seen = settled(&mut p.a, &b_id).await;
     assert_eq!(
@@ -165,7 +171,7 @@ async fn two_clients_exchange_packets_over_direct_data_channels() {
         let rtt = p.a.signal(MP, "peer_connection_changed").await;
         if let Value::Float(ms) = rtt[3] {
             if ms >= 0.0 {
-                assert!(ms < 1000.0, "loopback round trip of {ms} ms");
+                assert!(ms < 2000.0, "loopback round trip of {ms} ms");
                 break;
             }
         }
@@ -191,7 +197,12 @@ async fn without_a_working_ice_path_the_members_fall_back_to_the_socket_relay() 
     })
     .await;
     let started = Instant::now();
-    let mut p = pair(&server, "p2p-blocked", true).await;
+    let mut p = pair(
+        &server,
+        "p2p-blocked",
+        p2p_config(true, FAILING_TURN_TIMEOUT),
+    )
+    .await;
     let b_id = p.b_id.clone();
     let a_id = p.a_id.clone();
     let a_seen = settled(&mut p.a, &b_id).await;
@@ -207,7 +218,7 @@ async fn without_a_working_ice_path_the_members_fall_back_to_the_socket_relay() 
         );
     }
     assert!(
-        started.elapsed() >= Duration::from_secs(4),
+        started.elapsed() >= FAILING_TURN_TIMEOUT,
         "the relay came before the TURN attempt timed out"
     );
     until_connected(&mut p).await;
@@ -228,7 +239,7 @@ async fn larger_rooms_than_the_mesh_stay_on_the_relay() {
         let mut config = test_config(&server.url, &server.client_key, dir.path());
         config.realtime.p2p = P2pConfig {
             mesh_size: 2,
-            ..p2p_config(false)
+            ..p2p_config(false, TURN_TIMEOUT)
         };
         let mut probe = Probe::new(config);
         let id = user_id(&probe.login_device(&format!("p2p-mesh-{i}")).await);
@@ -298,6 +309,8 @@ impl Coturn {
                 "--allow-loopback-peers",
                 "--log-file=stdout",
                 "--simple-log",
+                // Logs each request, which the test reads (allocations, refusals).
+                "-v",
             ])
             .arg(format!("--pidfile={}", dir.path().join("pid").display()))
             .arg(format!("--userdb={}", dir.path().join("turndb").display()))
@@ -313,7 +326,9 @@ impl Coturn {
         tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("Total auth threads") || line.contains("relay ports initialization done") {
+                if line.contains("Total auth threads")
+                    || line.contains("relay ports initialization done")
+                {
                     if let Some(tx) = ready.take() {
                         let _ = tx.send(());
                     }
@@ -369,11 +384,11 @@ async fn relay_only_clients_exchange_through_coturn_with_server_issued_credentia
         config.ice.turn_credential_ttl_secs = 600;
     })
     .await;
-    let mut p = pair(&server, "p2p-turn", true).await;
+    let mut p = pair(&server, "p2p-turn", p2p_config(true, TURN_TIMEOUT)).await;
     let (a_id, b_id) = (p.a_id.clone(), p.b_id.clone());
     let a_seen = settled(&mut p.a, &b_id).await;
     let b_seen = settled(&mut p.b, &a_id).await;
-    let log = || turn.lines_about("ALLOCATE");
+    let log = || turn.lines_about("session");
     assert_eq!(a_seen.last().unwrap().1, "turn", "{a_seen:?}\n{:#?}", log());
     assert_eq!(b_seen.last().unwrap().1, "turn", "{b_seen:?}\n{:#?}", log());
     until_connected(&mut p).await;
@@ -391,7 +406,12 @@ async fn relay_only_clients_exchange_through_coturn_with_server_issued_credentia
     // Credentials past their expiry (issued by a server whose clock is two TTLs behind):
     // coturn refuses them, and the clients end up on the socket relay.
     server.clock.advance_ms(-1_200_000);
-    let mut late = pair(&server, "p2p-expired", true).await;
+    let mut late = pair(
+        &server,
+        "p2p-expired",
+        p2p_config(true, FAILING_TURN_TIMEOUT),
+    )
+    .await;
     let (c_id, d_id) = (late.a_id.clone(), late.b_id.clone());
     assert_eq!(settled(&mut late.a, &d_id).await.last().unwrap().1, "relay");
     assert_eq!(settled(&mut late.b, &c_id).await.last().unwrap().1, "relay");
@@ -404,7 +424,9 @@ async fn relay_only_clients_exchange_through_coturn_with_server_issued_credentia
             "coturn did not refuse {user}: {lines:#?}"
         );
         assert!(
-            !lines.iter().any(|l| l.contains("ALLOCATE processed, success")),
+            !lines
+                .iter()
+                .any(|l| l.contains("ALLOCATE processed, success")),
             "coturn accepted expired credentials of {user}: {lines:#?}"
         );
     }

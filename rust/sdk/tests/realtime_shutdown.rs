@@ -61,7 +61,10 @@ async fn shutdown_ends_the_socket_and_every_thread() {
         .multiplayer()
         .create_peer_with(None, PeerTransport::P2p)
         .unwrap();
-    assert_eq!(peer_events(&mut peer_b, 1).await, vec![PeerEvent::PeerConnected(1)]);
+    assert_eq!(
+        peer_events(&mut peer_b, 1).await,
+        vec![PeerEvent::PeerConnected(1)]
+    );
     let link = peer_b.link_status(1).expect("a P2P link");
     assert_eq!(link.path.as_str(), "direct");
     assert_eq!(

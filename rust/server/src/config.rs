@@ -86,14 +86,29 @@ pub struct Overrides {
     pub nats_subject_prefix: Option<String>,
     /// STUN server URL for WebRTC peer-to-peer connections, e.g. `stun:turn.example.com:3478`;
     /// repeat the flag (or separate with commas) for several [default: none].
-    #[arg(long = "stun-url", env = "AETHEX_STUN_URLS", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "stun-url",
+        env = "AETHEX_STUN_URLS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub stun_urls: Vec<String>,
     /// TURN server URL, e.g. `turn:turn.example.com:3478?transport=udp`; repeatable or
     /// comma-separated. Needs --turn-secret [default: none].
-    #[arg(long = "turn-url", env = "AETHEX_TURN_URLS", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "turn-url",
+        env = "AETHEX_TURN_URLS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub turn_urls: Vec<String>,
     /// The TURN server's `static-auth-secret` (coturn `use-auth-secret`).
-    #[arg(long, env = "AETHEX_TURN_SECRET", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AETHEX_TURN_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
     pub turn_secret: Option<String>,
     /// Seconds the TURN credentials handed out stay valid [default: 3600].
     #[arg(long, env = "AETHEX_TURN_CREDENTIAL_TTL_SECS", global = true)]

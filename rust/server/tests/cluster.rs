@@ -523,18 +523,22 @@ async fn signals_cross_nodes_between_members_only() {
         (json!(b.id), json!("answer"))
     );
     // A remote member addressing a non-member gets the home node's error.
-    bs.send(json!({"type": "signal", "cid": 7, "room_id": room, "to": c.id,
-        "signal": {"kind": "fallback"}}))
-        .await;
+    bs.send(
+        json!({"type": "signal", "cid": 7, "room_id": room, "to": c.id,
+        "signal": {"kind": "fallback"}}),
+    )
+    .await;
     let refused = bs.recv_type("error").await;
     assert_eq!(
         (refused["cid"].clone(), refused["error"]["code"].clone()),
         (json!(7), json!("not_found"))
     );
     // A non-member on the other node is refused.
-    cs.send(json!({"type": "signal", "cid": 8, "room_id": room, "to": a.id,
-        "signal": {"kind": "offer", "sdp": "x"}}))
-        .await;
+    cs.send(
+        json!({"type": "signal", "cid": 8, "room_id": room, "to": a.id,
+        "signal": {"kind": "offer", "sdp": "x"}}),
+    )
+    .await;
     assert_eq!(cs.recv_type("error").await["error"]["code"], "forbidden");
     as_.nothing_pending().await;
     bs.nothing_pending().await;

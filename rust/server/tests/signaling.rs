@@ -61,15 +61,20 @@ async fn signals_reach_only_the_addressed_member_of_the_same_room() {
         assert_eq!(got["from"], b.id.as_str());
         assert_eq!(got["signal"]["kind"], "candidate");
         assert_eq!(got["signal"]["sdp_mline_index"], 0);
-        assert!(got.get("seq").is_none(), "signals are not room events: {got}");
+        assert!(
+            got.get("seq").is_none(),
+            "signals are not room events: {got}"
+        );
         // Nobody else heard either signal.
         c.nothing_pending().await;
         outsider.nothing_pending().await;
 
         // A player outside the room may not signal into it, even to a member.
         outsider
-            .send(json!({"type": "signal", "cid": 1, "room_id": room, "to": a.id,
-                "signal": {"kind": "offer", "sdp": "x"}}))
+            .send(
+                json!({"type": "signal", "cid": 1, "room_id": room, "to": a.id,
+                "signal": {"kind": "offer", "sdp": "x"}}),
+            )
             .await;
         let refused = outsider.recv_type("error").await;
         assert_eq!(
@@ -77,22 +82,28 @@ async fn signals_reach_only_the_addressed_member_of_the_same_room() {
             (json!(1), json!("forbidden"))
         );
         // A member may not reach a player outside the room through it ...
-        a.send(json!({"type": "signal", "cid": 2, "room_id": room, "to": outsider.id,
-            "signal": {"kind": "fallback"}}))
-            .await;
+        a.send(
+            json!({"type": "signal", "cid": 2, "room_id": room, "to": outsider.id,
+            "signal": {"kind": "fallback"}}),
+        )
+        .await;
         let refused = a.recv_type("error").await;
         assert_eq!(refused["error"]["code"], "not_found", "{refused}");
         // ... nor signal itself, and a malformed signal is a typed error too.
-        a.send(json!({"type": "signal", "cid": 3, "room_id": room, "to": a.id,
-            "signal": {"kind": "fallback"}}))
-            .await;
+        a.send(
+            json!({"type": "signal", "cid": 3, "room_id": room, "to": a.id,
+            "signal": {"kind": "fallback"}}),
+        )
+        .await;
         assert_eq!(
             a.recv_type("error").await["error"]["code"],
             "invalid_request"
         );
-        a.send(json!({"type": "signal", "cid": 4, "room_id": room, "to": b.id,
-            "signal": {"kind": "offer"}}))
-            .await;
+        a.send(
+            json!({"type": "signal", "cid": 4, "room_id": room, "to": b.id,
+            "signal": {"kind": "offer"}}),
+        )
+        .await;
         assert_eq!(
             a.recv_type("error").await["error"]["code"],
             "invalid_request"
@@ -143,10 +154,7 @@ async fn ice_settings_carry_turn_credentials_for_the_asking_player() {
     )
     .await;
     let expires_at = ice["expires_at"].as_i64().unwrap();
-    assert!(
-        (before + 600..=before + 602).contains(&expires_at),
-        "{ice}"
-    );
+    assert!((before + 600..=before + 602).contains(&expires_at), "{ice}");
     let username = format!("{expires_at}:{user_id}");
     assert_eq!(
         ice["ice_servers"],
@@ -166,7 +174,10 @@ async fn ice_settings_carry_turn_credentials_for_the_asking_player() {
     )
     .await;
     expect_error(
-        s.player(Method::GET, ICE, "not-a-jwt").send().await.unwrap(),
+        s.player(Method::GET, ICE, "not-a-jwt")
+            .send()
+            .await
+            .unwrap(),
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )

@@ -41,9 +41,8 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer, RTCIceTransportPolicy,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    RTCStatsReportEntry, StatsSelector,
+    RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use super::peer::{PeerInbox, RoomEvent};
@@ -97,11 +96,10 @@ impl PeerTransport {
         let mut transport = Self::Relay;
         for (key, value) in pairs {
             match (key, value) {
-                (Value::String(k) | Value::StringName(k), Value::String(t) | Value::StringName(t))
-                    if k == "transport" =>
-                {
-                    transport = Self::parse(t)?
-                }
+                (
+                    Value::String(k) | Value::StringName(k),
+                    Value::String(t) | Value::StringName(t),
+                ) if k == "transport" => transport = Self::parse(t)?,
                 (Value::String(k) | Value::StringName(k), _) => {
                     return Err(invalid(format!(
                         "unknown create_peer option `{k}` or wrong type (`transport`: a String)"
@@ -387,6 +385,39 @@ struct Attempt {
     early: Vec<RTCIceCandidateInit>,
     has_remote: bool,
     opened: (bool, bool),
+    /// This side gathers relayed candidates only.
+    relay_only: bool,
+    /// The other side's candidates seen so far: (relayed ones, others).
+    remote_kinds: (bool, bool),
+}
+
+impl Attempt {
+    /// Notes the kind of a remote candidate (`candidate:...` line or an SDP `a=candidate` line).
+    fn note_remote(&mut self, candidate: &str) {
+        if candidate.contains(" typ relay") {
+            self.remote_kinds.0 = true;
+        } else if candidate.contains(" typ ") {
+            self.remote_kinds.1 = true;
+        }
+    }
+
+    fn note_remote_sdp(&mut self, sdp: &str) {
+        for line in sdp.lines().filter(|l| l.starts_with("a=candidate")) {
+            self.note_remote(line);
+        }
+    }
+
+    /// The open connection's path. Every attempt has either no TURN at all on either side (the
+    /// direct attempt) or relay-only candidates on at least one side, so the candidate kinds
+    /// say whether packets pass a TURN server.
+    fn path(&self) -> LinkPath {
+        let (relayed, others) = self.remote_kinds;
+        if self.relay_only || (relayed && !others) {
+            LinkPath::Turn
+        } else {
+            LinkPath::Direct
+        }
+    }
 }
 
 /// The parts of [`PeerConnection`] a link uses, object-safe (the builder returns an opaque type).
@@ -396,7 +427,6 @@ trait DynPeerConnection: Send + Sync {
     async fn answer(&self, offer: String) -> Result<String, webrtc::error::Error>;
     async fn accept(&self, answer: String) -> Result<(), webrtc::error::Error>;
     async fn candidate(&self, candidate: RTCIceCandidateInit) -> Result<(), webrtc::error::Error>;
-    async fn relayed(&self) -> Option<bool>;
     async fn close(&self);
 }
 
@@ -425,29 +455,6 @@ impl<P: PeerConnection> DynPeerConnection for P {
 
     async fn candidate(&self, candidate: RTCIceCandidateInit) -> Result<(), webrtc::error::Error> {
         self.add_ice_candidate(candidate).await
-    }
-
-    /// Whether the selected candidate pair goes through a TURN server (`None`: none selected).
-    async fn relayed(&self) -> Option<bool> {
-        let report = self.get_stats(Instant::now(), StatsSelector::None).await;
-        let pair_id = report.iter().find_map(|entry| match entry {
-            RTCStatsReportEntry::Transport(t) if !t.selected_candidate_pair_id.is_empty() => {
-                Some(t.selected_candidate_pair_id.clone())
-            }
-            _ => None,
-        })?;
-        let Some(RTCStatsReportEntry::IceCandidatePair(pair)) = report.get(&pair_id) else {
-            return None;
-        };
-        let relay = |id: &str| {
-            matches!(
-                report.get(id),
-                Some(
-                    RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)
-                ) if c.candidate_type == RTCIceCandidateType::Relay
-            )
-        };
-        Some(relay(&pair.local_candidate_id) || relay(&pair.remote_candidate_id))
     }
 
     async fn close(&self) {
@@ -547,17 +554,13 @@ impl Link {
         if !self.offerer {
             // The answerer follows the offerer's attempts; it gives up when they all are over.
             let deadline = plan.iter().map(|(_, t)| *t).sum::<Duration>() + config.direct_timeout;
-            return match self.answer_until(Instant::now() + deadline).await {
-                Some((attempt, relayed)) => {
-                    let path = if relayed {
-                        LinkPath::Turn
-                    } else {
-                        LinkPath::Direct
-                    };
-                    Some((attempt, path))
-                }
-                None => None,
-            };
+            return self
+                .answer_until(Instant::now() + deadline)
+                .await
+                .map(|attempt| {
+                    let path = attempt.path();
+                    (attempt, path)
+                });
         }
         for (path, timeout) in plan {
             let ice = self.ice().await;
@@ -584,12 +587,7 @@ impl Link {
             self.signal(PeerSignal::Offer { sdp: offered });
             match self.wait_open(attempt, Instant::now() + timeout).await {
                 Outcome::Open(attempt) => {
-                    let relayed = attempt.pc.relayed().await.unwrap_or(path == LinkPath::Turn);
-                    let path = if relayed {
-                        LinkPath::Turn
-                    } else {
-                        LinkPath::Direct
-                    };
+                    let path = attempt.path();
                     return Some((attempt, path));
                 }
                 Outcome::Failed => continue,
@@ -601,9 +599,9 @@ impl Link {
     }
 
     /// The answerer: answers each offer with a fresh connection until one opens.
-    async fn answer_until(&mut self, deadline: Instant) -> Option<(Attempt, bool)> {
+    async fn answer_until(&mut self, deadline: Instant) -> Option<Attempt> {
         let mut current: Option<Attempt> = None;
-        let mut early = Vec::new();
+        let mut early: Vec<RTCIceCandidateInit> = Vec::new();
         let mut offers = 0;
         loop {
             let step = match current.as_mut() {
@@ -624,9 +622,7 @@ impl Link {
                         self.on_event(attempt, happened);
                     }
                     if attempt.opened == (true, true) {
-                        let attempt = current.take().expect("set");
-                        let relayed = attempt.pc.relayed().await.unwrap_or(false);
-                        return Some((attempt, relayed));
+                        return current.take();
                     }
                     continue;
                 }
@@ -658,10 +654,12 @@ impl Link {
                         LinkPath::Direct
                     };
                     self.report("connecting", path, None);
+                    attempt.note_remote_sdp(&sdp);
                     match attempt.pc.answer(sdp).await {
                         Ok(answer) => {
                             attempt.has_remote = true;
                             for candidate in early.drain(..) {
+                                attempt.note_remote(&candidate.candidate);
                                 let _ = attempt.pc.candidate(candidate).await;
                             }
                             self.signal(PeerSignal::Answer { sdp: answer });
@@ -679,8 +677,9 @@ impl Link {
                     sdp_mline_index,
                 } => {
                     let init = candidate_init(candidate, sdp_mid, sdp_mline_index);
-                    match &current {
+                    match &mut current {
                         Some(attempt) => {
+                            attempt.note_remote(&init.candidate);
                             let _ = attempt.pc.candidate(init).await;
                         }
                         None => early.push(init),
@@ -706,6 +705,7 @@ impl Link {
                     return Outcome::GiveUp;
                 }
                 Step::Signal(Some(PeerSignal::Answer { sdp })) if !attempt.has_remote => {
+                    attempt.note_remote_sdp(&sdp);
                     if attempt.pc.accept(sdp).await.is_err() {
                         attempt.pc.close().await;
                         return Outcome::Failed;
@@ -721,6 +721,7 @@ impl Link {
                     sdp_mline_index,
                 })) => {
                     let init = candidate_init(candidate, sdp_mid, sdp_mline_index);
+                    attempt.note_remote(&init.candidate);
                     if attempt.has_remote {
                         let _ = attempt.pc.candidate(init).await;
                     } else {
@@ -847,6 +848,8 @@ impl Link {
             early: Vec::new(),
             has_remote: false,
             opened: (false, false),
+            relay_only,
+            remote_kinds: (false, false),
         })
     }
 
@@ -1073,7 +1076,10 @@ mod tests {
             )
         };
         let text = |t: &str| Value::String(t.into());
-        assert_eq!(PeerTransport::from_options(&Value::Nil).unwrap(), PeerTransport::Relay);
+        assert_eq!(
+            PeerTransport::from_options(&Value::Nil).unwrap(),
+            PeerTransport::Relay
+        );
         assert_eq!(
             PeerTransport::from_options(&options(vec![])).unwrap(),
             PeerTransport::Relay

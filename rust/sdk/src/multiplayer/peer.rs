@@ -263,7 +263,9 @@ impl PeerCore {
                 self.members.retain(|m| m.user_id != user_id);
                 if self.unsettled.remove(&user_id) {
                     // Never seen by the game: nothing to disconnect.
-                    self.held.retain(|p| !matches!(p, RoomEvent::Packet { from, .. } if *from == user_id));
+                    self.held.retain(
+                        |p| !matches!(p, RoomEvent::Packet { from, .. } if *from == user_id),
+                    );
                 } else if user_id == self.self_user {
                     self.close("room_left", out);
                 } else if peer == 1 {

@@ -304,7 +304,10 @@ impl Realtime {
     /// Replaces the room's previous mesh, if any (its peer was replaced too).
     pub fn attach_mesh(&self, room_id: &str, input: mpsc::UnboundedSender<MeshInput>) {
         let mut meshes = lock(&self.meshes);
-        for early in lock(&self.early_signals).remove(room_id).unwrap_or_default() {
+        for early in lock(&self.early_signals)
+            .remove(room_id)
+            .unwrap_or_default()
+        {
             let _ = input.send(early);
         }
         meshes.insert(room_id.to_owned(), input);

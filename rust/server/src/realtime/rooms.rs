@@ -571,7 +571,9 @@ impl Rooms {
         signal: PeerSignal,
     ) -> Result<(), ApiError> {
         if to == conn.user_id {
-            return Err(ApiError::invalid("a signal goes to another member, not to yourself"));
+            return Err(ApiError::invalid(
+                "a signal goes to another member, not to yourself",
+            ));
         }
         self.with_member(conn, room_id, |room, state| {
             let target = state
