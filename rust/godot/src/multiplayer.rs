@@ -257,22 +257,23 @@ impl AeThexMultiplayer {
     /// A [MultiplayerPeer] carrying Godot's high-level multiplayer through `room_id` (the
     /// current room when empty), which you must have joined:
     /// `multiplayer.multiplayer_peer = AeThexCloud.multiplayer.create_peer(room_id)`. The host is
-    /// peer 1; the others keep the `peer_id` the room gave them. `options`: `{"transport":
-    /// "relay"}` (the default: everything through the server), or `"p2p"` / `"auto"`: WebRTC
-    /// data channels to each member (reliable packets on an ordered channel, the others on an
-    /// unordered one), TURN when a direct path fails, the server relay when WebRTC fails
-    /// altogether or the room is larger than the mesh; see [signal peer_connection_changed].
-    /// `null` (and an error printed) when you are not in the room or `options` is wrong.
+    /// peer 1; the others keep the `peer_id` the room gave them. `transport`: `"relay"` (the
+    /// default: everything through the server), or `"p2p"` / `"auto"`: WebRTC data channels to
+    /// each member (reliable packets on an ordered channel, the others on an unordered one),
+    /// TURN when a direct path fails, the server relay when WebRTC fails altogether or the room
+    /// is larger than the mesh; see [signal peer_connection_changed]:
+    /// `create_peer(room_id, "p2p")`. `null` (and an error printed) when you are not in the room
+    /// or `transport` is unknown.
     #[func]
     fn create_peer(
         &self,
         #[opt(default = "")] room_id: GString,
-        #[opt(default = Variant::nil())] options: Variant,
+        // A String rather than an options Dictionary: `#[opt]` defaults must be immutable types,
+        // and a required Dictionary would break `create_peer(room_id)`.
+        #[opt(default = "relay")] transport: GString,
     ) -> Option<Gd<AeThexMultiplayerPeer>> {
         let room_id = optional(&room_id);
-        let transport = convert::to_value(&options, "options")
-            .map_err(|e| e.to_string())
-            .and_then(|o| mp::PeerTransport::from_options(&o).map_err(|e| e.message));
+        let transport = mp::PeerTransport::parse(&transport.to_string()).map_err(|e| e.message);
         let transport = match transport {
             Ok(transport) => transport,
             Err(message) => {

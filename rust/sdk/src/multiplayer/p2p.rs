@@ -47,7 +47,7 @@ use webrtc::peer_connection::{
 
 use super::peer::{PeerInbox, RoomEvent};
 use super::socket::Realtime;
-use super::{invalid, lock, MULTIPLAYER};
+use super::{lock, MULTIPLAYER};
 use crate::client::Shared;
 use crate::http::Request;
 use crate::{SdkError, Value};
@@ -84,31 +84,6 @@ impl PeerTransport {
                 format!("unknown transport {other:?}: \"p2p\", \"auto\" or \"relay\""),
             )),
         }
-    }
-
-    /// The `transport` of `create_peer`'s options Dictionary (the relay when absent or `null`).
-    pub fn from_options(options: &Value) -> Result<Self, SdkError> {
-        let pairs = match options {
-            Value::Nil => return Ok(Self::Relay),
-            Value::Dictionary(pairs) => pairs,
-            _ => return Err(invalid("create_peer options are a Dictionary")),
-        };
-        let mut transport = Self::Relay;
-        for (key, value) in pairs {
-            match (key, value) {
-                (
-                    Value::String(k) | Value::StringName(k),
-                    Value::String(t) | Value::StringName(t),
-                ) if k == "transport" => transport = Self::parse(t)?,
-                (Value::String(k) | Value::StringName(k), _) => {
-                    return Err(invalid(format!(
-                        "unknown create_peer option `{k}` or wrong type (`transport`: a String)"
-                    )))
-                }
-                _ => return Err(invalid("create_peer option names are strings")),
-            }
-        }
-        Ok(transport)
     }
 }
 
@@ -1063,43 +1038,6 @@ mod tests {
             PeerTransport::parse("udp").unwrap_err().code,
             ErrorCode::InvalidRequest
         );
-    }
-
-    #[test]
-    fn options_name_the_transport() {
-        let options = |pairs: Vec<(&str, Value)>| {
-            Value::Dictionary(
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| (Value::String(k.into()), v))
-                    .collect(),
-            )
-        };
-        let text = |t: &str| Value::String(t.into());
-        assert_eq!(
-            PeerTransport::from_options(&Value::Nil).unwrap(),
-            PeerTransport::Relay
-        );
-        assert_eq!(
-            PeerTransport::from_options(&options(vec![])).unwrap(),
-            PeerTransport::Relay
-        );
-        assert_eq!(
-            PeerTransport::from_options(&options(vec![("transport", text("auto"))])).unwrap(),
-            PeerTransport::P2p
-        );
-        for bad in [
-            options(vec![("transport", Value::Int(1))]),
-            options(vec![("mesh", text("p2p"))]),
-            options(vec![("transport", text("tcp"))]),
-            Value::Int(3),
-        ] {
-            assert_eq!(
-                PeerTransport::from_options(&bad).unwrap_err().code,
-                ErrorCode::InvalidRequest,
-                "{bad:?}"
-            );
-        }
     }
 
     #[test]

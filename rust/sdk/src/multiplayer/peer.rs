@@ -898,6 +898,52 @@ mod tests {
     }
 
     #[test]
+    fn with_p2p_links_members_connect_once_their_link_settled() {
+        let room = RoomInfo {
+            room_id: "r".into(),
+            join_code: None,
+            host: "h".into(),
+            members: vec![member("h", 2), member("a", 3), member("b", 4)],
+            properties: RoomProperties::default(),
+            seq: 3,
+        };
+        let mut a = PeerCore::with_links("a".into(), &room, true);
+        let mut out = Vec::new();
+        a.poll(&mut out);
+        assert!(out.is_empty(), "no link settled yet: {out:?}");
+        // What the host sends before its link settled waits, then follows peer_connected.
+        a.apply(
+            packet("h", 1, TransferMode::Reliable, 0, b"early"),
+            &mut out,
+        );
+        assert_eq!(a.incoming.len(), 0);
+        assert_eq!(a.outgoing(b"x").unwrap().targets, Some(vec![]));
+        a.apply(RoomEvent::LinkSettled("h".into()), &mut out);
+        assert_eq!(out, vec![PeerEvent::PeerConnected(1)]);
+        assert_eq!(
+            a.incoming.front().map(|p| p.data.clone()),
+            Some(b"early".to_vec())
+        );
+        assert_eq!(
+            a.outgoing(b"x").unwrap().targets,
+            Some(vec!["h".into()]),
+            "broadcasts reach the settled members only"
+        );
+        // A member leaving before its link settled was never seen: nothing to disconnect.
+        out.clear();
+        a.apply(packet("b", 2, TransferMode::Reliable, 0, b"lost"), &mut out);
+        a.apply(RoomEvent::Left("b".into()), &mut out);
+        a.apply(RoomEvent::LinkSettled("b".into()), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // A later member too waits for its link.
+        a.apply(RoomEvent::Joined(member("c", 5)), &mut out);
+        assert!(out.is_empty());
+        a.apply(RoomEvent::LinkSettled("c".into()), &mut out);
+        assert_eq!(out, vec![PeerEvent::PeerConnected(5)]);
+        assert_eq!(a.incoming.len(), 1, "b's held packet went with b");
+    }
+
+    #[test]
     fn leaving_or_losing_the_room_closes_with_its_reason() {
         let mut a = core("a");
         let mut out = Vec::new();
