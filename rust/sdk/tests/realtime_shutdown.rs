@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use aethex_sdk::{ConnectionState, P2pConfig, PeerEvent, PeerTransport, Value};
+use aethex_sdk::{ConnectionState, P2pConfig, PeerEvent, PeerTransport};
 use common::*;
 
 /// Threads of this process named like the SDK runtime's workers (Linux: /proc/self/task).

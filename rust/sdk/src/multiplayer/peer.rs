@@ -505,6 +505,13 @@ impl MultiplayerPeer {
     /// `_put_packet`: relays `data` to the target peer(s) with the current mode and channel.
     /// Never blocks; `rate_limited` when the socket's queue is full, `unavailable` once closed.
     pub fn put_packet(&mut self, data: &[u8]) -> Result<(), SdkError> {
+        // The P2P links' queues may outlive the client's runtime by a moment; refuse here.
+        if self.realtime.shared().is_shut_down() {
+            return Err(SdkError::new(
+                ErrorCode::Unavailable,
+                "the client was shut down",
+            ));
+        }
         let mut packet = self.core.outgoing(data)?;
         if let Some((mesh, _)) = &self.mesh {
             // Members with an open link get it over their data channel; the rest by relay.
