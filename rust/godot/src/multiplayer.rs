@@ -12,6 +12,8 @@ use godot::global::godot_error;
 use godot::obj::{Base, Gd};
 use godot::register::{godot_api, GodotClass};
 
+use crate::sdk::multiplayer as mp;
+
 use crate::convert;
 use crate::hub::{binding_error, call_with, optional, Hub};
 use crate::peer::AeThexMultiplayerPeer;
@@ -89,6 +91,14 @@ impl AeThexMultiplayer {
     /// `"disconnected"`.
     #[signal]
     fn connection_state_changed(state: GString);
+
+    /// The peer-to-peer link to `player_id` (a user id) of a `"p2p"` / `"auto"` peer changed:
+    /// `state` `"connecting"` (with `path` the attempt under way, `"direct"` or `"turn"`) or
+    /// `"connected"` (`path` `"direct"`, `"turn"` or `"relay"`: the server relays for this
+    /// player). `rtt_ms`: the round trip over the data channel, -1 until measured and on the
+    /// relay; signaled again when it moves by 10% or more.
+    #[signal]
+    fn peer_connection_changed(player_id: GString, state: GString, path: GString, rtt_ms: f64);
 
     /// The server refused a message nothing waits on any more (a [method send_state] already
     /// completed, or a message over the rate limit). `error` is `{code, message, status}`.
@@ -244,21 +254,37 @@ impl AeThexMultiplayer {
             .unwrap_or_default()
     }
 
-    /// A [MultiplayerPeer] relaying Godot's high-level multiplayer through `room_id` (the
+    /// A [MultiplayerPeer] carrying Godot's high-level multiplayer through `room_id` (the
     /// current room when empty), which you must have joined:
     /// `multiplayer.multiplayer_peer = AeThexCloud.multiplayer.create_peer(room_id)`. The host is
-    /// peer 1; the others keep the `peer_id` the room gave them. `null` (and an error printed)
-    /// when you are not in the room.
+    /// peer 1; the others keep the `peer_id` the room gave them. `transport`: `"relay"` (the
+    /// default: everything through the server), or `"p2p"` / `"auto"`: WebRTC data channels to
+    /// each member (reliable packets on an ordered channel, the others on an unordered one),
+    /// TURN when a direct path fails, the server relay when WebRTC fails altogether or the room
+    /// is larger than the mesh; see [signal peer_connection_changed]:
+    /// `create_peer(room_id, "p2p")`. `null` (and an error printed) when you are not in the room
+    /// or `transport` is unknown.
     #[func]
     fn create_peer(
         &self,
         #[opt(default = "")] room_id: GString,
+        // A String rather than an options Dictionary: `#[opt]` defaults must be immutable types,
+        // and a required Dictionary would break `create_peer(room_id)`.
+        #[opt(default = "relay")] transport: GString,
     ) -> Option<Gd<AeThexMultiplayerPeer>> {
         let room_id = optional(&room_id);
+        let transport = mp::PeerTransport::parse(&transport.to_string()).map_err(|e| e.message);
+        let transport = match transport {
+            Ok(transport) => transport,
+            Err(message) => {
+                godot_error!("AeThexCloud.multiplayer.create_peer: {message}");
+                return None;
+            }
+        };
         // Only the message is printed; keeping the whole error would make a large Result.
         let peer = self.hub.with_client(|c| {
             c.multiplayer()
-                .create_peer(room_id)
+                .create_peer_with(room_id, transport)
                 .map_err(|error| error.message)
         })?;
         match peer {

@@ -7,7 +7,7 @@
 //! into this peer (e.g. `_put_packet` for the spawns a new peer gets) while the signal is out.
 
 use aethex_protocol::ErrorCode;
-use godot::builtin::{GString, PackedByteArray};
+use godot::builtin::{GString, PackedByteArray, VarDictionary};
 use godot::classes::multiplayer_peer::{ConnectionStatus, TransferMode};
 use godot::classes::{IMultiplayerPeerExtension, MultiplayerPeerExtension};
 use godot::global::{godot_error, Error};
@@ -78,6 +78,20 @@ impl AeThexMultiplayerPeer {
     #[func]
     fn get_close_reason(&self) -> GString {
         GString::from(self.peer.close_reason().unwrap_or_default())
+    }
+
+    /// The peer-to-peer link to `peer_id` as [signal AeThexMultiplayer.peer_connection_changed]
+    /// last reported it: `{state, path, rtt_ms}`; empty for a `"relay"` peer or an unknown id.
+    #[func]
+    fn get_peer_connection(&self, peer_id: i32) -> VarDictionary {
+        let mut link = VarDictionary::new();
+        if let Some(status) = self.peer.link_status(peer_id) {
+            link.set(&"state".to_variant(), &status.state.to_variant());
+            link.set(&"path".to_variant(), &status.path.as_str().to_variant());
+            let rtt_ms = status.rtt_ms.unwrap_or(-1.0);
+            link.set(&"rtt_ms".to_variant(), &rtt_ms.to_variant());
+        }
+        link
     }
 }
 

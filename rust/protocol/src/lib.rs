@@ -10,6 +10,7 @@ pub mod int;
 pub mod matchmaking;
 pub mod realtime;
 pub mod saves;
+pub mod signaling;
 pub mod social;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorEnvelope};

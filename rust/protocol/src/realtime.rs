@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiErrorBody;
+use crate::signaling::PeerSignal;
 
 /// Path of the socket.
 pub const REALTIME_PATH: &str = "/api/v1/realtime";
@@ -134,6 +135,13 @@ pub enum ClientMessage {
         cursor: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+    },
+    /// WebRTC signaling for a peer-to-peer connection: relayed as `signal` to the member `to`
+    /// of the same room only. Not answered unless it fails.
+    Signal {
+        room_id: String,
+        to: String,
+        signal: PeerSignal,
     },
 }
 
@@ -447,6 +455,13 @@ pub enum ServerMessage {
     },
     /// The player's friend list or pending requests changed; re-read `GET /api/v1/friends`.
     FriendsUpdated,
+    /// WebRTC signaling from another member of the room (no `seq`: it is not a room event and
+    /// is not replayed; peers renegotiate after a resume).
+    Signal {
+        room_id: String,
+        from: String,
+        signal: PeerSignal,
+    },
     Error {
         error: ApiErrorBody,
     },
@@ -652,6 +667,51 @@ mod tests {
                 limit: None
             }
         );
+    }
+
+    #[test]
+    fn signals_nest_their_kind_inside_the_frame() {
+        let frame: ClientFrame = serde_json::from_value(json!({
+            "type": "signal", "room_id": "r", "to": "u2",
+            "signal": {"kind": "candidate", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+                "sdp_mid": "0"}
+        }))
+        .unwrap();
+        assert_eq!(
+            frame.message,
+            ClientMessage::Signal {
+                room_id: "r".into(),
+                to: "u2".into(),
+                signal: PeerSignal::Candidate {
+                    candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: None,
+                },
+            }
+        );
+        let pushed = ServerFrame {
+            cid: None,
+            message: ServerMessage::Signal {
+                room_id: "r".into(),
+                from: "u1".into(),
+                signal: PeerSignal::Offer { sdp: "v=0".into() },
+            },
+        };
+        let value = serde_json::to_value(&pushed).unwrap();
+        assert_eq!(
+            value,
+            json!({"type": "signal", "room_id": "r", "from": "u1",
+                "signal": {"kind": "offer", "sdp": "v=0"}})
+        );
+        let packed = rmp_serde::to_vec_named(&pushed).unwrap();
+        assert_eq!(
+            rmp_serde::from_slice::<ServerFrame>(&packed).unwrap(),
+            pushed
+        );
+        assert!(serde_json::from_value::<ClientFrame>(json!({
+            "type": "signal", "room_id": "r", "to": "u2", "signal": {"kind": "hello"}
+        }))
+        .is_err());
     }
 
     #[test]

@@ -32,8 +32,9 @@ pub use auth::Auth;
 pub use client::Client;
 pub use credentials::CredentialStore;
 pub use multiplayer::{
-    Chat, ConnectionState, ConnectionStatus, Matchmaking, Multiplayer, MultiplayerPeer, PeerEvent,
-    RealtimeConfig, RealtimeEncoding, TransferMode,
+    Chat, ConnectionState, ConnectionStatus, LinkPath, LinkStatus, Matchmaking, Multiplayer,
+    MultiplayerPeer, P2pConfig, PeerEvent, PeerTransport, RealtimeConfig, RealtimeEncoding,
+    TransferMode,
 };
 pub use saves::Saves;
 pub use social::{Achievements, Friends, Groups, Leaderboards, Social, Stats};

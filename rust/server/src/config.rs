@@ -84,6 +84,35 @@ pub struct Overrides {
     /// [default: aethex].
     #[arg(long, env = "AETHEX_NATS_SUBJECT_PREFIX", global = true)]
     pub nats_subject_prefix: Option<String>,
+    /// STUN server URL for WebRTC peer-to-peer connections, e.g. `stun:turn.example.com:3478`;
+    /// repeat the flag (or separate with commas) for several [default: none].
+    #[arg(
+        long = "stun-url",
+        env = "AETHEX_STUN_URLS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub stun_urls: Vec<String>,
+    /// TURN server URL, e.g. `turn:turn.example.com:3478?transport=udp`; repeatable or
+    /// comma-separated. Needs --turn-secret [default: none].
+    #[arg(
+        long = "turn-url",
+        env = "AETHEX_TURN_URLS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub turn_urls: Vec<String>,
+    /// The TURN server's `static-auth-secret` (coturn `use-auth-secret`).
+    #[arg(
+        long,
+        env = "AETHEX_TURN_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+    /// Seconds the TURN credentials handed out stay valid [default: 3600].
+    #[arg(long, env = "AETHEX_TURN_CREDENTIAL_TTL_SECS", global = true)]
+    pub turn_credential_ttl_secs: Option<u64>,
 }
 
 /// The resolved configuration every part of the server reads.
@@ -108,6 +137,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub chat: ChatConfig,
     pub matchmaking: MatchmakingConfig,
+    pub ice: IceConfig,
 }
 
 impl Default for Config {
@@ -128,6 +158,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             chat: ChatConfig::default(),
             matchmaking: MatchmakingConfig::default(),
+            ice: IceConfig::default(),
         }
     }
 }
@@ -322,6 +353,28 @@ impl Default for RealtimeConfig {
     }
 }
 
+/// STUN and TURN servers for WebRTC peer-to-peer connections (`GET /api/v1/realtime/ice`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceConfig {
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`; TURN servers are handed out only with it.
+    pub turn_secret: Option<String>,
+    pub turn_credential_ttl_secs: u64,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        Self {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_credential_ttl_secs: 3600,
+        }
+    }
+}
+
 /// Several nodes acting as one over NATS (docs/server.md, "Several nodes").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -448,6 +501,18 @@ impl Config {
         if let Some(prefix) = &overrides.nats_subject_prefix {
             config.cluster.subject_prefix = prefix.clone();
         }
+        if !overrides.stun_urls.is_empty() {
+            config.ice.stun_urls = overrides.stun_urls.clone();
+        }
+        if !overrides.turn_urls.is_empty() {
+            config.ice.turn_urls = overrides.turn_urls.clone();
+        }
+        if let Some(secret) = &overrides.turn_secret {
+            config.ice.turn_secret = Some(secret.clone());
+        }
+        if let Some(ttl) = overrides.turn_credential_ttl_secs {
+            config.ice.turn_credential_ttl_secs = ttl;
+        }
         Ok(config)
     }
 
@@ -531,6 +596,38 @@ mod tests {
             250
         );
         assert_eq!(Config::default().database.acquire_timeout_ms, 3000);
+    }
+
+    #[test]
+    fn ice_servers_from_toml_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aethex.toml");
+        std::fs::write(
+            &file,
+            "[ice]\nstun_urls = [\"stun:a:3478\"]\nturn_secret = \"from-file\"\nturn_credential_ttl_secs = 60\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "aethex-server",
+            "--config",
+            file.to_str().unwrap(),
+            "--turn-url",
+            "turn:b:3478?transport=udp,turns:b:5349",
+            "--turn-url",
+            "turn:c:3478",
+            "--turn-secret",
+            "from-flag",
+        ])
+        .unwrap();
+        let config = Config::load(&cli.overrides).unwrap();
+        assert_eq!(config.ice.stun_urls, ["stun:a:3478"]);
+        assert_eq!(
+            config.ice.turn_urls,
+            ["turn:b:3478?transport=udp", "turns:b:5349", "turn:c:3478"]
+        );
+        assert_eq!(config.ice.turn_secret.as_deref(), Some("from-flag"));
+        assert_eq!(config.ice.turn_credential_ttl_secs, 60);
+        assert_eq!(Config::default().ice.turn_credential_ttl_secs, 3600);
     }
 
     #[test]

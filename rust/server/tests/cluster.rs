@@ -496,6 +496,66 @@ async fn players_on_two_nodes_share_a_room() {
     cluster.finish([n1]).await;
 }
 
+#[tokio::test]
+async fn signals_cross_nodes_between_members_only() {
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
+    let (a, b, c) = (
+        n1.e.device_player().await,
+        n2.e.device_player().await,
+        n2.e.device_player().await,
+    );
+    let mut as_ = n1.e.socket(&a).await;
+    let mut bs = n2.e.socket(&b).await;
+    let mut cs = n2.e.socket(&c).await;
+    let room = as_.create_room().await;
+    bs.send(json!({"type": "join_room", "room_id": room})).await;
+    bs.recv_type("room_joined").await;
+    as_.recv_type("player_joined").await;
+
+    // Home to remote and back.
+    as_.send(json!({"type": "signal", "room_id": room, "to": b.id,
+        "signal": {"kind": "offer", "sdp": "from-a"}}))
+        .await;
+    let got = bs.recv_type("signal").await;
+    assert_eq!(
+        (got["from"].clone(), got["signal"]["sdp"].clone()),
+        (json!(a.id), json!("from-a"))
+    );
+    bs.send(json!({"type": "signal", "room_id": room, "to": a.id,
+        "signal": {"kind": "answer", "sdp": "from-b"}}))
+        .await;
+    let got = as_.recv_type("signal").await;
+    assert_eq!(
+        (got["from"].clone(), got["signal"]["kind"].clone()),
+        (json!(b.id), json!("answer"))
+    );
+    // A remote member addressing a non-member gets the home node's error.
+    bs.send(
+        json!({"type": "signal", "cid": 7, "room_id": room, "to": c.id,
+        "signal": {"kind": "fallback"}}),
+    )
+    .await;
+    let refused = bs.recv_type("error").await;
+    assert_eq!(
+        (refused["cid"].clone(), refused["error"]["code"].clone()),
+        (json!(7), json!("not_found"))
+    );
+    // A non-member on the other node is refused.
+    cs.send(
+        json!({"type": "signal", "cid": 8, "room_id": room, "to": a.id,
+        "signal": {"kind": "offer", "sdp": "x"}}),
+    )
+    .await;
+    assert_eq!(cs.recv_type("error").await["error"]["code"], "forbidden");
+    as_.nothing_pending().await;
+    bs.nothing_pending().await;
+
+    drop((as_, bs, cs));
+    cluster.finish([n1, n2]).await;
+}
+
 /// Sends `join_queue` for `mode` (unconfigured: the server's defaults, two players a match)
 /// until it is not refused as `unavailable` (the matchmaker may be changing). Returns the ticket
 /// and, when `completes`, the `match_found` this ticket completed, which across nodes may come

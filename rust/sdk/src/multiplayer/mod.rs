@@ -7,7 +7,8 @@
 //!   `list_rooms`, `send_state`, `send_state_to`, `send_packet`, `ping`, `connect` return a
 //!   [`RequestId`] at once; the outcome arrives as `Event::Completed`. `connection_state`,
 //!   `current_room`, `joined_rooms`, `room` read local state without I/O. `create_peer` builds
-//!   a [`MultiplayerPeer`] for one joined room.
+//!   a [`MultiplayerPeer`] for one joined room over the relay, `create_peer_with` over P2P links
+//!   ([`PeerTransport`], module [`p2p`]).
 //! - `client.multiplayer().matchmaking()`: [`Matchmaking`]. `join_queue`, `leave_queue`,
 //!   `queue_status`.
 //! - `client.chat()`: [`Chat`]. `send`, `history`.
@@ -29,6 +30,10 @@
 //! - `packet_received(room_id: String, from_user_id: String, data: PackedByteArray, channel: int,
 //!   reliable: bool)`: a `send_packet` of another member, only for rooms without a
 //!   [`MultiplayerPeer`] (a peer takes its room's packets).
+//! - `peer_connection_changed(player_id: String, state: String, path: String, rtt_ms: float)`:
+//!   the P2P link to a member of a P2P peer's room: `state` `"connecting"` (path: the attempt,
+//!   `"direct"` or `"turn"`) or `"connected"` (path `"direct"`, `"turn"` or `"relay"`);
+//!   `rtt_ms` -1 until measured and on the relay. Sent again when the RTT moves by 10% or more.
 //! - `error(error: Dictionary {code, message, status})`: the server refused a message nothing
 //!   waits on (a `send_state`/`send_packet` that already completed, or a frame over the rate).
 //!
@@ -71,6 +76,7 @@
 
 mod chat;
 mod matchmaking;
+pub mod p2p;
 pub mod peer;
 mod rooms;
 mod socket;
@@ -87,6 +93,7 @@ use crate::{RequestId, SdkError, Value};
 
 pub use chat::Chat;
 pub use matchmaking::Matchmaking;
+pub use p2p::{LinkPath, LinkStatus, P2pConfig, PeerTransport};
 pub use peer::{ConnectionStatus, MultiplayerPeer, PeerEvent, TransferMode};
 
 pub(crate) use socket::Realtime;
@@ -121,6 +128,8 @@ pub struct RealtimeConfig {
     pub keepalive: Duration,
     /// Calls that may wait for the socket at once; more fail with `rate_limited` at once.
     pub queue_capacity: usize,
+    /// Peer-to-peer links of peers made with the P2P transport.
+    pub p2p: P2pConfig,
 }
 
 impl Default for RealtimeConfig {
@@ -131,6 +140,7 @@ impl Default for RealtimeConfig {
             reconnect_max_delay: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             queue_capacity: 4096,
+            p2p: P2pConfig::default(),
         }
     }
 }
@@ -296,11 +306,21 @@ impl Multiplayer {
         self.realtime.rooms().room_value(room_id)
     }
 
-    /// A Godot `MultiplayerPeer` core for a joined room (the current room when `None`). Takes
-    /// over the room's packets from then on (no more `packet_received` signals for it); one peer
-    /// per room: a new one closes the previous one.
+    /// A Godot `MultiplayerPeer` core for a joined room (the current room when `None`) over the
+    /// relay. Takes over the room's packets from then on (no more `packet_received` signals for
+    /// it); one peer per room: a new one closes the previous one.
     pub fn create_peer(&self, room_id: Option<String>) -> Result<MultiplayerPeer, SdkError> {
-        MultiplayerPeer::attach(self.realtime.clone(), room_id)
+        self.create_peer_with(room_id, PeerTransport::Relay)
+    }
+
+    /// `create_peer` with a transport: the relay, or WebRTC links to the members where they
+    /// open (see [`p2p`]).
+    pub fn create_peer_with(
+        &self,
+        room_id: Option<String>,
+        transport: PeerTransport,
+    ) -> Result<MultiplayerPeer, SdkError> {
+        MultiplayerPeer::attach(self.realtime.clone(), room_id, transport)
     }
 }
 

@@ -12,10 +12,18 @@
 //! `put_packet` relays to the target set with `set_target_peer`: 0 = every other member, `n > 0`
 //! = that peer, `n < 0` = every other member but `-n`. Each packet carries a one-byte header
 //! (the transfer mode) ahead of the game's bytes so the receiver reports the sender's mode.
-//! `reliable` goes as `reliable: true`; `unreliable` and `unreliable_ordered` ride the same
-//! ordered socket as `reliable: false` (until P2P lands). An `unreliable_ordered` packet older
-//! than the newest one already received from the same peer on the same channel is dropped, as
-//! Godot's ENet peer does.
+//! On the relay, `reliable` goes as `reliable: true`; `unreliable` and `unreliable_ordered` ride
+//! the same ordered socket as `reliable: false`. With the P2P transport ([`PeerTransport::P2p`],
+//! module `p2p`) a member whose WebRTC link is open gets `reliable` packets on the
+//! reliable-ordered data channel and the others on the unreliable-unordered one; members without
+//! a link (and packets above 16 KiB) take the relay. An `unreliable_ordered` packet older than
+//! the newest one already received from the same peer on the same channel (and path) is
+//! dropped, as Godot's ENet peer does.
+//!
+//! # P2P links
+//! With [`PeerTransport::P2p`] a member becomes a connected peer (`peer_connected`) only once its
+//! link has settled on a path (direct, TURN or the relay, see `p2p`); packets it sent meanwhile
+//! wait and are delivered after `peer_connected`.
 //!
 //! # Relay topology
 //! `is_server_relay_supported()` is **false**: the AeThex server already relays between any two
@@ -34,13 +42,15 @@
 //! keyed by peer id), so the new host's id turning into 1 under it would leave nodes owned by a
 //! peer id that no longer exists. A fresh peer gives Godot a clean, consistent start.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use aethex_protocol::realtime::{ClientMessage, Member, RoomInfo};
 use aethex_protocol::ErrorCode;
 use crossbeam_queue::SegQueue;
+use tokio::sync::mpsc;
 
+use super::p2p::{LinkStatus, Mesh, MeshInput, PeerTransport};
 use super::socket::Realtime;
 use crate::SdkError;
 
@@ -90,11 +100,16 @@ pub(crate) enum RoomEvent {
     HostChanged(String),
     Packet {
         from: String,
+        /// The room's `seq` on the relay; the sender's own count on a data channel.
         seq: u64,
         data: Vec<u8>,
         channel: u32,
         reliable: bool,
+        /// Came over a P2P data channel.
+        direct: bool,
     },
+    /// The P2P link to this member settled on a path: the game may see the member.
+    LinkSettled(String),
     /// The room is gone for this client (left, lost after a drop, signed out).
     Closed(&'static str),
 }
@@ -133,8 +148,14 @@ pub(crate) struct PeerCore {
     /// Every member, the caller included.
     members: Vec<Member>,
     incoming: VecDeque<Incoming>,
-    /// Newest `seq` of `unreliable_ordered` packets per (peer, channel).
-    ordered: HashMap<(i32, i32), u64>,
+    /// Newest `seq` of `unreliable_ordered` packets per (peer, channel, came direct).
+    ordered: HashMap<(i32, i32, bool), u64>,
+    /// P2P: members whose link has not settled yet (not connected peers for the game).
+    unsettled: HashSet<String>,
+    /// Packets of unsettled members, delivered once they settle.
+    held: Vec<RoomEvent>,
+    /// Whether members wait for their link to settle (the P2P transport).
+    gated: bool,
     target: i32,
     mode: TransferMode,
     channel: i32,
@@ -145,8 +166,21 @@ pub(crate) struct PeerCore {
 }
 
 impl PeerCore {
-    pub fn new(self_user: String, room: &RoomInfo) -> Self {
+    /// `gated`: members count as connected only once their P2P link settled.
+    pub fn with_links(self_user: String, room: &RoomInfo, gated: bool) -> Self {
+        let unsettled = if gated {
+            room.members
+                .iter()
+                .map(|m| m.user_id.clone())
+                .filter(|u| *u != self_user)
+                .collect()
+        } else {
+            HashSet::new()
+        };
         Self {
+            unsettled,
+            held: Vec::new(),
+            gated,
             room_id: room.room_id.clone(),
             self_user,
             host: room.host.clone(),
@@ -192,11 +226,23 @@ impl PeerCore {
         self.members.iter().filter(|m| m.user_id != self.self_user)
     }
 
+    /// The other members the game sees as connected peers.
+    fn settled(&self) -> impl Iterator<Item = &Member> {
+        self.others()
+            .filter(|m| !self.unsettled.contains(&m.user_id))
+    }
+
     /// Applies one room event; reports the peer signals it causes into `out`.
     pub fn apply(&mut self, event: RoomEvent, out: &mut Vec<PeerEvent>) {
         self.announce(out);
         if self.status == ConnectionStatus::Disconnected {
             return;
+        }
+        if let RoomEvent::Packet { from, .. } = &event {
+            if self.unsettled.contains(from) {
+                self.held.push(event);
+                return;
+            }
         }
         match event {
             RoomEvent::Joined(member) => {
@@ -204,7 +250,9 @@ impl PeerCore {
                     return;
                 }
                 self.members.push(member.clone());
-                if let Some(peer) = self.peer_of(&member.user_id) {
+                if self.gated {
+                    self.unsettled.insert(member.user_id);
+                } else if let Some(peer) = self.peer_of(&member.user_id) {
                     out.push(PeerEvent::PeerConnected(peer));
                 }
             }
@@ -213,7 +261,12 @@ impl PeerCore {
                     return;
                 };
                 self.members.retain(|m| m.user_id != user_id);
-                if user_id == self.self_user {
+                if self.unsettled.remove(&user_id) {
+                    // Never seen by the game: nothing to disconnect.
+                    self.held.retain(
+                        |p| !matches!(p, RoomEvent::Packet { from, .. } if *from == user_id),
+                    );
+                } else if user_id == self.self_user {
                     self.close("room_left", out);
                 } else if peer == 1 {
                     out.push(PeerEvent::PeerDisconnected(1));
@@ -236,7 +289,26 @@ impl PeerCore {
                 data,
                 channel,
                 reliable,
-            } => self.receive(&from, seq, data, channel, reliable),
+                direct,
+            } => self.receive(&from, seq, data, channel, reliable, direct),
+            RoomEvent::LinkSettled(user_id) => {
+                if !self.unsettled.remove(&user_id) {
+                    return;
+                }
+                // Before the first poll the member is announced with the others.
+                if self.announced {
+                    if let Some(peer) = self.peer_of(&user_id) {
+                        out.push(PeerEvent::PeerConnected(peer));
+                    }
+                }
+                let (theirs, others) = std::mem::take(&mut self.held)
+                    .into_iter()
+                    .partition(|p| matches!(p, RoomEvent::Packet { from, .. } if *from == user_id));
+                self.held = others;
+                for packet in theirs {
+                    self.apply(packet, out);
+                }
+            }
             RoomEvent::Closed(reason) => self.close(reason, out),
         }
     }
@@ -248,7 +320,7 @@ impl PeerCore {
         }
         self.announced = true;
         let peers: Vec<i32> = self
-            .others()
+            .settled()
             .filter_map(|m| self.peer_of(&m.user_id))
             .collect();
         out.extend(peers.into_iter().map(PeerEvent::PeerConnected));
@@ -258,7 +330,15 @@ impl PeerCore {
         self.announce(out);
     }
 
-    fn receive(&mut self, from: &str, seq: u64, data: Vec<u8>, channel: u32, reliable: bool) {
+    fn receive(
+        &mut self,
+        from: &str,
+        seq: u64,
+        data: Vec<u8>,
+        channel: u32,
+        reliable: bool,
+        direct: bool,
+    ) {
         let Some(peer) = self.peer_of(from) else {
             return;
         };
@@ -273,7 +353,7 @@ impl PeerCore {
         };
         let channel = i32::try_from(channel).unwrap_or(i32::MAX);
         if mode == TransferMode::UnreliableOrdered {
-            let newest = self.ordered.entry((peer, channel)).or_insert(0);
+            let newest = self.ordered.entry((peer, channel, direct)).or_insert(0);
             if seq <= *newest {
                 return;
             }
@@ -295,7 +375,7 @@ impl PeerCore {
         }
         // Godot expects every connected peer to disconnect before the peer goes down.
         let gone: Vec<i32> = self
-            .others()
+            .settled()
             .filter_map(|m| self.peer_of(&m.user_id))
             .filter(|p| !out.contains(&PeerEvent::PeerDisconnected(*p)))
             .collect();
@@ -303,6 +383,7 @@ impl PeerCore {
         self.status = ConnectionStatus::Disconnected;
         self.close_reason = Some(reason);
         self.incoming.clear();
+        self.held.clear();
     }
 
     /// Resolves the current target and mode for `data`.
@@ -314,7 +395,8 @@ impl PeerCore {
             ));
         }
         let targets = match self.target {
-            0 => None,
+            0 if self.unsettled.is_empty() => None,
+            0 => Some(self.settled().map(|m| m.user_id.clone()).collect()),
             peer if peer > 0 => {
                 let user = self.user_of(peer).ok_or_else(|| {
                     SdkError::new(ErrorCode::NotFound, format!("no peer {peer} in the room"))
@@ -324,7 +406,7 @@ impl PeerCore {
             excluded => {
                 let excluded = self.user_of(-excluded).map(str::to_owned);
                 Some(
-                    self.others()
+                    self.settled()
                         .filter(|m| Some(&m.user_id) != excluded.as_ref())
                         .map(|m| m.user_id.clone())
                         .collect(),
@@ -349,12 +431,15 @@ pub struct MultiplayerPeer {
     realtime: Arc<Realtime>,
     inbox: Arc<PeerInbox>,
     core: PeerCore,
+    /// The P2P links and their input (the P2P transport only).
+    mesh: Option<(Arc<Mesh>, mpsc::UnboundedSender<MeshInput>)>,
 }
 
 impl MultiplayerPeer {
     pub(crate) fn attach(
         realtime: Arc<Realtime>,
         room_id: Option<String>,
+        transport: PeerTransport,
     ) -> Result<Self, SdkError> {
         let not_joined = || SdkError::new(ErrorCode::NotFound, "not in that room (join it first)");
         let room_id = match room_id {
@@ -374,10 +459,26 @@ impl MultiplayerPeer {
             realtime.detach_peer(&room_id, &inbox);
             return Err(not_joined());
         };
+        let mesh = (transport == PeerTransport::P2p).then(|| {
+            let members = info.members.iter().map(|m| m.user_id.clone()).collect();
+            let (mesh, input) = Mesh::start(
+                realtime.shared().clone(),
+                realtime.clone(),
+                inbox.clone(),
+                room_id.clone(),
+                self_user.clone(),
+                members,
+            );
+            // Membership changes after the snapshot reach the mesh too (it ignores members it
+            // already has), as for the inbox above.
+            realtime.attach_mesh(&room_id, input.clone());
+            (mesh, input)
+        });
         Ok(Self {
-            core: PeerCore::new(self_user, &info),
+            core: PeerCore::with_links(self_user, &info, mesh.is_some()),
             realtime,
             inbox,
+            mesh,
         })
     }
 
@@ -404,7 +505,38 @@ impl MultiplayerPeer {
     /// `_put_packet`: relays `data` to the target peer(s) with the current mode and channel.
     /// Never blocks; `rate_limited` when the socket's queue is full, `unavailable` once closed.
     pub fn put_packet(&mut self, data: &[u8]) -> Result<(), SdkError> {
-        let packet = self.core.outgoing(data)?;
+        // The P2P links' queues may outlive the client's runtime by a moment; refuse here.
+        if self.realtime.shared().is_shut_down() {
+            return Err(SdkError::new(
+                ErrorCode::Unavailable,
+                "the client was shut down",
+            ));
+        }
+        let mut packet = self.core.outgoing(data)?;
+        if let Some((mesh, _)) = &self.mesh {
+            // Members with an open link get it over their data channel; the rest by relay.
+            let all: Vec<String> = match &packet.targets {
+                Some(targets) => targets.clone(),
+                None => self.core.others().map(|m| m.user_id.clone()).collect(),
+            };
+            let mut by_relay = Vec::with_capacity(all.len());
+            for user in all {
+                let sent = mesh.send(
+                    &user,
+                    packet.reliable,
+                    packet.data[0],
+                    packet.channel,
+                    &packet.data[1..],
+                )?;
+                if !sent {
+                    by_relay.push(user);
+                }
+            }
+            if by_relay.is_empty() {
+                return Ok(());
+            }
+            packet.targets = Some(by_relay);
+        }
         self.realtime.send_untracked(ClientMessage::RelayPacket {
             room_id: self.core.room_id.clone(),
             data: packet.data,
@@ -412,6 +544,12 @@ impl MultiplayerPeer {
             channel: packet.channel,
             reliable: packet.reliable,
         })
+    }
+
+    /// The P2P link to the member behind `peer` (`None`: the relay transport, or no such peer).
+    pub fn link_status(&self, peer: i32) -> Option<LinkStatus> {
+        let user = self.core.user_of(peer)?;
+        self.mesh.as_ref()?.0.status(user)
     }
 
     /// `_get_available_packet_count`
@@ -494,8 +632,16 @@ impl MultiplayerPeer {
     pub fn close(&mut self) -> Vec<PeerEvent> {
         let mut out = Vec::new();
         self.core.close("closed", &mut out);
-        self.realtime.detach_peer(&self.core.room_id, &self.inbox);
+        self.detach();
         out
+    }
+
+    /// Gives the room's packets back to the socket and ends the P2P links.
+    fn detach(&mut self) {
+        self.realtime.detach_peer(&self.core.room_id, &self.inbox);
+        if let Some((_, input)) = self.mesh.take() {
+            self.realtime.detach_mesh(&self.core.room_id, &input);
+        }
     }
 
     /// `_disconnect_peer`: only the caller's own id (which closes the peer); the relay cannot
@@ -523,7 +669,7 @@ impl MultiplayerPeer {
 
 impl Drop for MultiplayerPeer {
     fn drop(&mut self) {
-        self.realtime.detach_peer(&self.core.room_id, &self.inbox);
+        self.detach();
     }
 }
 
@@ -550,7 +696,7 @@ mod tests {
             properties: RoomProperties::default(),
             seq: 3,
         };
-        PeerCore::new(me.into(), &room)
+        PeerCore::with_links(me.into(), &room, false)
     }
 
     fn packet(from: &str, seq: u64, mode: TransferMode, channel: u32, body: &[u8]) -> RoomEvent {
@@ -562,6 +708,7 @@ mod tests {
             data,
             channel,
             reliable: mode == TransferMode::Reliable,
+            direct: false,
         }
     }
 
@@ -627,6 +774,7 @@ mod tests {
                 data: vec![],
                 channel: 0,
                 reliable: true,
+                direct: false,
             },
             &mut out,
         );
@@ -750,10 +898,56 @@ mod tests {
             properties: RoomProperties::default(),
             seq: 6,
         };
-        let new_host = PeerCore::new("a".into(), &after);
+        let new_host = PeerCore::with_links("a".into(), &after, false);
         assert_eq!(new_host.unique_id(), 1);
-        let b = PeerCore::new("b".into(), &after);
+        let b = PeerCore::with_links("b".into(), &after, false);
         assert_eq!((b.unique_id(), b.peer_of("a")), (4, Some(1)));
+    }
+
+    #[test]
+    fn with_p2p_links_members_connect_once_their_link_settled() {
+        let room = RoomInfo {
+            room_id: "r".into(),
+            join_code: None,
+            host: "h".into(),
+            members: vec![member("h", 2), member("a", 3), member("b", 4)],
+            properties: RoomProperties::default(),
+            seq: 3,
+        };
+        let mut a = PeerCore::with_links("a".into(), &room, true);
+        let mut out = Vec::new();
+        a.poll(&mut out);
+        assert!(out.is_empty(), "no link settled yet: {out:?}");
+        // What the host sends before its link settled waits, then follows peer_connected.
+        a.apply(
+            packet("h", 1, TransferMode::Reliable, 0, b"early"),
+            &mut out,
+        );
+        assert_eq!(a.incoming.len(), 0);
+        assert_eq!(a.outgoing(b"x").unwrap().targets, Some(vec![]));
+        a.apply(RoomEvent::LinkSettled("h".into()), &mut out);
+        assert_eq!(out, vec![PeerEvent::PeerConnected(1)]);
+        assert_eq!(
+            a.incoming.front().map(|p| p.data.clone()),
+            Some(b"early".to_vec())
+        );
+        assert_eq!(
+            a.outgoing(b"x").unwrap().targets,
+            Some(vec!["h".into()]),
+            "broadcasts reach the settled members only"
+        );
+        // A member leaving before its link settled was never seen: nothing to disconnect.
+        out.clear();
+        a.apply(packet("b", 2, TransferMode::Reliable, 0, b"lost"), &mut out);
+        a.apply(RoomEvent::Left("b".into()), &mut out);
+        a.apply(RoomEvent::LinkSettled("b".into()), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // A later member too waits for its link.
+        a.apply(RoomEvent::Joined(member("c", 5)), &mut out);
+        assert!(out.is_empty());
+        a.apply(RoomEvent::LinkSettled("c".into()), &mut out);
+        assert_eq!(out, vec![PeerEvent::PeerConnected(5)]);
+        assert_eq!(a.incoming.len(), 1, "b's held packet went with b");
     }
 
     #[test]

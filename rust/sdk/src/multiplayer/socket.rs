@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::p2p::MeshInput;
 use super::peer::{PeerInbox, RoomEvent};
 use super::rooms::{room_value, tagged, wire_value, Rooms};
 use super::{
@@ -37,6 +38,9 @@ const STABLE_SOCKET: Duration = Duration::from_secs(5);
 
 /// Pause before the socket tries again to refresh a session whose refresh failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+/// Signals kept per room until its mesh starts: a few attempts' offers, answers and candidates.
+const EARLY_SIGNALS: usize = 64;
 
 /// How often calls waiting for a socket are checked for their timeout.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
@@ -118,6 +122,11 @@ pub(crate) struct Realtime {
     state: AtomicU8,
     rooms: Rooms,
     peers: Mutex<HashMap<String, Arc<PeerInbox>>>,
+    /// P2P meshes of the rooms whose peer uses them: signals and membership go there.
+    meshes: Mutex<HashMap<String, mpsc::UnboundedSender<MeshInput>>>,
+    /// Signals for joined rooms that have no mesh yet (another member's peer started first),
+    /// handed to the room's mesh when it starts.
+    early_signals: Mutex<HashMap<String, Vec<MeshInput>>>,
 }
 
 impl Realtime {
@@ -130,7 +139,13 @@ impl Realtime {
             state: AtomicU8::new(ConnectionState::Disconnected as u8),
             rooms: Rooms::default(),
             peers: Mutex::new(HashMap::new()),
+            meshes: Mutex::new(HashMap::new()),
+            early_signals: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub fn rooms(&self) -> &Rooms {
@@ -286,6 +301,38 @@ impl Realtime {
         }
     }
 
+    /// Replaces the room's previous mesh, if any (its peer was replaced too).
+    pub fn attach_mesh(&self, room_id: &str, input: mpsc::UnboundedSender<MeshInput>) {
+        let mut meshes = lock(&self.meshes);
+        for early in lock(&self.early_signals)
+            .remove(room_id)
+            .unwrap_or_default()
+        {
+            let _ = input.send(early);
+        }
+        meshes.insert(room_id.to_owned(), input);
+    }
+
+    pub fn detach_mesh(&self, room_id: &str, input: &mpsc::UnboundedSender<MeshInput>) {
+        let mut meshes = lock(&self.meshes);
+        if meshes.get(room_id).is_some_and(|m| m.same_channel(input)) {
+            meshes.remove(room_id);
+        }
+    }
+
+    fn to_mesh(&self, room_id: &str, input: MeshInput) {
+        let meshes = lock(&self.meshes);
+        if let Some(mesh) = meshes.get(room_id) {
+            let _ = mesh.send(input);
+        } else if matches!(input, MeshInput::Signal { .. }) && self.rooms.info(room_id).is_some() {
+            let mut early = lock(&self.early_signals);
+            let waiting = early.entry(room_id.to_owned()).or_default();
+            if waiting.len() < EARLY_SIGNALS {
+                waiting.push(input);
+            }
+        }
+    }
+
     fn peer(&self, room_id: &str) -> Option<Arc<PeerInbox>> {
         lock(&self.peers).get(room_id).cloned()
     }
@@ -299,6 +346,8 @@ impl Realtime {
     /// The room is gone for this client: `room_left`, and its peer closes.
     fn room_gone(&self, room_id: &str, reason: &'static str) {
         self.rooms.remove(room_id);
+        lock(&self.meshes).remove(room_id);
+        lock(&self.early_signals).remove(room_id);
         if let Some(peer) = lock(&self.peers).remove(room_id) {
             peer.queue.push(RoomEvent::Closed(reason));
         }
@@ -808,6 +857,7 @@ impl Realtime {
                         data,
                         channel,
                         reliable,
+                        direct: false,
                     }),
                     None => self.shared.emit(
                         MULTIPLAYER,
@@ -872,6 +922,11 @@ impl Realtime {
                     ],
                 );
             }
+            ServerMessage::Signal {
+                room_id,
+                from,
+                signal,
+            } => self.to_mesh(&room_id, MeshInput::Signal { from, signal }),
             ServerMessage::FriendsUpdated => {
                 self.shared.emit(
                     FRIENDS,
@@ -910,6 +965,7 @@ impl Realtime {
 
     fn player_joined(&self, room_id: &str, member: aethex_protocol::realtime::Member) {
         let value = wire_value(&serde_json::to_value(&member).expect("serializes"));
+        self.to_mesh(room_id, MeshInput::Joined(member.user_id.clone()));
         self.to_peer(room_id, RoomEvent::Joined(member));
         self.shared.emit(
             MULTIPLAYER,
@@ -919,6 +975,7 @@ impl Realtime {
     }
 
     fn player_left(&self, room_id: &str, user_id: String) {
+        self.to_mesh(room_id, MeshInput::Left(user_id.clone()));
         self.to_peer(room_id, RoomEvent::Left(user_id.clone()));
         self.shared.emit(
             MULTIPLAYER,

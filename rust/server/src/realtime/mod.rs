@@ -9,6 +9,8 @@
 //! - `presence`: each player's status from their sockets and seats, pushed to their friends.
 //! - `remote`: members of a room whose sockets are on another node of a cluster.
 //! - `failover`: away seats and resume across nodes, and rooms adopted when their node is gone.
+//! - `signaling`: the ICE settings (STUN/TURN with short-lived TURN credentials) for WebRTC
+//!   peer-to-peer connections; the signals themselves are relayed by `rooms` (`Rooms::signal`).
 //! - `matchmaking`: tickets, the matcher, mode rules (`/api/v1/matchmaking/modes`).
 //!
 //! Everything here is in memory. A room lives on the node it was created on; players on other
@@ -21,12 +23,14 @@ pub mod matchmaking;
 pub mod presence;
 pub mod remote;
 pub mod rooms;
+pub mod signaling;
 pub mod socket;
 pub mod users;
 
 use std::sync::atomic::AtomicU64;
 
 use aethex_protocol::realtime::{RoomListResponse, REALTIME_PATH};
+use aethex_protocol::signaling::ICE_PATH;
 use aethex_protocol::ErrorEnvelope;
 use axum::extract::State;
 use axum::routing::get;
@@ -56,13 +60,19 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(REALTIME_PATH, get(socket::upgrade))
         .route("/api/v1/rooms", get(list_rooms))
+        .route(ICE_PATH, get(signaling::ice_config))
         .merge(matchmaking::router())
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(list_rooms),
-    components(schemas(RoomListResponse, aethex_protocol::realtime::RoomSummary)),
+    paths(list_rooms, signaling::ice_config),
+    components(schemas(
+        RoomListResponse,
+        aethex_protocol::realtime::RoomSummary,
+        aethex_protocol::signaling::IceConfig,
+        aethex_protocol::signaling::IceServer
+    )),
     tags((name = "realtime", description = "Rooms of the realtime socket (the socket itself: docs/api/realtime.md)"))
 )]
 pub struct RealtimeApi;

@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use aethex_protocol::realtime::{Cid, RoomInfo, RoomSummary, ServerFrame, ServerMessage};
+use aethex_protocol::signaling::PeerSignal;
 use aethex_protocol::{ApiErrorBody, ErrorCode};
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
@@ -122,6 +123,12 @@ pub enum Op {
     Leave {
         room_id: String,
     },
+    /// `signal` to another member of the room.
+    Signal {
+        room_id: String,
+        to: String,
+        signal: PeerSignal,
+    },
     /// `send_message` on the room's channel.
     Chat {
         room_id: String,
@@ -192,6 +199,7 @@ impl Op {
             Op::Relay { room_id, .. }
             | Op::Packet { room_id, .. }
             | Op::Leave { room_id }
+            | Op::Signal { room_id, .. }
             | Op::Chat { room_id, .. } => room_id,
         }
     }
@@ -380,6 +388,14 @@ impl RemoteMembers {
                 Presence::refresh(state, &op.member.project_id, &op.member.user_id);
                 Ok(())
             }
+            (
+                Op::Signal {
+                    room_id,
+                    to,
+                    signal,
+                },
+                Some(proxy),
+            ) => realtime.rooms.signal(&proxy, &room_id, &to, signal),
         };
         if let Err(e) = result {
             cluster.socket_frame(

@@ -16,6 +16,7 @@ use std::time::Duration;
 use aethex_protocol::realtime::{
     ChatMessage, Member, ResumedRoom, RoomInfo, RoomProperties, RoomSummary, ServerMessage,
 };
+use aethex_protocol::signaling::PeerSignal;
 use aethex_protocol::ErrorCode;
 use rand::Rng;
 
@@ -557,6 +558,41 @@ impl Rooms {
                 }
             });
         })
+    }
+
+    /// Hands a WebRTC signal from `conn` to the member `to` of the same room, at once and to
+    /// that member only. It is not a room event (no `seq`, not replayed): a member who was away
+    /// renegotiates after resuming, so a signal to an away seat is dropped.
+    pub fn signal(
+        &self,
+        conn: &ConnHandle,
+        room_id: &str,
+        to: &str,
+        signal: PeerSignal,
+    ) -> Result<(), ApiError> {
+        if to == conn.user_id {
+            return Err(ApiError::invalid(
+                "a signal goes to another member, not to yourself",
+            ));
+        }
+        self.with_member(conn, room_id, |room, state| {
+            let target = state
+                .members
+                .iter()
+                .find(|s| s.member.user_id == to)
+                .ok_or_else(|| ApiError::not_found(format!("{to} is not a member of this room")))?;
+            if !target.away {
+                target.conn.push(encode(
+                    None,
+                    ServerMessage::Signal {
+                        room_id: room.id.clone(),
+                        from: conn.user_id.clone(),
+                        signal,
+                    },
+                ));
+            }
+            Ok(())
+        })?
     }
 
     /// Runs `f` on the room, locked, when `conn` holds a seat in it.

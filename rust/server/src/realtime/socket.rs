@@ -593,6 +593,27 @@ impl Session {
                 };
                 remote::forward(&state, home, &self.conn, cid, op);
             }
+            ClientMessage::Signal {
+                room_id,
+                to,
+                signal,
+            } if self.remote_rooms.contains_key(&room_id) => {
+                let home = &self.remote_rooms[&room_id];
+                let op = Op::Signal {
+                    room_id: room_id.clone(),
+                    to,
+                    signal,
+                };
+                remote::forward(&state, home, &self.conn, cid, op);
+            }
+            ClientMessage::Signal {
+                room_id,
+                to,
+                signal,
+            } => state
+                .realtime
+                .rooms
+                .signal(&self.conn, &room_id, &to, signal)?,
             ClientMessage::LeaveRoom { room_id } => {
                 if !self.rooms.remove(&room_id) || !state.realtime.rooms.leave(&self.conn, &room_id)
                 {
