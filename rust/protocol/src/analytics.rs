@@ -156,3 +156,84 @@ pub struct ActiveDay {
 pub struct ActiveResponse {
     pub days: Vec<ActiveDay>,
 }
+
+/// One arm of an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Variant {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+    )]
+    pub name: String,
+    /// Relative share of players (a variant of weight 2 gets twice the players of weight 1).
+    #[serde(deserialize_with = "crate::int::i64")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    pub weight: i64,
+}
+
+/// Which players an experiment includes; an empty list does not restrict.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Targeting {
+    /// Platforms (as the SDK reports them, e.g. `android`, `windows`).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
+    pub platforms: Vec<String>,
+    /// Game builds (versions).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
+    pub builds: Vec<String>,
+    /// User properties the player must have, with exactly these JSON values.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub user_properties: Map<String, Value>,
+}
+
+/// `PUT /api/v1/analytics/experiments/{key}` (server key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExperimentDefinition {
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 16))]
+    pub variants: Vec<Variant>,
+    #[serde(default)]
+    pub targeting: Targeting,
+    /// Players are assigned only while it runs; stopping keeps the definition.
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Experiment {
+    pub key: String,
+    #[serde(flatten)]
+    pub definition: ExperimentDefinition,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExperimentList {
+    pub experiments: Vec<Experiment>,
+}
+
+/// `PUT /api/v1/analytics/config/{key}` (server key): a remote config value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigValue {
+    /// Any JSON value, at most 8 KiB serialized.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: Value,
+}
+
+/// `GET /api/v1/analytics/assignments` (player): what the SDK caches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Assignments {
+    /// Running experiment key -> this player's variant (experiments the player is not targeted
+    /// by are absent).
+    pub variants: std::collections::BTreeMap<String, String>,
+    /// Every remote config value of the project.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: Map<String, Value>,
+}

@@ -583,3 +583,175 @@ async fn openapi_states_the_property_limits() {
     assert!(doc["paths"]["/api/v1/analytics/events"]["post"]["responses"]["403"].is_object());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn experiments_assign_stable_targeted_variants_and_serve_remote_config() {
+    for backend in backends() {
+        let s = TestServer::start(backend).await;
+        let definition = json!({
+            "variants": [{"name": "control", "weight": 1}, {"name": "blue", "weight": 1}],
+            "targeting": {"platforms": ["android"]},
+            "running": true,
+        });
+        let resp = s
+            .admin(Method::PUT, "/api/v1/analytics/experiments/button_color")
+            .json(&definition)
+            .send()
+            .await
+            .unwrap();
+        let stored = expect_status(resp, StatusCode::OK).await;
+        assert_eq!(stored["key"], "button_color");
+        assert_eq!(stored["running"], true);
+        let resp = s
+            .admin(Method::PUT, "/api/v1/analytics/config/max_lives")
+            .json(&json!({"value": 5}))
+            .send()
+            .await
+            .unwrap();
+        expect_status(resp, StatusCode::OK).await;
+
+        // Two sign-ins of the same account (two devices) get the same variant.
+        let first = s.device_player().await;
+        let token = first["access_token"].as_str().unwrap().to_owned();
+        let assigned = |token: String, query: &'static str| {
+            let s = &s;
+            async move {
+                let resp = s
+                    .player(
+                        Method::GET,
+                        &format!("/api/v1/analytics/assignments{query}"),
+                        &token,
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                expect_status(resp, StatusCode::OK).await
+            }
+        };
+        let android = assigned(token.clone(), "?platform=android").await;
+        let variant = android["variants"]["button_color"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(["control", "blue"].contains(&variant.as_str()));
+        assert_eq!(android["config"], json!({"max_lives": 5}));
+        let refresh = first["refresh_token"].as_str().unwrap();
+        let resp = s
+            .req(Method::POST, "/api/v1/auth/refresh")
+            .json(&json!({"refresh_token": refresh}))
+            .send()
+            .await
+            .unwrap();
+        let again = expect_status(resp, StatusCode::OK).await;
+        let other_token = again["access_token"].as_str().unwrap().to_owned();
+        for _ in 0..3 {
+            let answer = assigned(other_token.clone(), "?platform=android").await;
+            assert_eq!(answer["variants"]["button_color"], variant.as_str());
+        }
+        // Not targeted: another platform, or none.
+        let ios = assigned(token.clone(), "?platform=ios").await;
+        assert_eq!(ios["variants"], json!({}));
+        let unknown = assigned(token.clone(), "").await;
+        assert_eq!(unknown["variants"], json!({}));
+
+        // Both variants occur across players (1:1 weights, 40 players: all in one is 2^-39).
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let p = s.device_player().await;
+            let answer = assigned(
+                p["access_token"].as_str().unwrap().to_owned(),
+                "?platform=android",
+            )
+            .await;
+            seen.insert(
+                answer["variants"]["button_color"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+
+        // Stopped: nobody is assigned; the definition stays listed.
+        let mut stopped = definition.clone();
+        stopped["running"] = json!(false);
+        let resp = s
+            .admin(Method::PUT, "/api/v1/analytics/experiments/button_color")
+            .json(&stopped)
+            .send()
+            .await
+            .unwrap();
+        expect_status(resp, StatusCode::OK).await;
+        let answer = assigned(token.clone(), "?platform=android").await;
+        assert_eq!(answer["variants"], json!({}));
+        let resp = s
+            .admin(Method::GET, "/api/v1/analytics/experiments")
+            .send()
+            .await
+            .unwrap();
+        let list = expect_status(resp, StatusCode::OK).await;
+        assert_eq!(list["experiments"][0]["running"], false);
+
+        // Players cannot define experiments; bad definitions are typed errors.
+        let resp = s
+            .player(Method::PUT, "/api/v1/analytics/experiments/x", &token)
+            .json(&definition)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+        let twice = json!({"variants": [{"name": "a", "weight": 1}, {"name": "a", "weight": 2}], "running": true});
+        let resp = s
+            .admin(Method::PUT, "/api/v1/analytics/experiments/x")
+            .json(&twice)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+        let resp = s
+            .admin(Method::DELETE, "/api/v1/analytics/config/max_lives")
+            .send()
+            .await
+            .unwrap();
+        expect_status(resp, StatusCode::NO_CONTENT).await;
+        let answer = assigned(token.clone(), "").await;
+        assert_eq!(answer["config"], json!({}));
+        s.stop().await;
+    }
+}
+
+/// The per-project cap of 200 experiments holds when new keys arrive concurrently.
+#[tokio::test]
+async fn concurrent_experiment_definitions_respect_the_cap() {
+    for backend in backends() {
+        let s = std::sync::Arc::new(TestServer::start(backend).await);
+        let mut tasks = Vec::new();
+        for n in 0..230 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.admin(Method::PUT, &format!("/api/v1/analytics/experiments/e{n}"))
+                    .json(&json!({"variants": [{"name": "a", "weight": 1}], "running": true}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }));
+        }
+        let mut created = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                StatusCode::OK => created += 1,
+                StatusCode::PAYLOAD_TOO_LARGE => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(created, 200);
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM analytics_experiments")
+            .fetch_one(&s.state.db.read)
+            .await
+            .unwrap();
+        assert_eq!(count, 200);
+        let s = std::sync::Arc::into_inner(s).expect("tasks done");
+        s.stop().await;
+    }
+}

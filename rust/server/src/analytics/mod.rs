@@ -5,11 +5,15 @@
 //! `coppa` setting is on) have their events stored without user or session id and their user
 //! properties dropped.
 //!
+//! Experiments and remote config (`experiments`) are defined with the server key; players read
+//! their deterministic assignments.
+//!
 //! Ingestion is idempotent by event id and group-committed (`store`); the rollups the queries
 //! read (players per day, events per day and name, latest user properties) are maintained in the
 //! same transaction.
 
 mod consent;
+mod experiments;
 mod ingest;
 mod query;
 pub mod store;
@@ -50,6 +54,22 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/analytics/events", post(ingest::ingest))
         .route("/api/v1/analytics/query/active", get(query::active))
+        .route(
+            "/api/v1/analytics/experiments",
+            get(experiments::list_experiments),
+        )
+        .route(
+            "/api/v1/analytics/experiments/{key}",
+            put(experiments::put_experiment).delete(experiments::delete_experiment),
+        )
+        .route(
+            "/api/v1/analytics/config/{key}",
+            put(experiments::put_config).delete(experiments::delete_config),
+        )
+        .route(
+            "/api/v1/analytics/assignments",
+            get(experiments::assignments),
+        )
 }
 
 #[derive(OpenApi)]
@@ -62,6 +82,12 @@ pub fn router() -> Router<AppState> {
         consent::put_settings,
         ingest::ingest,
         query::active,
+        experiments::put_experiment,
+        experiments::list_experiments,
+        experiments::delete_experiment,
+        experiments::put_config,
+        experiments::delete_config,
+        experiments::assignments,
     ),
     components(schemas(
         aethex_protocol::analytics::ConsentRequest,
@@ -73,6 +99,13 @@ pub fn router() -> Router<AppState> {
         aethex_protocol::analytics::IngestResponse,
         aethex_protocol::analytics::ActiveDay,
         aethex_protocol::analytics::ActiveResponse,
+        aethex_protocol::analytics::Variant,
+        aethex_protocol::analytics::Targeting,
+        aethex_protocol::analytics::ExperimentDefinition,
+        aethex_protocol::analytics::Experiment,
+        aethex_protocol::analytics::ExperimentList,
+        aethex_protocol::analytics::ConfigValue,
+        aethex_protocol::analytics::Assignments,
     )),
     modifiers(&PropertiesSchema),
     tags((name = "analytics", description = "Opt-in events and metrics, consent, and the query API"))
