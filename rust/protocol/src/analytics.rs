@@ -58,7 +58,8 @@ pub enum EventKind {
     Metric,
     /// `track_screen`: the player opened the screen `name`.
     Screen,
-    /// `set_user_property`: the player's property `name` is now `properties.value`.
+    /// `set_user_property`: the player's property `name` is now `properties.value` (the SDK
+    /// sends `{"value": …}`; the server keeps the newest properties per player and name).
     UserProperty,
 }
 
@@ -92,7 +93,8 @@ pub struct AnalyticsEvent {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub properties: Map<String, Value>,
-    /// The metric's value (kind `metric` only, where it is required).
+    /// The number a `metric` records; other kinds may carry one too. A metric without one is
+    /// stored and counted, and left out of value statistics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// The SDK's session (one per game launch).

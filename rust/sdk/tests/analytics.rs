@@ -199,3 +199,88 @@ async fn a_full_queue_drops_the_oldest_and_counts_them() {
     drop(probe);
     server.finish().await;
 }
+
+/// Variants and config come from the copy fetched at sign-in; the first read of a variant
+/// records one exposure event.
+#[tokio::test(flavor = "multi_thread")]
+async fn variants_and_config_answer_from_the_cache_with_one_exposure_event() {
+    let server = RealServer::start().await;
+    let server_key = std::fs::read_to_string(server.data_dir.path().join("default-server-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/api/v1/analytics/experiments/button_color",
+            serde_json::json!({"variants": [{"name": "blue", "weight": 1}], "running": true}),
+        ),
+        (
+            "/api/v1/analytics/config/max_lives",
+            serde_json::json!({"value": 5}),
+        ),
+    ] {
+        let resp = http
+            .put(format!("{}{path}", server.url))
+            .header("Authorization", format!("ServerKey {server_key}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut probe = Probe::new(config(&server, dir.path()));
+    let analytics = probe.client.analytics().clone();
+    assert_eq!(
+        analytics.get_variant("button_color"),
+        None,
+        "nothing fetched yet"
+    );
+    let user = user_id(&probe.login_device("analytics-device-3").await);
+    probe.ok(analytics.set_consent(true, false)).await;
+    wait_until("the assignments", async || {
+        analytics.get_variant("button_color").is_some()
+    })
+    .await;
+    assert_eq!(
+        analytics.get_variant("button_color").as_deref(),
+        Some("blue")
+    );
+    assert_eq!(analytics.get_variant("unknown"), None);
+    assert_eq!(
+        analytics.get_config("max_lives", Value::Int(3)),
+        Value::Int(5)
+    );
+    assert_eq!(
+        analytics.get_config("missing", Value::Int(3)),
+        Value::Int(3)
+    );
+    probe.ok(analytics.flush()).await;
+    let exposures: Vec<String> = sqlx::query_scalar(
+        "SELECT properties FROM analytics_events WHERE user_id = $1 AND name = 'experiment_exposure'",
+    )
+    .bind(&user)
+    .fetch_all(&server.state.db.read)
+    .await
+    .unwrap();
+    assert_eq!(
+        exposures.len(),
+        1,
+        "one exposure per experiment and session"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&exposures[0]).unwrap(),
+        serde_json::json!({"experiment": "button_color", "variant": "blue"})
+    );
+    // The cached copy answers after a restart, before any sign-in.
+    drop(probe);
+    let probe = Probe::new(config(&server, dir.path()));
+    let analytics = probe.client.analytics().clone();
+    wait_until("the cached copy", async || {
+        analytics.get_variant("button_color").is_some()
+    })
+    .await;
+    drop(probe);
+    server.finish().await;
+}

@@ -9,18 +9,25 @@
 //! the server stores each event id once, so a batch sent twice arrives once. Revoking consent
 //! deletes the queue.
 //!
+//! Experiments and remote config: the player's assignments are fetched at every sign-in and
+//! every `assignments_interval`, cached in memory and on disk, and `get_variant` / `get_config`
+//! answer from that copy at once; the first `get_variant` of an experiment per session records
+//! an `experiment_exposure` event.
+//!
 //! The consent is also stored on the server (`PUT`/`DELETE /api/v1/analytics/consent`, with its
 //! time); changed while offline or signed out, it is sent before the next upload.
 
 mod queue;
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use aethex_protocol::analytics::{
-    AnalyticsEvent, ConsentRequest, EventKind, IngestRequest, IngestResponse, MAX_EVENTS_PER_BATCH,
+    AnalyticsEvent, Assignments, ConsentRequest, EventKind, IngestRequest, IngestResponse,
+    MAX_EVENTS_PER_BATCH,
 };
 use aethex_protocol::ErrorCode;
 use reqwest::Method;
@@ -28,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::client::Shared;
+use crate::codec::plain_from_json;
 use crate::http::{Body, Request};
 use crate::storage::write_atomic;
 use crate::{RequestId, SdkError, Value};
@@ -35,7 +43,7 @@ use crate::{RequestId, SdkError, Value};
 use queue::DiskQueue;
 
 /// Tuning of the analytics queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalyticsConfig {
     /// Most events kept on disk; beyond it the oldest are dropped (`dropped_events`).
     pub max_queued_events: usize,
@@ -43,6 +51,13 @@ pub struct AnalyticsConfig {
     pub batch_size: usize,
     /// How often queued events are uploaded.
     pub flush_interval: Duration,
+    /// How often experiment assignments and remote config are fetched again (also at every
+    /// sign-in).
+    pub assignments_interval: Duration,
+    /// Sent with the assignment request, for experiments targeting platforms (e.g. `android`).
+    pub platform: Option<String>,
+    /// Sent with the assignment request, for experiments targeting game builds.
+    pub build: Option<String>,
 }
 
 impl Default for AnalyticsConfig {
@@ -51,6 +66,9 @@ impl Default for AnalyticsConfig {
             max_queued_events: 10_000,
             batch_size: 200,
             flush_interval: Duration::from_secs(15),
+            assignments_interval: Duration::from_secs(300),
+            platform: None,
+            build: None,
         }
     }
 }
@@ -103,6 +121,17 @@ pub(crate) struct AnalyticsState {
     /// Events in the persisted queue, as of the task's last write.
     queued: AtomicU64,
     dropped: AtomicU64,
+    /// The last fetched experiment variants and config values (also kept on disk, read at start).
+    assignments: RwLock<Cached>,
+    /// Experiments whose exposure this session already recorded.
+    exposed: Mutex<HashSet<String>>,
+}
+
+/// Experiment variants and remote config as the SDK caches them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Cached {
+    variants: BTreeMap<String, String>,
+    config: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Clone)]
@@ -140,6 +169,8 @@ impl Analytics {
             inbox,
             queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            assignments: RwLock::new(Cached::default()),
+            exposed: Mutex::new(HashSet::new()),
         });
         shared
             .handle
@@ -209,6 +240,47 @@ impl Analytics {
             client_time: now_ms(),
         }));
         true
+    }
+
+    /// This player's variant of a running experiment, from the cached assignments (fetched at
+    /// sign-in and every `assignments_interval`); `None` when not assigned or not fetched yet.
+    /// The first answer per experiment and session (with consent) records an
+    /// `experiment_exposure` event.
+    pub fn get_variant(&self, experiment: &str) -> Option<String> {
+        let variant = self
+            .state
+            .assignments
+            .read()
+            .expect("assignments lock")
+            .variants
+            .get(experiment)
+            .cloned()?;
+        // Marked only once recorded: a variant read before consent is recorded at the first
+        // read after it.
+        let mut exposed = self.state.exposed.lock().expect("exposure lock");
+        if !exposed.contains(experiment)
+            && self.track_event(
+                "experiment_exposure",
+                Value::dict([
+                    ("experiment", Value::String(experiment.to_owned())),
+                    ("variant", Value::String(variant.clone())),
+                ]),
+            )
+        {
+            exposed.insert(experiment.to_owned());
+        }
+        Some(variant)
+    }
+
+    /// A remote config value from the cached copy, or `default` when the key is unknown.
+    pub fn get_config(&self, key: &str, default: Value) -> Value {
+        self.state
+            .assignments
+            .read()
+            .expect("assignments lock")
+            .config
+            .get(key)
+            .map_or(default, plain_from_json)
     }
 
     /// Uploads everything queued now; completes with `{uploaded, queued}`.
@@ -346,6 +418,13 @@ async fn run(
     let path = dir(&shared).join("queue.jsonl");
     let cap = shared.config.analytics.max_queued_events;
     let queue = blocking(|| DiskQueue::load(path, cap));
+    let cache_path = dir(&shared).join("assignments.json");
+    if let Some(cached) = blocking(|| std::fs::read(&cache_path).ok())
+        .and_then(|bytes| serde_json::from_slice::<Cached>(&bytes).ok())
+    {
+        *state.assignments.write().expect("assignments lock") = cached;
+    }
+    let mut sessions = shared.session_epoch();
     let mut task = Task {
         shared,
         state,
@@ -355,6 +434,8 @@ async fn run(
     task.after_write();
     let mut tick = tokio::time::interval(task.shared.config.analytics.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval(task.shared.config.analytics.assignments_interval);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = commands.recv() => {
@@ -366,6 +447,14 @@ async fn run(
                 }
                 task.handle(batch).await;
             }
+            // A sign-in (or sign-out, refresh) and the periodic refresh fetch assignments.
+            changed = sessions.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                task.fetch_assignments().await;
+            }
+            _ = refresh.tick() => task.fetch_assignments().await,
             _ = tick.tick() => {
                 // A failed upload is retried at the next tick; the events stay queued.
                 let _ = task.upload_all().await;
@@ -474,6 +563,48 @@ impl Task {
         let bytes = serde_json::to_vec(&self.consent).expect("consent serializes");
         if let Err(e) = blocking(|| write_atomic(&path, &bytes, true)) {
             tracing::warn!(error = %e, "could not store the analytics consent");
+        }
+    }
+
+    /// Fetches the player's assignments into the cache (and its file). Failures keep the
+    /// cached copy; the next refresh tries again.
+    async fn fetch_assignments(&mut self) {
+        if !self.shared.is_logged_in() {
+            return;
+        }
+        let config = &self.shared.config.analytics;
+        let mut query = Vec::new();
+        for (name, value) in [("platform", &config.platform), ("build", &config.build)] {
+            if let Some(value) = value {
+                query.push(format!(
+                    "{name}={}",
+                    percent_encoding::utf8_percent_encode(
+                        value,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ));
+            }
+        }
+        let path = match query.is_empty() {
+            true => "/api/v1/analytics/assignments".to_owned(),
+            false => format!("/api/v1/analytics/assignments?{}", query.join("&")),
+        };
+        let reply = self
+            .shared
+            .authed(|| Request::new(Method::GET, path.clone()))
+            .await;
+        let Ok(assignments) = reply.and_then(|r| r.json::<Assignments>()) else {
+            return;
+        };
+        let cached = Cached {
+            variants: assignments.variants,
+            config: assignments.config,
+        };
+        let bytes = serde_json::to_vec(&cached).expect("assignments serialize");
+        *self.state.assignments.write().expect("assignments lock") = cached;
+        let path = dir(&self.shared).join("assignments.json");
+        if let Err(e) = blocking(|| write_atomic(&path, &bytes, true)) {
+            tracing::warn!(error = %e, "could not store the experiment assignments");
         }
     }
 

@@ -5,7 +5,7 @@
 //! Bucketing is deterministic: SHA-256 of (project, experiment, player id) picks a point in the
 //! total weight, so a player gets the same variant on every device and every call, and
 //! different experiments bucket independently. Changing the weights moves only the players
-//! whose point changes of variant.
+//! whose point changes of variant. A name listed twice simply gets both weights.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use super::ingest::valid_name;
 use crate::app::AppState;
 use crate::caller::{Caller, Player};
 use crate::error::{ApiError, ApiResult};
@@ -64,15 +65,7 @@ fn server_project(caller: &Caller) -> ApiResult<&str> {
 
 fn key(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let Path(key) = path.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let valid = !key.is_empty()
-        && key.len() <= 64
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-        && key
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let valid = valid_name(&key);
     if valid {
         Ok(key)
     } else {
@@ -86,19 +79,8 @@ fn check_definition(definition: &ExperimentDefinition) -> ApiResult<()> {
     if definition.variants.is_empty() || definition.variants.len() > 16 {
         return Err(ApiError::invalid("an experiment has 1 to 16 variants"));
     }
-    let mut names = std::collections::HashSet::new();
     for variant in &definition.variants {
-        let name_ok = !variant.name.is_empty()
-            && variant.name.len() <= 64
-            && variant
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-            && variant
-                .name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let name_ok = valid_name(&variant.name);
         if !name_ok {
             return Err(ApiError::invalid(
                 "variant names are 1 to 64 of A-Z a-z 0-9 _ . : - starting with a letter, digit or _",
@@ -106,12 +88,6 @@ fn check_definition(definition: &ExperimentDefinition) -> ApiResult<()> {
         }
         if !(1..=10_000).contains(&variant.weight) {
             return Err(ApiError::invalid("variant weights are 1 to 10000"));
-        }
-        if !names.insert(variant.name.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "variant {:?} is named twice",
-                variant.name
-            )));
         }
     }
     if definition.targeting.platforms.len() > 32 || definition.targeting.builds.len() > 32 {

@@ -2,8 +2,8 @@
 //! writer (`store`).
 
 use aethex_protocol::analytics::{
-    AnalyticsEvent, EventKind, IngestRequest, IngestResponse, MAX_CLIENT_TIME_MS,
-    MAX_EVENTS_PER_BATCH, MAX_PROPERTIES, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH,
+    AnalyticsEvent, IngestRequest, IngestResponse, MAX_CLIENT_TIME_MS, MAX_EVENTS_PER_BATCH,
+    MAX_PROPERTIES, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH,
 };
 use aethex_protocol::{ErrorCode, ErrorEnvelope};
 use axum::extract::State;
@@ -18,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::ApiJson;
 
 /// 1 to 64 of `A-Z a-z 0-9 _ . : -`, not starting with `.`, `:` or `-` (see `NAME_PATTERN`).
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -91,33 +91,6 @@ fn check_event(index: usize, event: &AnalyticsEvent) -> ApiResult<String> {
             index,
             "client_time",
             format!("must be unix milliseconds from 0 to {MAX_CLIENT_TIME_MS}"),
-        ));
-    }
-    match (event.kind, event.value) {
-        (EventKind::Metric, None) => {
-            return Err(invalid_event(
-                index,
-                "value",
-                "a metric needs a value".into(),
-            ))
-        }
-        (EventKind::Metric, Some(_)) => {}
-        (_, Some(_)) => {
-            return Err(invalid_event(
-                index,
-                "value",
-                "only a metric has a value; put other numbers in properties".into(),
-            ))
-        }
-        (_, None) => {}
-    }
-    if event.kind == EventKind::UserProperty
-        && !(event.properties.len() == 1 && event.properties.contains_key("value"))
-    {
-        return Err(invalid_event(
-            index,
-            "properties",
-            "a user property is sent as {\"value\": …}".into(),
         ));
     }
     let properties = Value::Object(event.properties.clone());
