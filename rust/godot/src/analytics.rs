@@ -45,11 +45,7 @@ impl AeThexAnalytics {
 
     /// Records `name` with `properties` (numbers, strings, bools, arrays, dictionaries, vectors).
     #[func]
-    fn track_event(
-        &self,
-        name: GString,
-        #[opt(default = VarDictionary::new())] properties: VarDictionary,
-    ) -> bool {
+    fn track_event(&self, name: GString, properties: VarDictionary) -> bool {
         let properties = match convert::to_value(&Variant::from(properties), "properties") {
             Ok(properties) => properties,
             Err(error) => {
@@ -106,13 +102,10 @@ impl AeThexAnalytics {
             })
     }
 
-    /// A remote config value from the cached copy, or `default` when the key is unknown.
+    /// A remote config value from the cached copy, or `default` when the key is unknown (or
+    /// not fetched yet).
     #[func]
-    fn get_config(
-        &self,
-        key: GString,
-        #[opt(default = Variant::nil())] default: Variant,
-    ) -> Variant {
+    fn get_config(&self, key: GString, default: Variant) -> Variant {
         let fallback = match convert::to_value(&default, "default") {
             Ok(value) => value,
             Err(error) => {
