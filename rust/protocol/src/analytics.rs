@@ -223,8 +223,8 @@ pub struct ExperimentList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigValue {
-    /// Any JSON value, at most 8 KiB serialized.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// Any JSON value (the request body is at most 1 MiB).
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub value: Value,
 }
 

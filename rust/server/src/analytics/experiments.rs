@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use aethex_protocol::analytics::{
     Assignments, ConfigValue, Experiment, ExperimentDefinition, ExperimentList,
-    MAX_PROPERTIES_BYTES,
 };
 use aethex_protocol::{ErrorCode, ErrorEnvelope};
 use axum::extract::rejection::PathRejection;
@@ -296,7 +295,7 @@ async fn delete_row(
     responses(
         (status = 200, description = "Stored", body = ConfigValue),
         (status = 403, description = "A player token instead of the server key", body = ErrorEnvelope),
-        (status = 413, description = "The value is over 8 KiB, or `quota_exceeded`: the project has 200 values", body = ErrorEnvelope),
+        (status = 413, description = "The body is over 1 MiB, or `quota_exceeded`: the project has 200 values", body = ErrorEnvelope),
     )
 )]
 pub async fn put_config(
@@ -308,12 +307,6 @@ pub async fn put_config(
     let project = server_project(&caller)?;
     let key = key(path)?;
     let text = body.value.to_string();
-    if text.len() > MAX_PROPERTIES_BYTES {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("a config value is at most {MAX_PROPERTIES_BYTES} bytes serialized"),
-        ));
-    }
     upsert_capped(
         &state,
         "analytics_remote_config",
