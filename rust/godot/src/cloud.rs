@@ -7,14 +7,15 @@ use godot::classes::{Engine, Object};
 use godot::obj::{Base, Gd, GodotClass as _, Inherits, Singleton, UserSingleton};
 use godot::register::{godot_api, GodotClass};
 
+use crate::analytics::AeThexAnalytics;
 use crate::auth::AeThexAuth;
 use crate::hub::Hub;
 use crate::multiplayer::AeThexMultiplayer;
 use crate::saves::AeThexSaves;
-use crate::services::{AeThexAnalytics, AeThexCdn, AeThexVoice};
+use crate::services::{AeThexCdn, AeThexVoice};
 use crate::social::AeThexSocial;
 
-/// AeThex Cloud: accounts, cloud saves, multiplayer, social features and (soon) analytics and
+/// AeThex Cloud: accounts, cloud saves, multiplayer, social features, analytics and (soon)
 /// content delivery for your game.
 ///
 /// Every service is a property of this singleton: `AeThexCloud.auth`, `AeThexCloud.saves`, ...
@@ -127,7 +128,7 @@ impl AeThexCloud {
         let saves = AeThexSaves::create(hub.clone());
         let voice = AeThexVoice::create();
         let multiplayer = AeThexMultiplayer::create(hub.clone(), voice.clone());
-        let analytics = AeThexAnalytics::create();
+        let analytics = AeThexAnalytics::create(hub.clone());
         let cdn = AeThexCdn::create();
         let social = AeThexSocial::create(&hub);
 

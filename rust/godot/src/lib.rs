@@ -2,6 +2,7 @@
 //! objects, converts Variant <-> [`aethex_sdk::Value`], and turns SDK events into Godot signals
 //! once per frame on the main thread. All client logic lives in the SDK core (`aethex-sdk`).
 
+mod analytics;
 mod auth;
 mod chat;
 mod cloud;

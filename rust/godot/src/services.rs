@@ -1,4 +1,4 @@
-//! Service objects that later issues fill (voice, analytics, cdn). They exist now so
+//! Service objects that later issues fill (voice, cdn). They exist now so
 //! `AeThexCloud.multiplayer.voice` and friends resolve and show in the class reference; they
 //! plug into the same request/result/signal machinery as `auth` and `saves`.
 
@@ -12,15 +12,6 @@ use godot::register::GodotClass;
 #[derive(GodotClass)]
 #[class(no_init, base = RefCounted)]
 pub struct AeThexVoice {
-    base: Base<RefCounted>,
-}
-
-/// Gameplay analytics events. Reach it as `AeThexCloud.analytics`.
-///
-/// @experimental Not implemented yet.
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexAnalytics {
     base: Base<RefCounted>,
 }
 
@@ -43,4 +34,4 @@ macro_rules! empty_service {
         }
     )*};
 }
-empty_service!(AeThexVoice, AeThexAnalytics, AeThexCdn);
+empty_service!(AeThexVoice, AeThexCdn);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use godot::builtin::{GString, VarDictionary, Variant, VariantType};
-use godot::classes::{Engine, ProjectSettings};
+use godot::classes::{Engine, Os, ProjectSettings};
 use godot::global::godot_warn;
 use godot::meta::ToGodot;
 use godot::obj::{EngineEnum, Singleton};
@@ -125,5 +125,10 @@ pub fn client_config() -> ClientConfig {
     if seconds.is_finite() && seconds > 0.0 {
         config.auto_sync_interval = Duration::from_secs_f64(seconds);
     }
+
+    // Experiment targeting: the platform as Godot names it (lowercase) and the game's version.
+    config.analytics.platform = Some(Os::singleton().get_name().to_string().to_lowercase());
+    let version = text("application/config/version");
+    config.analytics.build = (!version.is_empty()).then_some(version);
     config
 }

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A `Content-Encoding` or `Content-Type` of the request body the server does not accept.
     UnsupportedMediaType,
+    /// Analytics from a player who has not consented (or revoked consent).
+    ConsentRequired,
 }
 
 impl ErrorCode {
@@ -39,7 +41,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::InvalidCredentials => {
                 401
             }
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::ConsentRequired => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::SaveConflict => 409,
             ErrorCode::PayloadTooLarge | ErrorCode::QuotaExceeded => 413,
@@ -72,6 +74,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::ConsentRequired => "consent_required",
         }
     }
 
@@ -126,6 +129,7 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::MethodNotAllowed,
             ErrorCode::UnsupportedMediaType,
+            ErrorCode::ConsentRequired,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -3,6 +3,7 @@
 //! Everything here is plain serde data: no I/O, no framework types, so every side of the wire
 //! agrees on one definition.
 
+pub mod analytics;
 pub mod auth;
 pub mod captcha;
 pub mod error;

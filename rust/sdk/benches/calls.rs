@@ -1,5 +1,5 @@
-//! How long an SDK call takes to return to its caller (HTTP-backed calls and a realtime
-//! `send_state`), and how long draining 1,000 queued events
+//! How long an SDK call takes to return to its caller (HTTP-backed calls, analytics'
+//! `track_event` and a realtime `send_state`), and how long draining 1,000 queued events
 //! takes. Not a test: run `cargo bench -p aethex-sdk --bench calls` and read the figures.
 //!
 //! Calls go to `aethex-mock` on loopback (signed in), so the runtime does real work (encoding,
@@ -139,6 +139,26 @@ fn main() {
         samples.push(t.elapsed());
     }
     stats("saves().sync_status()", samples);
+
+    // Analytics (target < 5 µs; baseline: current_user() above): the call stamps the event (id,
+    // sequence, time) and hands it to the analytics task, which queues it on disk and uploads.
+    wait_for(&client, client.analytics().set_consent(true, false));
+    let properties = Value::dict([
+        ("level", Value::Int(5)),
+        ("time", Value::Float(120.5)),
+        ("deaths", Value::Int(3)),
+    ]);
+    let mut samples = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let properties = properties.clone();
+        let t = Instant::now();
+        let recorded = client
+            .analytics()
+            .track_event("level_completed", properties);
+        samples.push(t.elapsed());
+        assert!(recorded);
+    }
+    stats("analytics().track_event(name, props)", samples);
 
     realtime_calls();
 

@@ -12,6 +12,7 @@ use crossbeam_queue::SegQueue;
 use reqwest::Method;
 use tokio::runtime::{Handle, Runtime};
 
+use crate::analytics::Analytics;
 use crate::auth::Auth;
 use crate::codec::plain_from_json;
 use crate::credentials::TokenStore;
@@ -86,6 +87,7 @@ pub struct Client {
     social: Social,
     multiplayer: Multiplayer,
     chat: Chat,
+    analytics: Analytics,
 }
 
 impl Client {
@@ -129,7 +131,9 @@ impl Client {
         });
         runtime.spawn(crate::saves::auto_sync_loop(shared.clone()));
         let multiplayer = Multiplayer::new(shared.clone());
+        let analytics = Analytics::start(shared.clone());
         Ok(Client {
+            analytics,
             auth: Auth::new(shared.clone()),
             saves: Saves::new(shared.clone()),
             social: Social::new(shared.clone()),
@@ -178,6 +182,11 @@ impl Client {
         &self.multiplayer
     }
 
+    /// Opt-in events and metrics.
+    pub fn analytics(&self) -> &Analytics {
+        &self.analytics
+    }
+
     /// Chat channels (the binding's `social.chat`).
     pub fn chat(&self) -> &Chat {
         &self.chat
@@ -194,6 +203,9 @@ impl Client {
     /// none of them still runs when a host unloads this code (Godot at exit). Blocks the caller:
     /// only for process or library teardown, never from inside a tokio runtime.
     pub fn shutdown_and_wait(&self, timeout: std::time::Duration) {
+        // Flush on quit: the analytics queue goes to disk (and, if the server answers in time,
+        // up) before the runtime stops; half the budget, the rest is for the threads to end.
+        self.analytics.quit(timeout / 2);
         self.shared.shut_down.store(true, Ordering::SeqCst);
         self.runtime.stop_waiting(timeout);
     }

@@ -11,6 +11,7 @@
 // rare and never on a hot path, so boxing them would only complicate the API.
 #![allow(clippy::result_large_err)]
 
+pub mod analytics;
 mod auth;
 mod client;
 pub mod codec;
@@ -28,6 +29,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use analytics::{Analytics, AnalyticsConfig};
 pub use auth::Auth;
 pub use client::Client;
 pub use credentials::CredentialStore;
@@ -124,6 +126,8 @@ pub struct ClientConfig {
     pub url_opener: UrlOpener,
     /// The realtime socket: encoding, reconnect backoff, keepalive.
     pub realtime: RealtimeConfig,
+    /// The analytics queue: cap, batch size, upload interval.
+    pub analytics: AnalyticsConfig,
 }
 
 impl ClientConfig {
@@ -145,6 +149,7 @@ impl ClientConfig {
             retry: RetryConfig::default(),
             url_opener: Arc::new(|url: &str| webbrowser::open(url).map_err(|e| e.to_string())),
             realtime: RealtimeConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }
@@ -160,6 +165,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("credential_store", &self.credential_store)
             .field("retry", &self.retry)
             .field("realtime", &self.realtime)
+            .field("analytics", &self.analytics)
             .finish_non_exhaustive()
     }
 }

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::projects::{CreatedProject, Projects, DEFAULT_PROJECT};
 use crate::tokens::TokenKeys;
-use crate::{auth, chat, http, openapi, realtime, saves, social};
+use crate::{analytics, auth, chat, http, openapi, realtime, saves, social};
 
 /// Largest request body outside endpoints that set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -40,6 +40,7 @@ pub struct AppInner {
     /// Set when this node is one of several (`--nats-url`).
     pub cluster: Option<Arc<Cluster>>,
     pub chat: chat::ChatService,
+    pub analytics: analytics::AnalyticsService,
 }
 
 /// Shared by every handler; cloning is one `Arc` increment.
@@ -80,6 +81,7 @@ impl Server {
         let cluster = Cluster::connect(&config.cluster).await?;
         let social = social::SocialService::new(&db, clock.as_ref(), cluster.clone()).await?;
         let chat = chat::ChatService::new(&config.chat);
+        let analytics = analytics::AnalyticsService::new(&db);
         let state = AppState(Arc::new(AppInner {
             config,
             db,
@@ -93,6 +95,7 @@ impl Server {
             realtime: realtime::RealtimeService::default(),
             cluster,
             chat,
+            analytics,
         }));
         realtime::presence::Presence::start(&state);
         if let Some(cluster) = &state.cluster {
@@ -187,6 +190,7 @@ fn router(state: AppState) -> Router {
         .merge(social::router())
         .merge(realtime::router())
         .merge(chat::router())
+        .merge(analytics::router())
         .fallback(http::not_found_fallback)
         .layer(middleware::from_fn(http::record_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

@@ -4,6 +4,7 @@
 //! configuration, the error model, storage (SQL + blobs), projects and keys, access tokens, the
 //! caller extractor, metrics and the OpenAPI document.
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod blobs;

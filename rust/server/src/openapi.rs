@@ -30,6 +30,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::realtime::RealtimeApi::openapi());
     doc.merge(crate::chat::ChatApi::openapi());
     doc.merge(crate::realtime::matchmaking::MatchmakingApi::openapi());
+    doc.merge(crate::analytics::AnalyticsApi::openapi());
     // After the merges: these read every service's operations.
     KeySchemes.modify(&mut doc);
     SharedErrors.modify(&mut doc);
