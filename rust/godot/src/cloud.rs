@@ -11,7 +11,8 @@ use crate::auth::AeThexAuth;
 use crate::hub::Hub;
 use crate::multiplayer::AeThexMultiplayer;
 use crate::saves::AeThexSaves;
-use crate::services::{AeThexAnalytics, AeThexCdn, AeThexVoice};
+use crate::services::{AeThexAnalytics, AeThexCdn};
+use crate::voice::AeThexVoice;
 use crate::social::AeThexSocial;
 
 /// AeThex Cloud: accounts, cloud saves, multiplayer, social features and (soon) analytics and
@@ -125,7 +126,7 @@ impl AeThexCloud {
         let hub = Hub::new();
         let auth = AeThexAuth::create(hub.clone());
         let saves = AeThexSaves::create(hub.clone());
-        let voice = AeThexVoice::create();
+        let voice = AeThexVoice::create(hub.clone());
         let multiplayer = AeThexMultiplayer::create(hub.clone(), voice.clone());
         let analytics = AeThexAnalytics::create();
         let cdn = AeThexCdn::create();

@@ -6,15 +6,6 @@ use godot::classes::RefCounted;
 use godot::obj::{Base, Gd};
 use godot::register::GodotClass;
 
-/// Voice chat. Reach it as `AeThexCloud.multiplayer.voice`.
-///
-/// @experimental Not implemented yet.
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexVoice {
-    base: Base<RefCounted>,
-}
-
 /// Gameplay analytics events. Reach it as `AeThexCloud.analytics`.
 ///
 /// @experimental Not implemented yet.
@@ -43,4 +34,4 @@ macro_rules! empty_service {
         }
     )*};
 }
-empty_service!(AeThexVoice, AeThexAnalytics, AeThexCdn);
+empty_service!(AeThexAnalytics, AeThexCdn);

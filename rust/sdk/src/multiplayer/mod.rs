@@ -10,6 +10,7 @@
 //!   a [`MultiplayerPeer`] for one joined room.
 //! - `client.multiplayer().matchmaking()`: [`Matchmaking`]. `join_queue`, `leave_queue`,
 //!   `queue_status`.
+//! - `client.multiplayer().voice()`: [`Voice`], voice chat (its own signals: see [`voice`]).
 //! - `client.chat()`: [`Chat`]. `send`, `history`.
 //!
 //! # Signals (`Event::Signal { service, name, args }`)
@@ -74,6 +75,7 @@ mod matchmaking;
 pub mod peer;
 mod rooms;
 mod socket;
+pub mod voice;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,6 +92,7 @@ pub use matchmaking::Matchmaking;
 pub use peer::{ConnectionStatus, MultiplayerPeer, PeerEvent, TransferMode};
 
 pub(crate) use socket::Realtime;
+pub use voice::Voice;
 
 /// Service names the signals are emitted on.
 pub(crate) const MULTIPLAYER: &str = "multiplayer";
@@ -163,13 +166,15 @@ impl ConnectionState {
 pub struct Multiplayer {
     realtime: Arc<Realtime>,
     matchmaking: Matchmaking,
+    voice: Voice,
 }
 
 impl Multiplayer {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let realtime = Realtime::new(shared);
+        let realtime = Realtime::new(shared.clone());
         Self {
             matchmaking: Matchmaking::new(realtime.clone()),
+            voice: Voice::new(shared, realtime.clone()),
             realtime,
         }
     }
@@ -180,6 +185,11 @@ impl Multiplayer {
 
     pub fn matchmaking(&self) -> &Matchmaking {
         &self.matchmaking
+    }
+
+    /// Voice chat in the current room ([`voice`]).
+    pub fn voice(&self) -> &Voice {
+        &self.voice
     }
 
     /// Opens the socket now rather than on the first call; completes with `{}` once connected.

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use aethex_protocol::realtime::{
@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::peer::{PeerInbox, RoomEvent};
+use super::voice;
 use super::rooms::{room_value, tagged, wire_value, Rooms};
 use super::{
     free_form, lock, ConnectionState, RealtimeEncoding, CHAT, FRIENDS, MATCHMAKING, MULTIPLAYER,
@@ -118,6 +119,8 @@ pub(crate) struct Realtime {
     state: AtomicU8,
     rooms: Rooms,
     peers: Mutex<HashMap<String, Arc<PeerInbox>>>,
+    /// Voice chat, told of voice messages and of membership changes.
+    voice: OnceLock<Weak<voice::Engine>>,
 }
 
 impl Realtime {
@@ -130,7 +133,16 @@ impl Realtime {
             state: AtomicU8::new(ConnectionState::Disconnected as u8),
             rooms: Rooms::default(),
             peers: Mutex::new(HashMap::new()),
+            voice: OnceLock::new(),
         })
+    }
+
+    pub fn attach_voice(&self, engine: Weak<voice::Engine>) {
+        let _ = self.voice.set(engine);
+    }
+
+    fn voice(&self) -> Option<Arc<voice::Engine>> {
+        self.voice.get().and_then(Weak::upgrade)
     }
 
     pub fn rooms(&self) -> &Rooms {
@@ -299,6 +311,9 @@ impl Realtime {
     /// The room is gone for this client: `room_left`, and its peer closes.
     fn room_gone(&self, room_id: &str, reason: &'static str) {
         self.rooms.remove(room_id);
+        if let Some(voice) = self.voice() {
+            voice.on_room_left(room_id);
+        }
         if let Some(peer) = lock(&self.peers).remove(room_id) {
             peer.queue.push(RoomEvent::Closed(reason));
         }
@@ -822,6 +837,28 @@ impl Realtime {
                     ),
                 }
             }
+            ServerMessage::VoiceReceived {
+                room_id,
+                from,
+                data,
+            } => {
+                if let Some(voice) = self.voice() {
+                    voice.on_frame(&room_id, &from, &data);
+                }
+            }
+            ServerMessage::VoiceKeyReceived {
+                room_id,
+                seq,
+                from,
+                data,
+            } => {
+                if !self.rooms.accept(&room_id, seq) {
+                    return;
+                }
+                if let Some(voice) = self.voice() {
+                    voice.on_key(&room_id, &from, &data);
+                }
+            }
             ServerMessage::MatchFound { .. } => {
                 self.shared
                     .emit(MATCHMAKING, "match_found", vec![message_value(&message)]);
@@ -902,7 +939,11 @@ impl Realtime {
     /// In a room (a `room_joined` reply): tracked, current, announced.
     fn joined(&self, room: aethex_protocol::realtime::RoomInfo) -> Value {
         let value = room_value(&room);
+        let room_id = room.room_id.clone();
         self.rooms.insert(room);
+        if let Some(voice) = self.voice() {
+            voice.on_room_joined(&room_id);
+        }
         self.shared
             .emit(MULTIPLAYER, "room_joined", vec![value.clone()]);
         value
@@ -911,6 +952,9 @@ impl Realtime {
     fn player_joined(&self, room_id: &str, member: aethex_protocol::realtime::Member) {
         let value = wire_value(&serde_json::to_value(&member).expect("serializes"));
         self.to_peer(room_id, RoomEvent::Joined(member));
+        if let Some(voice) = self.voice() {
+            voice.on_member_joined(room_id);
+        }
         self.shared.emit(
             MULTIPLAYER,
             "player_joined",
@@ -920,6 +964,9 @@ impl Realtime {
 
     fn player_left(&self, room_id: &str, user_id: String) {
         self.to_peer(room_id, RoomEvent::Left(user_id.clone()));
+        if let Some(voice) = self.voice() {
+            voice.on_member_left(room_id, &user_id);
+        }
         self.shared.emit(
             MULTIPLAYER,
             "player_left",

@@ -23,6 +23,7 @@ pub mod remote;
 pub mod rooms;
 pub mod socket;
 pub mod users;
+pub mod voice;
 
 use std::sync::atomic::AtomicU64;
 

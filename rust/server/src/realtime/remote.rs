@@ -122,6 +122,18 @@ pub enum Op {
     Leave {
         room_id: String,
     },
+    /// `voice_frame` (`super::voice`).
+    Voice {
+        room_id: String,
+        data: Vec<u8>,
+        targets: Option<Vec<String>>,
+    },
+    /// `voice_key` (`super::voice`).
+    VoiceKey {
+        room_id: String,
+        data: Vec<u8>,
+        targets: Option<Vec<String>>,
+    },
     /// `send_message` on the room's channel.
     Chat {
         room_id: String,
@@ -192,6 +204,8 @@ impl Op {
             Op::Relay { room_id, .. }
             | Op::Packet { room_id, .. }
             | Op::Leave { room_id }
+            | Op::Voice { room_id, .. }
+            | Op::VoiceKey { room_id, .. }
             | Op::Chat { room_id, .. } => room_id,
         }
     }
@@ -375,6 +389,16 @@ impl RemoteMembers {
                 channel,
                 reliable,
             ),
+            Op::Voice {
+                room_id,
+                data,
+                targets,
+            } => super::voice::relay_frame(state, &proxy, room_id, data, targets),
+            Op::VoiceKey {
+                room_id,
+                data,
+                targets,
+            } => super::voice::relay_key(state, &proxy, room_id, data, targets),
             Op::Leave { room_id } => {
                 realtime.rooms.leave(&proxy, &room_id);
                 let mut proxies = lock(&realtime.remote.proxies);
