@@ -12,8 +12,8 @@ use crate::hub::Hub;
 use crate::multiplayer::AeThexMultiplayer;
 use crate::saves::AeThexSaves;
 use crate::services::{AeThexAnalytics, AeThexCdn};
-use crate::voice::AeThexVoice;
 use crate::social::AeThexSocial;
+use crate::voice::AeThexVoice;
 
 /// AeThex Cloud: accounts, cloud saves, multiplayer, social features and (soon) analytics and
 /// content delivery for your game.

@@ -110,7 +110,10 @@ impl AeThexVoice {
             .hub
             .with_client(|c| c.multiplayer().voice().set_player_volume(&id, volume));
         if let Some(Err(e)) = set {
-            godot_error!("AeThexCloud.multiplayer.voice.set_player_volume: {}", e.message);
+            godot_error!(
+                "AeThexCloud.multiplayer.voice.set_player_volume: {}",
+                e.message
+            );
         }
     }
 
@@ -137,7 +140,10 @@ impl AeThexVoice {
             .hub
             .with_client(|c| c.multiplayer().voice().set_vad_threshold(threshold));
         if let Some(Err(e)) = set {
-            godot_error!("AeThexCloud.multiplayer.voice.set_vad_threshold: {}", e.message);
+            godot_error!(
+                "AeThexCloud.multiplayer.voice.set_vad_threshold: {}",
+                e.message
+            );
         }
     }
 
@@ -245,7 +251,9 @@ impl AeThexVoice {
     pub fn create(hub: Rc<Hub>) -> Gd<Self> {
         let audio = Rc::new(RefCell::new(VoiceAudio::default()));
         let pump = audio.clone();
-        hub.on_frame(Box::new(move |client: &Client| pump.borrow_mut().pump(client)));
+        hub.on_frame(Box::new(move |client: &Client| {
+            pump.borrow_mut().pump(client)
+        }));
         Gd::from_init_fn(|base| Self { hub, audio, base })
     }
 }

@@ -661,7 +661,10 @@ mod tests {
         );
         let packed = rmp_serde::to_vec_named(&frame).unwrap();
         assert!(packed.windows(3).any(|w| w == [7, 0, 255]));
-        assert_eq!(rmp_serde::from_slice::<ClientFrame>(&packed).unwrap(), frame);
+        assert_eq!(
+            rmp_serde::from_slice::<ClientFrame>(&packed).unwrap(),
+            frame
+        );
         let received = ServerFrame {
             cid: None,
             message: ServerMessage::VoiceReceived {
@@ -677,7 +680,10 @@ mod tests {
         let key: ServerFrame = serde_json::from_value(json!({"type": "voice_key_received",
             "room_id": "r", "seq": 4, "from": "u", "data": "AQ=="}))
         .unwrap();
-        assert!(matches!(key.message, ServerMessage::VoiceKeyReceived { seq: 4, .. }));
+        assert!(matches!(
+            key.message,
+            ServerMessage::VoiceKeyReceived { seq: 4, .. }
+        ));
     }
 
     #[test]

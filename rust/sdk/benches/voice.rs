@@ -174,7 +174,10 @@ fn run_latency(a: &Client, b: &Client, a_id: &str) {
             if vb.pull_playback(a_id).is_some() {
                 break;
             }
-            assert!(sent.elapsed() < Duration::from_secs(5), "frame {i} never played");
+            assert!(
+                sent.elapsed() < Duration::from_secs(5),
+                "frame {i} never played"
+            );
             std::hint::spin_loop();
         }
         voice.push(sent.elapsed());
@@ -199,11 +202,20 @@ fn run_latency(a: &Client, b: &Client, a_id: &str) {
         'arrived: loop {
             b.drain_events(&mut sink, usize::MAX);
             for e in sink.drain(..) {
-                if matches!(e, Event::Signal { name: "packet_received", .. }) {
+                if matches!(
+                    e,
+                    Event::Signal {
+                        name: "packet_received",
+                        ..
+                    }
+                ) {
                     break 'arrived;
                 }
             }
-            assert!(sent.elapsed() < Duration::from_secs(5), "packet never arrived");
+            assert!(
+                sent.elapsed() < Duration::from_secs(5),
+                "packet never arrived"
+            );
             std::hint::spin_loop();
         }
         relay.push(sent.elapsed());
@@ -212,7 +224,10 @@ fn run_latency(a: &Client, b: &Client, a_id: &str) {
     }
     println!("latency over loopback (real server router, two clients in one process):");
     let base = stats("  baseline: plain relay packet, send to arrival", relay);
-    let path = stats("  voice: push_capture to pull_playback (first frame)", voice);
+    let path = stats(
+        "  voice: push_capture to pull_playback (first frame)",
+        voice,
+    );
     println!(
         "  voice path / baseline: {:.2}x; mouth-to-ear excluding the device = 20 ms capture frame \
          + {:.2?} + {} x 20 ms waiting for the next frame to fill the jitter buffer (default \

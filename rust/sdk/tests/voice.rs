@@ -23,6 +23,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 const VOICE: &str = "multiplayer.voice";
 const FRAME_TIME: Duration = Duration::from_millis(20);
+/// The listeners' jitter buffers: 200 ms, so a scheduling stall of the shared test machine is
+/// not mistaken for the end of a talkspurt (the default 40 ms is for real networks).
+const JITTER_FRAMES: usize = 10;
 /// Frequencies the tone is checked against: the two sent and some in between and around.
 const PROBES: [f32; 6] = [300.0, 440.0, 600.0, 800.0, 1000.0, 1400.0];
 
@@ -154,7 +157,11 @@ async fn talk(
 ) -> Vec<Option<Vec<f32>>> {
     let mut heard = Vec::new();
     let mut tick = tokio::time::interval(FRAME_TIME);
-    for i in 0..frames + 8 {
+    // A stalled test task resumes at pace instead of pushing and pulling a burst at once (two
+    // clocks that stall together, unlike a real microphone and speaker).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After the last frame, pull until the listener's buffer has run dry (bounded).
+    for i in 0..frames + 60 {
         tick.tick().await;
         if i < frames {
             speaker
@@ -164,9 +171,17 @@ async fn talk(
                 .push_capture(&tone_frame(freq, start_frame + i))
                 .unwrap();
         }
-        let frame = listener.client.multiplayer().voice().pull_playback(speaker_id);
+        let frame = listener
+            .client
+            .multiplayer()
+            .voice()
+            .pull_playback(speaker_id);
+        let ran_dry = frame.is_none() && !heard.is_empty();
         if frame.is_some() || !heard.is_empty() {
             heard.push(frame);
+        }
+        if i >= frames && (ran_dry || (heard.is_empty() && i >= frames + JITTER_FRAMES + 8)) {
+            break;
         }
     }
     heard
@@ -175,7 +190,10 @@ async fn talk(
 /// The played frames of a talkspurt, asserted continuous (no gap from the first frame to the
 /// last), joined.
 fn continuous(heard: &[Option<Vec<f32>>]) -> Vec<f32> {
-    let end = heard.iter().rposition(Option::is_some).expect("something played");
+    let end = heard
+        .iter()
+        .rposition(Option::is_some)
+        .expect("something played");
     assert!(
         heard[..=end].iter().all(Option::is_some),
         "playout had gaps: {:?}",
@@ -190,8 +208,14 @@ fn assert_tone(samples: &[f32], freq: f32) {
     let mut windows = 0;
     for chunk in samples[window..].chunks_exact(window) {
         let (found, share) = dominant(chunk);
-        assert_eq!(found, freq, "window {windows}: {found} Hz dominates, not {freq}");
-        assert!(share > 0.8, "window {windows}: {freq} Hz is only {share:.2} of the power");
+        assert_eq!(
+            found, freq,
+            "window {windows}: {found} Hz dominates, not {freq}"
+        );
+        assert!(
+            share > 0.8,
+            "window {windows}: {freq} Hz is only {share:.2} of the power"
+        );
         assert!(rms(chunk) > 0.1, "window {windows} is near silent");
         windows += 1;
     }
@@ -200,7 +224,9 @@ fn assert_tone(samples: &[f32], freq: f32) {
 
 async fn voice_player(server: &RealServer, device: &str) -> (Probe, String, tempfile::TempDir) {
     let (probe, id, dir) = player(server, &server.url, device).await;
-    probe.client.multiplayer().voice().enable(true);
+    let voice = probe.client.multiplayer().voice();
+    voice.set_jitter_frames(JITTER_FRAMES).unwrap();
+    voice.enable(true);
     (probe, id, dir)
 }
 
@@ -233,7 +259,11 @@ async fn two_players_hear_each_others_tones_with_ten_percent_loss_concealed() {
         "{dropped} of {frames} frames dropped, expected about 10%"
     );
     let from_a = continuous(&heard_from_a);
-    assert!(from_a.len() >= (frames - 5) * FRAME_SAMPLES, "{} samples", from_a.len());
+    assert!(
+        from_a.len() >= (frames - 5) * FRAME_SAMPLES,
+        "{} samples",
+        from_a.len()
+    );
     assert_tone(&from_a, 440.0);
     let stats = b.client.multiplayer().voice().playout_stats(&a_id).unwrap();
     assert!(
@@ -388,12 +418,49 @@ impl RawMember {
     }
 }
 
+fn sorted<const N: usize>(ids: [&str; N]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+/// Runs `session`'s side of the key agreement on `member`'s socket for `wait`.
+async fn pump_keys(
+    member: &mut RawMember,
+    session: &mut VoiceSession,
+    room_id: &str,
+    wait: Duration,
+) {
+    let end = tokio::time::Instant::now() + wait;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(end, member.ws.next()).await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let ServerMessage::VoiceKeyReceived { from, data, .. } =
+            serde_json::from_str::<ServerFrame>(&text).unwrap().message
+        else {
+            continue;
+        };
+        for reply in session.receive(&from, &data).unwrap() {
+            member
+                .send(ClientMessage::VoiceKey {
+                    room_id: room_id.to_owned(),
+                    data: reply.data,
+                    targets: reply.targets,
+                })
+                .await;
+        }
+    }
+}
+
 /// Frames of `from` a raw member received over `wait`, as sent.
 async fn collect_frames(member: &mut RawMember, from: &str, wait: Duration) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     let end = tokio::time::Instant::now() + wait;
     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(end, member.ws.next()).await {
-        let Message::Text(text) = message else { continue };
+        let Message::Text(text) = message else {
+            continue;
+        };
         if let ServerMessage::VoiceReceived { from: f, data, .. } =
             serde_json::from_str::<ServerFrame>(&text).unwrap().message
         {
@@ -435,17 +502,8 @@ async fn the_relay_carries_only_ciphertext_and_a_leaver_is_rotated_out() {
         targets: hello.targets,
     })
     .await;
-    while !session.secure_peers().contains(&a_id) {
-        if let ServerMessage::VoiceKeyReceived { from, data, .. } = l.next().await {
-            for reply in session.receive(&from, &data).unwrap() {
-                l.send(ClientMessage::VoiceKey {
-                    room_id: room_id.clone(),
-                    data: reply.data,
-                    targets: reply.targets,
-                })
-                .await;
-            }
-        }
+    while session.secure_peers() != sorted([a_id.as_str(), b_id.as_str()]) {
+        pump_keys(&mut l, &mut session, &room_id, Duration::from_millis(50)).await;
     }
     wait_secure(&a, &[b_id.as_str(), l.user_id.as_str()]).await;
     wait_secure(&b, &[a_id.as_str(), l.user_id.as_str()]).await;
@@ -459,7 +517,11 @@ async fn the_relay_carries_only_ciphertext_and_a_leaver_is_rotated_out() {
     let heard = talk(&a, &a_id, 440.0, &b, 50, 0).await;
     let (mut r, on_the_wire) = capture.await.unwrap();
     assert_tone(&continuous(&heard), 440.0);
-    assert!(on_the_wire.len() >= 45, "{} frames captured", on_the_wire.len());
+    assert!(
+        on_the_wire.len() >= 45,
+        "{} frames captured",
+        on_the_wire.len()
+    );
 
     // On the wire: nothing Opus can turn back into the tone.
     let as_plain = decode_as_plain(&on_the_wire);
@@ -471,6 +533,7 @@ async fn the_relay_carries_only_ciphertext_and_a_leaver_is_rotated_out() {
         );
     }
     // With the key (a member's), the very same bytes are the tone.
+    pump_keys(&mut l, &mut session, &room_id, Duration::from_millis(200)).await;
     let mut decoder = VoiceDecoder::new().unwrap();
     let mut opened = Vec::new();
     for frame in &on_the_wire {
@@ -491,7 +554,9 @@ async fn the_relay_carries_only_ciphertext_and_a_leaver_is_rotated_out() {
     wait_secure(&b, &[a_id.as_str()]).await;
     let speaker = a_id.clone();
     let capture =
-        tokio::spawn(async move { collect_frames(&mut r, &speaker, Duration::from_millis(1200)).await });
+        tokio::spawn(
+            async move { collect_frames(&mut r, &speaker, Duration::from_millis(1200)).await },
+        );
     let heard = talk(&a, &a_id, 440.0, &b, 40, 50).await;
     let after = capture.await.unwrap();
     assert_tone(&continuous(&heard), 440.0);

@@ -1191,7 +1191,10 @@ async fn voice_reaches_members_on_another_node() {
     bs.send(json!({"type": "voice_key", "room_id": room, "data": "Ag==", "targets": [a.id]}))
         .await;
     let key = as_.recv_type("voice_key_received").await;
-    assert_eq!((key["from"].as_str(), key["data"].as_str()), (Some(b.id.as_str()), Some("Ag==")));
+    assert_eq!(
+        (key["from"].as_str(), key["data"].as_str()),
+        (Some(b.id.as_str()), Some("Ag=="))
+    );
     assert!(key["seq"].as_u64().is_some(), "{key}");
     cs.nothing_pending().await;
     as_.nothing_pending().await;

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::peer::{PeerInbox, RoomEvent};
-use super::voice;
 use super::rooms::{room_value, tagged, wire_value, Rooms};
+use super::voice;
 use super::{
     free_form, lock, ConnectionState, RealtimeEncoding, CHAT, FRIENDS, MATCHMAKING, MULTIPLAYER,
 };

@@ -141,7 +141,9 @@ impl VoiceSession {
 
     /// The fingerprint of `user_id`'s session, once their hello arrived.
     pub fn peer_fingerprint(&self, user_id: &str) -> Option<String> {
-        self.peers.get(user_id).map(|p| fingerprint_of(&p.verifying))
+        self.peers
+            .get(user_id)
+            .map(|p| fingerprint_of(&p.verifying))
     }
 
     /// Announces this session's public keys to every other member.
@@ -349,9 +351,9 @@ impl VoiceSession {
     }
 
     fn sign(&self, label: &[u8], mut body: Vec<u8>) -> Vec<u8> {
-        let signature = self
-            .signing
-            .sign(&signed_bytes(label, &self.room_id, &self.user_id, &body));
+        let signature =
+            self.signing
+                .sign(&signed_bytes(label, &self.room_id, &self.user_id, &body));
         body.extend_from_slice(&signature.to_bytes());
         body
     }
@@ -548,7 +550,9 @@ mod tests {
             ("b".to_owned(), b.peer_left("c").unwrap()),
         ]
         .into();
-        assert!(rotations.iter().all(|(_, m)| m.targets.as_ref().unwrap().len() == 1));
+        assert!(rotations
+            .iter()
+            .all(|(_, m)| m.targets.as_ref().unwrap().len() == 1));
         settle(rotations, &mut [&mut a, &mut b, &mut c]);
         let after = a.seal(b"after");
         assert_eq!(b.open("a", &after).unwrap().1, b"after");
@@ -560,10 +564,16 @@ mod tests {
         let mut a = VoiceSession::new("room", "a");
         let mut b = VoiceSession::new("room", "b");
         // A hello relabelled by the relay as someone else's does not verify.
-        assert_eq!(b.receive("mallory", &a.hello().data), Err(E2eeError::Forged));
+        assert_eq!(
+            b.receive("mallory", &a.hello().data),
+            Err(E2eeError::Forged)
+        );
         // Nor does one from another room.
         let other_room = VoiceSession::new("other", "a");
-        assert_eq!(b.receive("a", &other_room.hello().data), Err(E2eeError::Forged));
+        assert_eq!(
+            b.receive("a", &other_room.hello().data),
+            Err(E2eeError::Forged)
+        );
         let replies = b.receive("a", &a.hello().data).unwrap();
         assert_eq!(replies.len(), 2, "a hello answer and b's sender key");
         for reply in replies {

@@ -9,9 +9,9 @@ use crate::SdkError;
 
 /// Frames buffered before a talkspurt starts playing: absorbs 40 ms of network jitter.
 pub const DEFAULT_TARGET_DEPTH: usize = 2;
-/// More buffered than this (a burst after a stall) and the oldest are skipped, so latency does
-/// not build up.
-const MAX_DEPTH: usize = 12;
+/// More buffered than the target depth plus this (a burst after a stall) and the oldest are
+/// skipped, so latency does not build up.
+const MAX_EXTRA_DEPTH: usize = 10;
 /// Consecutive frames missing with nothing buffered after which the speaker has stopped: the
 /// buffer goes idle and refills before playing again.
 const IDLE_AFTER_MISSES: u32 = 5;
@@ -65,7 +65,7 @@ impl JitterBuffer {
             return;
         }
         self.packets.insert(seq, packet);
-        while self.packets.len() > MAX_DEPTH {
+        while self.packets.len() > self.target_depth + MAX_EXTRA_DEPTH {
             self.packets.pop_first();
             if let (Some(next), Some((&first, _))) = (self.next, self.packets.first_key_value()) {
                 self.next = Some(next.max(first));
@@ -149,6 +149,10 @@ mod tests {
         assert!(!buffer.playing());
         // A packet older than what played is dropped.
         buffer.push(2, packets[2].clone());
-        assert_eq!(buffer.stats().late, 1, "idle: a new talkspurt may start anywhere");
+        assert_eq!(
+            buffer.stats().late,
+            1,
+            "idle: a new talkspurt may start anywhere"
+        );
     }
 }

@@ -388,7 +388,10 @@ impl Engine {
         let room = session
             .as_ref()
             .map_or(Value::Nil, |s| Value::String(s.room_id().to_owned()));
-        let peers = session.as_ref().map(|s| s.secure_peers()).unwrap_or_default();
+        let peers = session
+            .as_ref()
+            .map(|s| s.secure_peers())
+            .unwrap_or_default();
         let epoch = session.as_ref().map_or(0, |s| i64::from(s.epoch()));
         let pairs = [
             ("enabled", Value::Bool(enabled)),
