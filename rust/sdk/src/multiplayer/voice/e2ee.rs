@@ -514,9 +514,10 @@ mod tests {
         answers
     }
 
-    /// Delivers until nobody has anything left to say.
-    fn settle(mut queue: Vec<(String, KeyMessage)>, sessions: &mut [&mut VoiceSession]) {
-        while let Some((from, message)) = queue.pop() {
+    /// Delivers in order (as the relay does) until nobody has anything left to say.
+    fn settle(queue: Vec<(String, KeyMessage)>, sessions: &mut [&mut VoiceSession]) {
+        let mut queue: std::collections::VecDeque<_> = queue.into();
+        while let Some((from, message)) = queue.pop_front() {
             queue.extend(deliver(&from, message, sessions));
         }
     }
