@@ -106,14 +106,14 @@ impl AeThexVoice {
     #[func]
     fn set_player_volume(&self, player_id: GString, volume: f32) {
         let id = player_id.to_string();
-        let set = self
-            .hub
-            .with_client(|c| c.multiplayer().voice().set_player_volume(&id, volume));
+        let set = self.hub.with_client(|c| {
+            c.multiplayer()
+                .voice()
+                .set_player_volume(&id, volume)
+                .map_err(|e| e.message)
+        });
         if let Some(Err(e)) = set {
-            godot_error!(
-                "AeThexCloud.multiplayer.voice.set_player_volume: {}",
-                e.message
-            );
+            godot_error!("AeThexCloud.multiplayer.voice.set_player_volume: {}", e);
         }
     }
 
@@ -136,14 +136,14 @@ impl AeThexVoice {
     /// counts as speaking.
     #[func]
     fn set_vad_threshold(&self, threshold: f32) {
-        let set = self
-            .hub
-            .with_client(|c| c.multiplayer().voice().set_vad_threshold(threshold));
+        let set = self.hub.with_client(|c| {
+            c.multiplayer()
+                .voice()
+                .set_vad_threshold(threshold)
+                .map_err(|e| e.message)
+        });
         if let Some(Err(e)) = set {
-            godot_error!(
-                "AeThexCloud.multiplayer.voice.set_vad_threshold: {}",
-                e.message
-            );
+            godot_error!("AeThexCloud.multiplayer.voice.set_vad_threshold: {}", e);
         }
     }
 
@@ -158,11 +158,14 @@ impl AeThexVoice {
     #[func]
     fn set_bitrate(&self, bits_per_second: i64) {
         let bitrate = u32::try_from(bits_per_second).unwrap_or(0);
-        let set = self
-            .hub
-            .with_client(|c| c.multiplayer().voice().set_bitrate(bitrate));
+        let set = self.hub.with_client(|c| {
+            c.multiplayer()
+                .voice()
+                .set_bitrate(bitrate)
+                .map_err(|e| e.message)
+        });
         if let Some(Err(e)) = set {
-            godot_error!("AeThexCloud.multiplayer.voice.set_bitrate: {}", e.message);
+            godot_error!("AeThexCloud.multiplayer.voice.set_bitrate: {e}");
         }
     }
 
@@ -179,11 +182,12 @@ impl AeThexVoice {
     /// is not running in a room.
     #[func]
     fn get_fingerprint(&self) -> GString {
-        self.hub
+        let fingerprint = self
+            .hub
             .with_client(|c| c.multiplayer().voice().fingerprint())
             .flatten()
-            .unwrap_or_default()
-            .into()
+            .unwrap_or_default();
+        GString::from(fingerprint.as_str())
     }
 
     /// Starts capturing the microphone: a muted bus `AeThexVoice` with an AudioEffectCapture,

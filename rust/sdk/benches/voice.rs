@@ -133,8 +133,8 @@ fn latency() {
         .start_blocking()
         .expect("server starts");
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = signed_in_client(mock.url(), mock.client_key(), da.path(), "bench-voice-a1");
-    let b = signed_in_client(mock.url(), mock.client_key(), db.path(), "bench-voice-b1");
+    let a = signed_in_client(&mock.url(), mock.client_key(), da.path(), "bench-voice-a1");
+    let b = signed_in_client(&mock.url(), mock.client_key(), db.path(), "bench-voice-b1");
     let room = wait_for(&a, a.multiplayer().create_room(Value::Nil));
     let Value::String(room_id) = field(&room, "room_id") else {
         panic!("{room:?}")

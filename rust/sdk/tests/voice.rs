@@ -115,7 +115,7 @@ impl VoiceTransport for Lossy {
         x ^= x >> 7;
         x ^= x << 17;
         self.state.store(x, Ordering::Relaxed);
-        if x % 10 == 0 {
+        if x.is_multiple_of(10) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
