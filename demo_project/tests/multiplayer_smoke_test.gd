@@ -9,7 +9,8 @@ extends SceneTree
 ## two-player mode). Each instance signs in as a fresh device and runs the issue's GDScript as
 ## written: join the "deathmatch" queue, join the room of match_found through
 ## `match_info.room_id`, send_state with Godot types, receive the other player's state through
-## player_state_received with the types intact, chat on the room channel, then check that
+## player_state_received with the types intact, run the seed's two voice lines (enable, mute) and
+## wait for the voice keys, chat on the room channel, then check that
 ## create_peer gives a connected MultiplayerPeer whose peer ids follow the room (host = 1). Exits
 ## with status 0 when every check passed and 1 otherwise. Not part of scripts/test: CI has no
 ## Godot executable.
@@ -71,6 +72,21 @@ func _run() -> void:
 		_check(state.position is Vector2, "a Vector2 stays a Vector2: %s" % str(state.position))
 		_check(state.position == Vector2(10, 20), "position survives: %s" % str(state.position))
 		_check(state.health == 100 and state.rotation == 0.5, "numbers survive: %s" % str(state))
+
+	# The seed's two voice lines, then the other player's voice keys arrive (both enable it).
+	if not _received.is_empty():
+		var player_id: String = _received[0][0]
+		cloud.multiplayer.voice.enable(true)
+		cloud.multiplayer.voice.mute_player(player_id, true)
+		_check(cloud.multiplayer.voice.is_muted(player_id), "mute_player mutes")
+		await _wait_until(
+			func(): return cloud.multiplayer.voice.get_state().secure_peers.has(player_id)
+		)
+		_check(
+			cloud.multiplayer.voice.get_state().secure_peers.has(player_id),
+			"voice keys agreed with the other player: %s" % str(cloud.multiplayer.voice.get_state())
+		)
+		cloud.multiplayer.voice.mute_player(player_id, false)
 
 	var channel := "room:%s" % _joined_room.room_id
 	var sent = await cloud.social.chat.send(channel, "gg from %s" % me.right(6))

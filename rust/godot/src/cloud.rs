@@ -12,8 +12,9 @@ use crate::auth::AeThexAuth;
 use crate::hub::Hub;
 use crate::multiplayer::AeThexMultiplayer;
 use crate::saves::AeThexSaves;
-use crate::services::{AeThexCdn, AeThexVoice};
+use crate::services::AeThexCdn;
 use crate::social::AeThexSocial;
+use crate::voice::AeThexVoice;
 
 /// AeThex Cloud: accounts, cloud saves, multiplayer, social features, analytics and (soon)
 /// content delivery for your game.
@@ -126,7 +127,7 @@ impl AeThexCloud {
         let hub = Hub::new();
         let auth = AeThexAuth::create(hub.clone());
         let saves = AeThexSaves::create(hub.clone());
-        let voice = AeThexVoice::create();
+        let voice = AeThexVoice::create(hub.clone());
         let multiplayer = AeThexMultiplayer::create(hub.clone(), voice.clone());
         let analytics = AeThexAnalytics::create(hub.clone());
         let cdn = AeThexCdn::create();

@@ -51,11 +51,21 @@ pub struct Hub {
     exit_hook: RefCell<Option<Callable>>,
     /// Reused between frames to avoid an allocation per drain.
     events: RefCell<Vec<Event>>,
+    /// Work run once per frame after the events, with the client (voice audio).
+    frame_tasks: RefCell<Vec<FrameTask>>,
 }
+
+/// See [`Hub::on_frame`].
+pub type FrameTask = Box<dyn FnMut(&Client)>;
 
 impl Hub {
     pub fn new() -> Rc<Hub> {
         Rc::new(Hub::default())
+    }
+
+    /// Runs `task` once per frame, after the events, while a client exists.
+    pub fn on_frame(&self, task: FrameTask) {
+        self.frame_tasks.borrow_mut().push(task);
     }
 
     pub fn add_service(&self, name: &'static str, object: Gd<Object>) {
@@ -128,6 +138,7 @@ impl Hub {
         self.pending.borrow_mut().clear();
         self.refused.borrow_mut().clear();
         self.services.borrow_mut().clear();
+        self.frame_tasks.borrow_mut().clear();
         // The tree must not keep a Callable whose code is about to be unloaded.
         if let Some(drain) = self.frame_hook.borrow_mut().take() {
             if let Some(mut tree) = scene_tree() {
@@ -250,6 +261,11 @@ impl Hub {
             }
         }
         *self.events.borrow_mut() = events;
+        if let Some(client) = self.client.borrow().as_ref() {
+            for task in self.frame_tasks.borrow_mut().iter_mut() {
+                task(client);
+            }
+        }
     }
 
     fn emit(&self, service: &str, signal: &str, args: &[Value]) {

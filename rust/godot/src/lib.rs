@@ -16,6 +16,7 @@ mod saves;
 mod services;
 mod settings;
 mod social;
+mod voice;
 
 use aethex_sdk as sdk;
 

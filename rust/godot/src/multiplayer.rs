@@ -17,7 +17,7 @@ use crate::sdk::multiplayer as mp;
 use crate::convert;
 use crate::hub::{binding_error, call_with, optional, Hub};
 use crate::peer::AeThexMultiplayerPeer;
-use crate::services::AeThexVoice;
+use crate::voice::AeThexVoice;
 
 /// Realtime multiplayer: rooms, state relay and Godot's high-level multiplayer over AeThex
 /// Cloud. Reach it as `AeThexCloud.multiplayer`.

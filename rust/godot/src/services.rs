@@ -1,19 +1,10 @@
-//! Service objects that later issues fill (voice, cdn). They exist now so
-//! `AeThexCloud.multiplayer.voice` and friends resolve and show in the class reference; they
-//! plug into the same request/result/signal machinery as `auth` and `saves`.
+//! Service objects that later issues fill (cdn). They exist now so `AeThexCloud.cdn` resolves
+//! and shows in the class reference; it plugs into the same request/result/signal machinery as
+//! `auth` and `saves`.
 
 use godot::classes::RefCounted;
 use godot::obj::{Base, Gd};
 use godot::register::GodotClass;
-
-/// Voice chat. Reach it as `AeThexCloud.multiplayer.voice`.
-///
-/// @experimental Not implemented yet.
-#[derive(GodotClass)]
-#[class(no_init, base = RefCounted)]
-pub struct AeThexVoice {
-    base: Base<RefCounted>,
-}
 
 /// Content delivery (downloadable assets). Reach it as `AeThexCloud.cdn`.
 ///
@@ -24,14 +15,8 @@ pub struct AeThexCdn {
     base: Base<RefCounted>,
 }
 
-/// Builds an empty service object.
-macro_rules! empty_service {
-    ($($class:ident),*) => {$(
-        impl $class {
-            pub fn create() -> Gd<Self> {
-                Gd::from_init_fn(|base| Self { base })
-            }
-        }
-    )*};
+impl AeThexCdn {
+    pub fn create() -> Gd<Self> {
+        Gd::from_init_fn(|base| Self { base })
+    }
 }
-empty_service!(AeThexVoice, AeThexCdn);

@@ -106,6 +106,27 @@ pub enum ClientMessage {
         #[serde(default = "default_true")]
         reliable: bool,
     },
+    /// Voice over the relay: one end-to-end encrypted Opus frame, relayed at once as
+    /// `voice_received` to the room's other members (or only `targets`). Opaque to the server:
+    /// it takes no room `seq` and is never replayed (late audio is worthless). Counted against
+    /// the socket's own voice rate, not the message rate. Not answered unless refused.
+    VoiceFrame {
+        room_id: String,
+        #[serde(with = "bytes_field")]
+        data: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        targets: Option<Vec<String>>,
+    },
+    /// Voice key agreement between members (signed public keys, wrapped sender keys): opaque
+    /// bytes relayed as `voice_key_received` to `targets` or every other member, in room order
+    /// (takes a `seq`, replayed after `resume`). Not answered unless refused.
+    VoiceKey {
+        room_id: String,
+        #[serde(with = "bytes_field")]
+        data: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        targets: Option<Vec<String>>,
+    },
     /// First message on a new socket after a drop: takes back the player's seats in these rooms
     /// (room id -> the last `seq` the client saw) if the grace period has not run out. The
     /// missed events of each room are sent again, in order, then `resumed`.
@@ -398,6 +419,21 @@ pub enum ServerMessage {
         channel: u32,
         reliable: bool,
     },
+    /// A `voice_frame` of another member, as sent (ciphertext).
+    VoiceReceived {
+        room_id: String,
+        from: String,
+        #[serde(with = "bytes_field")]
+        data: Vec<u8>,
+    },
+    /// A `voice_key` of another member, as sent.
+    VoiceKeyReceived {
+        room_id: String,
+        seq: u64,
+        from: String,
+        #[serde(with = "bytes_field")]
+        data: Vec<u8>,
+    },
     /// After `resume`: the rooms whose seats were kept (their missed events were just re-sent;
     /// `complete` is false when the replay buffer no longer held all of them) and those lost
     /// (grace period over or room closed: as if `room_left`).
@@ -621,6 +657,47 @@ mod tests {
                 channel: 0,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn voice_frames_are_raw_bytes_in_msgpack_and_carry_no_seq() {
+        let frame = ClientFrame {
+            cid: None,
+            message: ClientMessage::VoiceFrame {
+                room_id: "r".into(),
+                data: vec![7, 0, 255],
+                targets: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&frame).unwrap(),
+            json!({"type": "voice_frame", "room_id": "r", "data": "BwD/"})
+        );
+        let packed = rmp_serde::to_vec_named(&frame).unwrap();
+        assert!(packed.windows(3).any(|w| w == [7, 0, 255]));
+        assert_eq!(
+            rmp_serde::from_slice::<ClientFrame>(&packed).unwrap(),
+            frame
+        );
+        let received = ServerFrame {
+            cid: None,
+            message: ServerMessage::VoiceReceived {
+                room_id: "r".into(),
+                from: "u".into(),
+                data: vec![1],
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&received).unwrap(),
+            json!({"type": "voice_received", "room_id": "r", "from": "u", "data": "AQ=="})
+        );
+        let key: ServerFrame = serde_json::from_value(json!({"type": "voice_key_received",
+            "room_id": "r", "seq": 4, "from": "u", "data": "AQ=="}))
+        .unwrap();
+        assert!(matches!(
+            key.message,
+            ServerMessage::VoiceKeyReceived { seq: 4, .. }
         ));
     }
 

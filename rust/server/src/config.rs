@@ -313,6 +313,11 @@ pub struct RealtimeConfig {
     pub messages_per_second: u32,
     /// ... and the burst above it.
     pub message_burst: u32,
+    /// `voice_frame`s have their own bucket per socket, apart from the message rate: the
+    /// sustained rate (a speaker sends 50 frames of 20 ms a second) ...
+    pub voice_frames_per_second: u32,
+    /// ... and the burst above it (a client catching up after a stall).
+    pub voice_frame_burst: u32,
     /// Rooms one player may be in at once (over all their sockets).
     pub max_rooms_per_user: u32,
     /// Largest `max_players` a room may ask for (and the default).
@@ -340,6 +345,8 @@ impl Default for RealtimeConfig {
             max_frame_bytes: 64 * 1024,
             messages_per_second: 60,
             message_burst: 120,
+            voice_frames_per_second: 60,
+            voice_frame_burst: 30,
             max_rooms_per_user: 8,
             max_players: 64,
             max_tick_rate: 60,

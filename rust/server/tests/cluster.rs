@@ -1251,6 +1251,65 @@ async fn a_broadcast_reaches_each_member_on_another_node_once_in_order() {
     cluster.finish([n1, n2]).await;
 }
 
+#[tokio::test]
+async fn voice_reaches_members_on_another_node() {
+    let Some((cluster, [n1, n2])) = Cluster::start().await else {
+        return;
+    };
+    let (a, b, c) = (
+        n1.e.device_player().await,
+        n2.e.device_player().await,
+        n2.e.device_player().await,
+    );
+    let mut as_ = n1.e.socket(&a).await;
+    let mut bs = n2.e.socket(&b).await;
+    let mut cs = n2.e.socket(&c).await;
+    let room = as_.create_room().await;
+    join(&mut bs, &room).await;
+    as_.recv_type("player_joined").await;
+    join(&mut cs, &room).await;
+    as_.recv_type("player_joined").await;
+    bs.recv_type("player_joined").await;
+
+    // Home node to members elsewhere, and a member elsewhere to the home node and to its own
+    // node's member (through the home node), in order, untouched, without a seq.
+    for i in 0..5u8 {
+        as_.send(json!({"type": "voice_frame", "room_id": room, "data": [i, 255]}))
+            .await;
+    }
+    for s in [&mut bs, &mut cs] {
+        for i in 0..5u8 {
+            let got = s.recv_type("voice_received").await;
+            assert_eq!(got["from"], a.id.as_str());
+            assert!(got.get("seq").is_none(), "{got}");
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(got["data"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(data, [i, 255]);
+        }
+    }
+    bs.send(json!({"type": "voice_frame", "room_id": room, "data": "AQ=="}))
+        .await;
+    assert_eq!(as_.recv_type("voice_received").await["from"], b.id.as_str());
+    assert_eq!(cs.recv_type("voice_received").await["from"], b.id.as_str());
+
+    // Key messages: targeted, with the room's seq.
+    bs.send(json!({"type": "voice_key", "room_id": room, "data": "Ag==", "targets": [a.id]}))
+        .await;
+    let key = as_.recv_type("voice_key_received").await;
+    assert_eq!(
+        (key["from"].as_str(), key["data"].as_str()),
+        (Some(b.id.as_str()), Some("Ag=="))
+    );
+    assert!(key["seq"].as_u64().is_some(), "{key}");
+    cs.nothing_pending().await;
+    as_.nothing_pending().await;
+    bs.nothing_pending().await;
+
+    cluster.finish([n1, n2]).await;
+}
+
 /// The highest room `seq` in a frame (an event's, a `state_update`'s last entry's, a room's).
 fn seq_of(frame: &Value) -> u64 {
     [

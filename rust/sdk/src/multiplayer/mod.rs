@@ -11,6 +11,7 @@
 //!   ([`PeerTransport`], module [`p2p`]).
 //! - `client.multiplayer().matchmaking()`: [`Matchmaking`]. `join_queue`, `leave_queue`,
 //!   `queue_status`.
+//! - `client.multiplayer().voice()`: [`Voice`], voice chat (its own signals: see [`voice`]).
 //! - `client.chat()`: [`Chat`]. `send`, `history`.
 //!
 //! # Signals (`Event::Signal { service, name, args }`)
@@ -80,6 +81,7 @@ pub mod p2p;
 pub mod peer;
 mod rooms;
 mod socket;
+pub mod voice;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,6 +99,7 @@ pub use p2p::{LinkPath, LinkStatus, P2pConfig, PeerTransport};
 pub use peer::{ConnectionStatus, MultiplayerPeer, PeerEvent, TransferMode};
 
 pub(crate) use socket::Realtime;
+pub use voice::Voice;
 
 /// Service names the signals are emitted on.
 pub(crate) const MULTIPLAYER: &str = "multiplayer";
@@ -173,13 +176,15 @@ impl ConnectionState {
 pub struct Multiplayer {
     realtime: Arc<Realtime>,
     matchmaking: Matchmaking,
+    voice: Voice,
 }
 
 impl Multiplayer {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let realtime = Realtime::new(shared);
+        let realtime = Realtime::new(shared.clone());
         Self {
             matchmaking: Matchmaking::new(realtime.clone()),
+            voice: Voice::new(shared, realtime.clone()),
             realtime,
         }
     }
@@ -190,6 +195,11 @@ impl Multiplayer {
 
     pub fn matchmaking(&self) -> &Matchmaking {
         &self.matchmaking
+    }
+
+    /// Voice chat in the current room ([`voice`]).
+    pub fn voice(&self) -> &Voice {
+        &self.voice
     }
 
     /// Opens the socket now rather than on the first call; completes with `{}` once connected.

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use aethex_protocol::realtime::{
@@ -23,6 +23,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::p2p::MeshInput;
 use super::peer::{PeerInbox, RoomEvent};
 use super::rooms::{room_value, tagged, wire_value, Rooms};
+use super::voice;
 use super::{
     free_form, lock, ConnectionState, RealtimeEncoding, CHAT, FRIENDS, MATCHMAKING, MULTIPLAYER,
 };
@@ -127,6 +128,8 @@ pub(crate) struct Realtime {
     /// Signals for joined rooms that have no mesh yet (another member's peer started first),
     /// handed to the room's mesh when it starts.
     early_signals: Mutex<HashMap<String, Vec<MeshInput>>>,
+    /// Voice chat, told of voice messages and of membership changes.
+    voice: OnceLock<Weak<voice::Engine>>,
 }
 
 impl Realtime {
@@ -141,11 +144,20 @@ impl Realtime {
             peers: Mutex::new(HashMap::new()),
             meshes: Mutex::new(HashMap::new()),
             early_signals: Mutex::new(HashMap::new()),
+            voice: OnceLock::new(),
         })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    pub fn attach_voice(&self, engine: Weak<voice::Engine>) {
+        let _ = self.voice.set(engine);
+    }
+
+    fn voice(&self) -> Option<Arc<voice::Engine>> {
+        self.voice.get().and_then(Weak::upgrade)
     }
 
     pub fn rooms(&self) -> &Rooms {
@@ -348,6 +360,9 @@ impl Realtime {
         self.rooms.remove(room_id);
         lock(&self.meshes).remove(room_id);
         lock(&self.early_signals).remove(room_id);
+        if let Some(voice) = self.voice() {
+            voice.on_room_left(room_id);
+        }
         if let Some(peer) = lock(&self.peers).remove(room_id) {
             peer.queue.push(RoomEvent::Closed(reason));
         }
@@ -872,6 +887,28 @@ impl Realtime {
                     ),
                 }
             }
+            ServerMessage::VoiceReceived {
+                room_id,
+                from,
+                data,
+            } => {
+                if let Some(voice) = self.voice() {
+                    voice.on_frame(&room_id, &from, &data);
+                }
+            }
+            ServerMessage::VoiceKeyReceived {
+                room_id,
+                seq,
+                from,
+                data,
+            } => {
+                if !self.rooms.accept(&room_id, seq) {
+                    return;
+                }
+                if let Some(voice) = self.voice() {
+                    voice.on_key(&room_id, &from, &data);
+                }
+            }
             ServerMessage::MatchFound { .. } => {
                 self.shared
                     .emit(MATCHMAKING, "match_found", vec![message_value(&message)]);
@@ -957,7 +994,11 @@ impl Realtime {
     /// In a room (a `room_joined` reply): tracked, current, announced.
     fn joined(&self, room: aethex_protocol::realtime::RoomInfo) -> Value {
         let value = room_value(&room);
+        let room_id = room.room_id.clone();
         self.rooms.insert(room);
+        if let Some(voice) = self.voice() {
+            voice.on_room_joined(&room_id);
+        }
         self.shared
             .emit(MULTIPLAYER, "room_joined", vec![value.clone()]);
         value
@@ -967,6 +1008,9 @@ impl Realtime {
         let value = wire_value(&serde_json::to_value(&member).expect("serializes"));
         self.to_mesh(room_id, MeshInput::Joined(member.user_id.clone()));
         self.to_peer(room_id, RoomEvent::Joined(member));
+        if let Some(voice) = self.voice() {
+            voice.on_member_joined(room_id);
+        }
         self.shared.emit(
             MULTIPLAYER,
             "player_joined",
@@ -977,6 +1021,9 @@ impl Realtime {
     fn player_left(&self, room_id: &str, user_id: String) {
         self.to_mesh(room_id, MeshInput::Left(user_id.clone()));
         self.to_peer(room_id, RoomEvent::Left(user_id.clone()));
+        if let Some(voice) = self.voice() {
+            voice.on_member_left(room_id, &user_id);
+        }
         self.shared.emit(
             MULTIPLAYER,
             "player_left",

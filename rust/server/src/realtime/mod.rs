@@ -26,6 +26,7 @@ pub mod rooms;
 pub mod signaling;
 pub mod socket;
 pub mod users;
+pub mod voice;
 
 use std::sync::atomic::AtomicU64;
 

@@ -129,6 +129,18 @@ pub enum Op {
         to: String,
         signal: PeerSignal,
     },
+    /// `voice_frame` (`super::voice`).
+    Voice {
+        room_id: String,
+        data: Vec<u8>,
+        targets: Option<Vec<String>>,
+    },
+    /// `voice_key` (`super::voice`).
+    VoiceKey {
+        room_id: String,
+        data: Vec<u8>,
+        targets: Option<Vec<String>>,
+    },
     /// `send_message` on the room's channel.
     Chat {
         room_id: String,
@@ -200,6 +212,8 @@ impl Op {
             | Op::Packet { room_id, .. }
             | Op::Leave { room_id }
             | Op::Signal { room_id, .. }
+            | Op::Voice { room_id, .. }
+            | Op::VoiceKey { room_id, .. }
             | Op::Chat { room_id, .. } => room_id,
         }
     }
@@ -382,6 +396,22 @@ impl RemoteMembers {
                 channel,
                 reliable,
             ),
+            (
+                Op::Voice {
+                    room_id,
+                    data,
+                    targets,
+                },
+                Some(proxy),
+            ) => super::voice::relay_frame(state, &proxy, room_id, data, targets),
+            (
+                Op::VoiceKey {
+                    room_id,
+                    data,
+                    targets,
+                },
+                Some(proxy),
+            ) => super::voice::relay_key(state, &proxy, room_id, data, targets),
             (Op::Leave { room_id }, Some(proxy)) => {
                 realtime.rooms.leave(&proxy, &room_id);
                 realtime.remote.forget_room(&origin, &proxy, &room_id);

@@ -595,6 +595,45 @@ impl Rooms {
         })?
     }
 
+    /// Sends `message` at once to `targets` or every other connected member, outside the room's
+    /// event order: no `seq`, nothing recorded for replay. For voice frames, worthless by the
+    /// time a member resumes.
+    pub fn relay_unsequenced(
+        &self,
+        conn: &ConnHandle,
+        room_id: &str,
+        targets: Option<&[String]>,
+        message: ServerMessage,
+    ) -> Result<(), ApiError> {
+        self.with_member(conn, room_id, |_, state| {
+            let audience = Audience::relay(&conn.user_id, targets, false, state);
+            let frame = encode(None, message);
+            for slot in state
+                .members
+                .iter()
+                .filter(|s| !s.away && audience.includes(&s.member.user_id))
+            {
+                slot.conn.push(frame.clone());
+            }
+        })
+    }
+
+    /// Publishes `build(room id, sender, seq)` to `targets` or every other member as a room
+    /// event: in order with the membership changes, and replayed after `resume`.
+    pub fn relay_sequenced(
+        &self,
+        conn: &ConnHandle,
+        room_id: &str,
+        targets: Option<&[String]>,
+        build: impl FnOnce(String, String, u64) -> ServerMessage,
+    ) -> Result<(), ApiError> {
+        self.with_member(conn, room_id, |room, state| {
+            let audience = Audience::relay(&conn.user_id, targets, false, state);
+            let (room_id, from) = (room.id.clone(), conn.user_id.clone());
+            room.publish(state, audience, true, |seq| build(room_id, from, seq));
+        })
+    }
+
     /// Runs `f` on the room, locked, when `conn` holds a seat in it.
     fn with_member<R>(
         &self,

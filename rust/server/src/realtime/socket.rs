@@ -33,6 +33,7 @@ use super::conn::{
 use super::failover::{self, Resumed};
 use super::presence::Presence;
 use super::remote::{self, Op};
+use super::voice;
 use crate::app::AppState;
 use crate::caller::{project_by_client_key, verify_player, Player};
 use crate::chat::channel::Channel;
@@ -153,6 +154,8 @@ struct Session {
     /// Rooms on other nodes of the cluster -> their home node.
     remote_rooms: HashMap<String, String>,
     limiter: DefaultDirectRateLimiter,
+    /// `voice_frame`s only.
+    voice_limiter: DefaultDirectRateLimiter,
     violations: u32,
     window_start: Instant,
 }
@@ -163,6 +166,8 @@ impl Session {
         let (tx, outbound) = mpsc::channel(limits.outbound_queue.max(1));
         let rate = NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.message_burst).unwrap_or(rate);
+        let voice_rate = NonZeroU32::new(limits.voice_frames_per_second).unwrap_or(NonZeroU32::MIN);
+        let voice_burst = NonZeroU32::new(limits.voice_frame_burst).unwrap_or(voice_rate);
         Self {
             conn: Arc::new(ConnHandle::new(
                 id,
@@ -178,6 +183,9 @@ impl Session {
             rooms: HashSet::new(),
             remote_rooms: HashMap::new(),
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            voice_limiter: RateLimiter::direct(
+                Quota::per_second(voice_rate).allow_burst(voice_burst),
+            ),
             violations: 0,
             window_start: Instant::now(),
             state,
@@ -374,9 +382,6 @@ impl Session {
                 format!("frames are limited to {} bytes", limits.max_frame_bytes),
             ));
         }
-        if self.limiter.check().is_err() {
-            return self.violation(ApiError::rate_limited(1));
-        }
         // The relay's hot path first: a JSON state update, its state kept as text.
         let fast = match self.encoding {
             Encoding::Json => JsonStateUpdate::parse(bytes),
@@ -385,6 +390,9 @@ impl Session {
         // Rooms on another node take the general path, which forwards them.
         .filter(|update| !self.remote_rooms.contains_key(&update.room_id));
         if let Some(update) = fast {
+            if self.limiter.check().is_err() {
+                return self.violation(ApiError::rate_limited(1));
+            }
             if !json_text_nests_within(update.state.get(), MAX_STATE_DEPTH) {
                 return self.violation(too_deep());
             }
@@ -414,6 +422,15 @@ impl Session {
             Ok(frame) => frame,
             Err(e) => return self.violation(ApiError::invalid(format!("malformed frame: {e}"))),
         };
+        // Voice frames have a bucket of their own: a player talking (50 frames a second) must
+        // not crowd out the game's messages, nor the other way round.
+        let limiter = match frame.message {
+            ClientMessage::VoiceFrame { .. } => &self.voice_limiter,
+            _ => &self.limiter,
+        };
+        if limiter.check().is_err() {
+            return self.violation(ApiError::rate_limited(1));
+        }
         if let ClientMessage::PlayerStateUpdate { state, .. } = &frame.message {
             if !value_nests_within(state, MAX_STATE_DEPTH) {
                 return self.violation(too_deep());
@@ -614,6 +631,32 @@ impl Session {
                 .realtime
                 .rooms
                 .signal(&self.conn, &room_id, &to, signal)?,
+            ClientMessage::VoiceFrame {
+                room_id,
+                data,
+                targets,
+            } if self.remote_rooms.contains_key(&room_id) => {
+                let home = &self.remote_rooms[&room_id];
+                let op = Op::Voice {
+                    room_id: room_id.clone(),
+                    data,
+                    targets,
+                };
+                remote::forward(&state, home, &self.conn, cid, op);
+            }
+            ClientMessage::VoiceKey {
+                room_id,
+                data,
+                targets,
+            } if self.remote_rooms.contains_key(&room_id) => {
+                let home = &self.remote_rooms[&room_id];
+                let op = Op::VoiceKey {
+                    room_id: room_id.clone(),
+                    data,
+                    targets,
+                };
+                remote::forward(&state, home, &self.conn, cid, op);
+            }
             ClientMessage::LeaveRoom { room_id } => {
                 if !self.rooms.remove(&room_id) || !state.realtime.rooms.leave(&self.conn, &room_id)
                 {
@@ -648,6 +691,16 @@ impl Session {
                 channel,
                 reliable,
             )?,
+            ClientMessage::VoiceFrame {
+                room_id,
+                data,
+                targets,
+            } => voice::relay_frame(&state, &self.conn, room_id, data, targets)?,
+            ClientMessage::VoiceKey {
+                room_id,
+                data,
+                targets,
+            } => voice::relay_key(&state, &self.conn, room_id, data, targets)?,
             ClientMessage::Resume { rooms } => {
                 let mut resumed = Vec::new();
                 let mut lost = Vec::new();
