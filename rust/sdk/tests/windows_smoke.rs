@@ -1,4 +1,4 @@
-//! The SDK's Windows build against the real server: `examples/smoke.rs` cross-built for
+//! The SDK's Windows build against the real server: `rust/sdk-smoke` cross-built for
 //! x86_64-pc-windows-gnu and run under wine signs in, saves, resumes its session from the
 //! Credential Manager and loads the save back, over loopback.
 //!

@@ -1,8 +1,8 @@
 //! A player's first minute, as a standalone program: sign in with a device id, save a slot, then a
 //! second client (a game restarted) resumes the stored session and loads the slot back.
 //!
-//! `smoke <server url> <client key>`; prints `smoke ok ...` and exits 0, or prints what failed
-//! and exits 1. Built for Windows and run under wine against the Linux server by
+//! `aethex-sdk-smoke <server url> <client key>`; prints `smoke ok ...` and exits 0, or prints what failed
+//! and exits 1. Built for Windows (scripts/test) and run under wine against the Linux server by
 //! `rust/sdk/tests/windows_smoke.rs`, so the SDK's Windows build (WinSock, rustls, the Credential
 //! Manager keyring, the file store) is exercised end to end. The session stays in the credential
 //! store (service `aethex-smoke-<nonce>`) so the test can find it there: run it in a throwaway
@@ -17,7 +17,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, url, key] = args.as_slice() else {
-        eprintln!("usage: smoke <server url> <client key>");
+        eprintln!("usage: aethex-sdk-smoke <server url> <client key>");
         std::process::exit(2);
     };
     match run(url, key) {
