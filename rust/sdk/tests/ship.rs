@@ -14,9 +14,9 @@ fn read(path: &str) -> String {
 /// The value of the first `key = "value"` (or `key="value"`) line after `[section]`.
 fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
     let header = format!("[{section}]");
-    let mut lines = text.lines().skip_while(|l| l.trim() != header).skip(1);
-    lines
-        .by_ref()
+    text.lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
         .take_while(|l| !l.trim_start().starts_with('['))
         .find_map(|l| {
             let (k, v) = l.split_once('=')?;
