@@ -3,9 +3,9 @@
 //! dict)`) plus `auth.current_user()` and `saves.sync_status()`, each as the SDK call the binding
 //! makes. Godot's Variant conversion is not included (Godot types need the engine).
 //!
-//!     cargo bench -p aethex-godot --bench sdk_calls --profile godot-debug    # the `debug` library
-//!     cargo bench -p aethex-godot --bench sdk_calls --profile godot-release  # the `release` one
-//!     cargo bench -p aethex-godot --bench sdk_calls --profile dev            # an unoptimized build
+//!     cargo bench -p aethex-sdk-smoke --bench sdk_calls --profile godot-debug    # the `debug` library
+//!     cargo bench -p aethex-sdk-smoke --bench sdk_calls --profile godot-release  # the `release` one
+//!     cargo bench -p aethex-sdk-smoke --bench sdk_calls --profile dev            # an unoptimized build
 //!
 //! Baseline in the same run: one clone of the save data (the copy the binding's Variant -> Value
 //! conversion makes anyway). No server: the calls only queue work for the SDK's runtime threads,
@@ -84,8 +84,8 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A fresh folder for the client's files (this crate has no dev-dependencies to keep its
-/// benches buildable from the addon's own dependency tree).
+/// A fresh folder for the client's files (no tempfile: this crate has no dev-dependencies, so
+/// the bench builds from the addon's own dependency tree).
 fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("aethex-godot-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
