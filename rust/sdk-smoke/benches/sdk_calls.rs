@@ -30,7 +30,7 @@ fn measure(name: &str, baseline: Option<Duration>, mut call: impl FnMut(usize)) 
     let median = samples[CALLS / 2];
     let p99 = samples[CALLS * 99 / 100];
     let ratio = baseline.map_or(String::new(), |b| {
-        format!(" = {:.1}x baseline", median.as_secs_f64() / b.as_secs_f64())
+        format!(" = {:.3}x baseline", median.as_secs_f64() / b.as_secs_f64())
     });
     println!("{name:<36} median={median:>9.2?} p99={p99:>9.2?}{ratio}");
     median
