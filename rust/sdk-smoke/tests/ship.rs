@@ -88,6 +88,7 @@ const SYSTEM_DLLS: &[&str] = &[
     "oleaut32.dll",
     "secur32.dll",
     "shell32.dll",
+    "shlwapi.dll",
     "user32.dll",
     "userenv.dll",
     "ws2_32.dll",
