@@ -74,7 +74,7 @@ impl AeThexCloud {
     /// The version of the AeThex Cloud extension.
     #[func]
     fn get_version(&self) -> GString {
-        GString::from(env!("CARGO_PKG_VERSION"))
+        GString::from(crate::sdk::VERSION)
     }
 
     // Custom getters of the service properties: see `service_accessed`.

@@ -42,6 +42,10 @@ pub use saves::Saves;
 pub use social::{Achievements, Friends, Groups, Leaderboards, Social, Stats};
 pub use value::Value;
 
+/// The release of AeThex Cloud: the workspace's version, which plugin.cfg and CHANGELOG.md state
+/// too (held equal by `rust/sdk-smoke/tests/ship.rs`). `AeThexCloud.get_version()` returns it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// What to do when an upload finds the slot changed on the server (409 `save_conflict`).
 /// Whatever wins, the losing data stays in the server's history of the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //! Every file is written to a temporary name, fsynced, then renamed over the target (and the
 //! directory fsynced), so a crash leaves either the old or the new file, never a torn one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> io::Resu
     }
     result?;
     #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
+    if let Ok(d) = fs::File::open(dir) {
         // Makes the rename itself durable.
         let _ = d.sync_all();
     }
