@@ -9,9 +9,11 @@
 //! `AETHEX_TEST_DATABASE_URL` is set) PostgreSQL, beside a bare axum endpoint measured in the same
 //! run with the same load generator (parses the same body, answers a same-shaped JSON): the
 //! ceiling of HTTP stack + client on this machine. The servers are child processes, so their CPU
-//! time is their own: `server CPU/req` is the `aethex-server` process (all threads, user + system)
-//! plus, on PostgreSQL, the database backends serving its connections (found by application name;
-//! the shared WAL writer and checkpointer are not counted). The load generator shares the cores.
+//! time is their own: `server CPU/req` is the `aethex-server` process (all threads, user + system;
+//! SQLite runs inside it), `db CPU/req` on PostgreSQL the database backends serving its
+//! connections (found by application name; the shared WAL writer and checkpointer are not
+//! counted). The load generator shares the cores. `auth_throughput` runs the same write in-process
+//! beside the raw SQL statements it needs.
 //!
 //! `cargo bench -p aethex-server --bench save_throughput` (env `SAVE_BENCH_SECS`, default 5;
 //! `-- --quick` for 1 s runs).
@@ -81,7 +83,10 @@ struct Figures {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
-    cpu_ms_per_req: f64,
+    /// The server process.
+    server_ms: f64,
+    /// Its PostgreSQL backends; `None` on SQLite (in the server process) and for the baseline.
+    db_ms: Option<f64>,
     failed: u64,
 }
 
@@ -188,15 +193,25 @@ async fn run(
         histogram.add(h).unwrap();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let mut cpu = common::proc_cpu_secs(&server_stat) - server_cpu;
-    for (pid, now) in pg_backend_cpu(admin).await {
-        cpu += now - db_cpu.get(&pid).copied().unwrap_or(0.0);
-    }
+    let server_cpu = common::proc_cpu_secs(&server_stat) - server_cpu;
+    let db_cpu = if admin.is_some() {
+        let after = pg_backend_cpu(admin).await;
+        Some(
+            after
+                .into_iter()
+                .map(|(pid, now)| now - db_cpu.get(&pid).copied().unwrap_or(0.0))
+                .sum::<f64>(),
+        )
+    } else {
+        None
+    };
+    let served = ok.max(1) as f64;
     Figures {
         rate: ok as f64 / elapsed,
         p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
-        cpu_ms_per_req: cpu * 1000.0 / ok.max(1) as f64,
+        server_ms: server_cpu * 1000.0 / served,
+        db_ms: db_cpu.map(|cpu| cpu * 1000.0 / served),
         failed,
     }
 }
@@ -228,8 +243,13 @@ fn print(label: &str, f: &Figures, baseline: Option<&Figures>) {
         String::new()
     };
     println!(
-        "  {label:<22} {:>7.0}/s{ratio}  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.3} ms/req{failed}",
-        f.rate, f.p50_ms, f.p99_ms, f.cpu_ms_per_req
+        "  {label:<22} {:>7.0}/s{ratio}  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.3} ms/req{}{failed}",
+        f.rate,
+        f.p50_ms,
+        f.p99_ms,
+        f.server_ms,
+        f.db_ms
+            .map_or(String::new(), |ms| format!("  db CPU {ms:.3} ms/req"))
     );
 }
 

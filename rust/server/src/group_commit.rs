@@ -3,14 +3,33 @@
 //! job's caller after COMMIT. Used by the hot write paths (sign-ins, save versions), where one
 //! transaction per request is bounded by round trips on SQLite's single writer connection and by
 //! the commit flush on PostgreSQL.
+//!
+//! On PostgreSQL each writer task keeps its pool connection from batch to batch: sqlx 0.8 pings a
+//! connection (a round trip the backend must answer) every time it goes back to the pool, so
+//! acquiring one per batch cost two extra round trips per transaction. A connection that sat idle
+//! for `IDLE_CHECK` is pinged before its next batch (the database may have restarted meanwhile;
+//! a batch that fails mid-way cannot always be retried), and a write that hits anything but a
+//! database error hands it back, so a broken one is dropped and the next batch takes a fresh one.
+//! On SQLite the one writer connection is shared with every other write, so it goes back after
+//! each batch.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Connection};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::db::Backend;
+use crate::db::{Backend, Db};
 use crate::error::{ApiError, ApiResult};
+
+/// The writer connection a write function gets, and gives back when it may be used again.
+pub type WriterConnection = PoolConnection<Any>;
+
+/// A kept connection idle for longer than this is pinged before its next batch. Under load the
+/// batches follow each other closely and skip the ping.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// A job waiting for its batch, and where its answer goes.
 pub struct Pending<J, O> {
@@ -35,36 +54,61 @@ impl<J, O> Clone for GroupCommit<J, O> {
 impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
     /// Starts the writer tasks: one on SQLite (a single writer connection), a few on PostgreSQL
     /// so batches commit in parallel. Each takes up to `max_batch` waiting jobs and runs
-    /// `write` on them, which must answer every job. Callers wait to enqueue once `queue` jobs
-    /// wait. The tasks end when the last clone is dropped.
+    /// `write` on them with a connection of `db.write`; `write` must answer every job, and gives
+    /// the connection back unless something other than a database error happened on it. Callers
+    /// wait to enqueue once `queue` jobs wait. The tasks end when the last clone is dropped.
     pub fn start<F, Fut>(
         name: &'static str,
-        backend: Backend,
+        db: &Db,
         max_batch: usize,
         queue: usize,
         write: F,
     ) -> Self
     where
-        F: Fn(Vec<Pending<J, O>>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send,
+        F: Fn(WriterConnection, Vec<Pending<J, O>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<WriterConnection>> + Send,
     {
-        let (jobs, receiver) = mpsc::channel(queue);
+        let (jobs, receiver) = mpsc::channel::<Pending<J, O>>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let write = Arc::new(write);
-        let writers = match backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 4,
+        let (writers, keep_connection) = match db.backend {
+            Backend::Sqlite => (1, false),
+            Backend::Postgres => (4, true),
         };
         for _ in 0..writers {
-            let (receiver, write) = (receiver.clone(), write.clone());
+            let (receiver, write, pool) = (receiver.clone(), write.clone(), db.write.clone());
             tokio::spawn(async move {
+                let mut kept: Option<(WriterConnection, Instant)> = None;
                 loop {
                     let mut batch = Vec::with_capacity(max_batch);
                     let received = receiver.lock().await.recv_many(&mut batch, max_batch).await;
                     if received == 0 {
                         return;
                     }
-                    write(batch).await;
+                    let alive = match kept.take() {
+                        Some((mut conn, used)) => {
+                            let idle = used.elapsed() > IDLE_CHECK;
+                            (!idle || conn.ping().await.is_ok()).then_some(conn)
+                        }
+                        None => None,
+                    };
+                    let conn = match alive {
+                        Some(conn) => conn,
+                        None => match pool.acquire().await {
+                            Ok(conn) => conn,
+                            Err(e) => {
+                                let error = ApiError::from(e);
+                                for pending in batch {
+                                    let _ = pending.done.send(Err(error.clone()));
+                                }
+                                continue;
+                            }
+                        },
+                    };
+                    let returned = write(conn, batch).await;
+                    if keep_connection {
+                        kept = returned.map(|conn| (conn, Instant::now()));
+                    }
                 }
             });
         }
@@ -80,6 +124,19 @@ impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Whether a connection that returned `e` can take the next batch: after a database error (a
+/// constraint, a serialization failure) the transaction is rolled back and the session is fine,
+/// unless the error is about the session itself (SQLSTATE class 08, connection exception, or 57,
+/// operator intervention: a terminated backend, a shutdown).
+pub fn connection_survives(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => !db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
     }
 }
 

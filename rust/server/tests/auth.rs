@@ -1277,3 +1277,69 @@ async fn oauth_names_that_look_like_a_taken_one_are_replaced() {
         s.stop().await;
     }
 }
+
+/// On PostgreSQL the sign-in and save writers and the sign-in lookups keep their connections
+/// between requests (no pool hand-over and its pings). When the database drops those
+/// connections (a restart, an idle timeout), the next requests must still be answered: the
+/// lookups retry on a fresh connection and an idle writer checks its connection first.
+#[tokio::test]
+async fn hot_paths_recover_when_the_database_drops_their_connections() {
+    if !backends().contains(&common::Backend::Postgres) {
+        return;
+    }
+    let application_name = format!("aethex-test-{}", uuid::Uuid::new_v4().simple());
+    let s = TestServer::start_with(common::Backend::Postgres, |config| {
+        config.database_url = format!(
+            "{}&application_name={application_name}",
+            config.database_url
+        );
+    })
+    .await;
+    let device = format!("device-{}", uuid::Uuid::new_v4());
+    // Every kept connection is opened: a registration, a returning sign-in, a refresh, a save.
+    device_sign_in(&s, &device).await;
+    let auth = device_sign_in(&s, &device).await;
+    let auth = expect_status(refresh(&s, &auth["refresh_token"]).await, StatusCode::OK).await;
+    assert_eq!(save_main(&s, &auth, 0).await["version"], 1);
+
+    let mut admin = common::pg_admin().await;
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&application_name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        !terminated.is_empty(),
+        "the server's connections are found by name"
+    );
+    // Longer than the writers' idle check.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let auth = device_sign_in(&s, &device).await;
+    let auth = expect_status(refresh(&s, &auth["refresh_token"]).await, StatusCode::OK).await;
+    assert_eq!(save_main(&s, &auth, 1).await["version"], 2);
+    s.stop().await;
+}
+
+async fn device_sign_in(s: &TestServer, device_id: &str) -> Value {
+    let resp = s
+        .req(Method::POST, "/api/v1/auth/device")
+        .json(&json!({ "device_id": device_id }))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::OK).await
+}
+
+/// Writes slot `main` based on `base_version`; returns the answer.
+async fn save_main(s: &TestServer, auth: &Value, base_version: i64) -> Value {
+    let resp = s
+        .player(Method::POST, "/api/v1/saves/me", token(auth))
+        .json(&json!({"slot": "main", "data": {"v": base_version}, "base_version": base_version}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::OK).await
+}

@@ -35,10 +35,11 @@ pub async fn refresh(
     let token_hash = hash_secret(&req.refresh_token);
     // Checked on a reader connection; only the rotation itself goes through the writer, batched
     // with other refreshes and sign-ins, and it is the rotation that decides a race.
-    let presented = {
-        let mut conn = state.auth.identity_lookup.connection().await?;
-        sessions::presented_token(&mut conn, &token_hash).await?
-    };
+    let presented = state
+        .auth
+        .identity_lookup
+        .presented_token(&token_hash)
+        .await?;
     let Some(presented) = presented else {
         return Err(ApiError::unauthorized("unknown refresh token"));
     };

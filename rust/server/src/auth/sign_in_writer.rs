@@ -17,12 +17,12 @@
 
 use std::collections::HashSet;
 
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 
 use super::{sessions, users};
-use crate::db::{is_unique_violation, new_id, Db};
+use crate::db::{is_unique_violation, new_id, Backend, Db};
 use crate::error::{ApiError, ApiResult};
-use crate::group_commit::{values, GroupCommit};
+use crate::group_commit::{connection_survives, values, GroupCommit, WriterConnection};
 use crate::projects::hash_secret;
 
 /// Most jobs written by one transaction.
@@ -104,6 +104,16 @@ enum Failure {
     Commit(sqlx::Error),
 }
 
+impl Failure {
+    fn error(&self) -> &sqlx::Error {
+        match self {
+            Failure::Users(e) | Failure::Identities(e) | Failure::Other(e) | Failure::Commit(e) => {
+                e
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct SignInWriter {
     jobs: GroupCommit<Job, Outcome>,
@@ -114,9 +124,9 @@ impl SignInWriter {
     /// Starts the writer tasks (see `GroupCommit::start`); they end when the last
     /// `SignInWriter` is dropped.
     pub fn start(db: &Db, refresh_ttl_ms: i64) -> Self {
-        let pool = db.write.clone();
-        let jobs = GroupCommit::start("sign-in", db.backend, MAX_BATCH, QUEUE, move |batch| {
-            write_batch(pool.clone(), batch)
+        let backend = db.backend;
+        let jobs = GroupCommit::start("sign-in", db, MAX_BATCH, QUEUE, move |conn, batch| {
+            write_batch(backend, conn, batch)
         });
         Self {
             jobs,
@@ -223,30 +233,46 @@ impl SignInWriter {
     }
 }
 
-async fn write_batch(pool: AnyPool, mut batch: Vec<Pending>) {
-    let pool = &pool;
-    if batch.len() > 1 {
+/// Writes a batch on `conn`; gives it back unless it failed other than with a database error.
+async fn write_batch(
+    backend: Backend,
+    mut conn: WriterConnection,
+    mut batch: Vec<Pending>,
+) -> Option<WriterConnection> {
+    let mut survives = true;
+    let whole = {
         let jobs: Vec<&Job> = batch.iter().map(|p| &p.job).collect();
-        match write(pool, &jobs).await {
+        match one_statement(backend, &jobs) {
+            Some(statement) => Some(statement.write(&mut conn).await),
+            None if jobs.len() > 1 => Some(write(&mut conn, &jobs).await),
+            None => None,
+        }
+    };
+    if let Some(written) = whole {
+        match written {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = pending.done.send(Ok(outcome));
                 }
-                return;
+                return Some(conn);
             }
             Err(Failure::Commit(e)) => {
                 let message = e.to_string();
                 for pending in batch.drain(..) {
                     let _ = pending.done.send(Err(ApiError::internal(&message)));
                 }
-                return;
+                return connection_survives(&e).then_some(conn);
             }
             // Some job broke the batch: find which by writing each alone.
-            Err(_) => {}
+            Err(failure) => survives = connection_survives(failure.error()),
         }
     }
     for pending in batch.drain(..) {
-        let outcome = match write(pool, &[&pending.job]).await {
+        let written = write(&mut conn, &[&pending.job]).await;
+        if let Err(failure) = &written {
+            survives &= connection_survives(failure.error());
+        }
+        let outcome = match written {
             Ok(mut outcomes) => Ok(outcomes.pop().unwrap_or(Outcome::Written)),
             Err(Failure::Identities(e)) if is_unique_violation(&e) => Ok(Outcome::DeviceTaken),
             Err(Failure::Users(e)) => {
@@ -263,11 +289,12 @@ async fn write_batch(pool: AnyPool, mut batch: Vec<Pending>) {
         };
         let _ = pending.done.send(outcome);
     }
+    survives.then_some(conn)
 }
 
 /// Writes `jobs` in one transaction; returns each one's outcome.
-async fn write(pool: &AnyPool, jobs: &[&Job]) -> Result<Vec<Outcome>, Failure> {
-    let mut tx = pool.begin().await.map_err(Failure::Other)?;
+async fn write(conn: &mut AnyConnection, jobs: &[&Job]) -> Result<Vec<Outcome>, Failure> {
+    let mut tx = conn.begin().await.map_err(Failure::Other)?;
     match write_rows(&mut tx, jobs).await {
         Ok(outcomes) => {
             tx.commit().await.map_err(Failure::Commit)?;
@@ -280,6 +307,242 @@ async fn write(pool: &AnyPool, jobs: &[&Job]) -> Result<Vec<Outcome>, Failure> {
     }
 }
 
+/// A whole batch as one statement, on PostgreSQL, for the two batches the hot paths make: only
+/// sign-ins, or only rotations of distinct tokens. A single statement commits by itself, so the
+/// batch is one round trip instead of BEGIN, two to four statements and COMMIT; its rows travel
+/// as JSON arrays, so the statement's text (and its prepared statement and plan) is the same
+/// whatever the batch size. Data-modifying `WITH` parts run in one snapshot and the foreign keys
+/// are checked at the end of the statement, so sessions and tokens can go in together.
+enum OneStatement {
+    SignIns {
+        jobs: usize,
+        users: String,
+        sessions: String,
+        tokens: String,
+    },
+    Rotations {
+        now: i64,
+        rotations: String,
+        /// The spent hash of each job, in order.
+        spent: Vec<String>,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct UserJson<'a> {
+    user_id: &'a str,
+    project_id: &'a str,
+    username: &'a str,
+    username_lower: String,
+    username_skeleton: String,
+    device_id: &'a str,
+    created_at: i64,
+}
+
+#[derive(serde::Serialize)]
+struct SessionJson<'a> {
+    id: &'a str,
+    project_id: &'a str,
+    user_id: &'a str,
+    created_at: i64,
+}
+
+#[derive(serde::Serialize)]
+struct TokenJson<'a> {
+    /// The token this one replaces (rotations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spent: Option<&'a str>,
+    token_hash: &'a str,
+    session_id: &'a str,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl<'a> TokenJson<'a> {
+    fn new(token: &'a TokenRow, spent: Option<&'a str>) -> Self {
+        Self {
+            spent,
+            token_hash: &token.hash,
+            session_id: &token.session_id,
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows of strings and integers serialize")
+}
+
+/// The batch as one statement, when it is one of the two kinds that fit (see `OneStatement`).
+fn one_statement(backend: Backend, jobs: &[&Job]) -> Option<OneStatement> {
+    if backend != Backend::Postgres {
+        return None;
+    }
+    if jobs.iter().all(|job| matches!(job, Job::SignIn { .. })) {
+        let (mut users, mut sessions, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
+        for job in jobs {
+            let Job::SignIn {
+                registration,
+                session,
+                token,
+            } = job
+            else {
+                continue;
+            };
+            if let Some(user) = registration {
+                users.push(UserJson {
+                    user_id: &session.user_id,
+                    project_id: &user.project_id,
+                    username: &user.username,
+                    username_lower: user.username.to_lowercase(),
+                    username_skeleton: users::username_skeleton(&user.username),
+                    device_id: &user.device_id,
+                    created_at: token.created_at,
+                });
+            }
+            sessions.push(SessionJson {
+                id: &session.id,
+                project_id: &session.project_id,
+                user_id: &session.user_id,
+                created_at: token.created_at,
+            });
+            tokens.push(TokenJson::new(token, None));
+        }
+        return Some(OneStatement::SignIns {
+            jobs: jobs.len(),
+            users: json(&users),
+            sessions: json(&sessions),
+            tokens: json(&tokens),
+        });
+    }
+    let mut spent = Vec::with_capacity(jobs.len());
+    let mut rotations = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let Job::Rotate { spent_hash, next } = job else {
+            return None;
+        };
+        // Two rotations of one token in a batch: the first wins, which needs the transaction.
+        if spent.contains(spent_hash) {
+            return None;
+        }
+        spent.push(spent_hash.clone());
+        rotations.push(TokenJson::new(next, Some(spent_hash)));
+    }
+    Some(OneStatement::Rotations {
+        now: rotations
+            .iter()
+            .map(|r| r.created_at)
+            .max()
+            .unwrap_or_default(),
+        rotations: json(&rotations),
+        spent,
+    })
+}
+
+const SIGN_INS_SQL: &str = "\
+WITH new_users AS (
+  INSERT INTO users (id, project_id, username, username_lower, username_skeleton, preferences, created_at, updated_at)
+  SELECT user_id, project_id, username, username_lower, username_skeleton, '{}', created_at, created_at
+  FROM json_to_recordset($1::json) AS r(user_id text, project_id text, username text, username_lower text, username_skeleton text, device_id text, created_at bigint)
+  RETURNING id
+), new_identities AS (
+  INSERT INTO identities (project_id, provider, subject, user_id, created_at)
+  SELECT project_id, $4, device_id, user_id, created_at
+  FROM json_to_recordset($1::json) AS r(user_id text, project_id text, device_id text, created_at bigint)
+  RETURNING user_id
+), new_sessions AS (
+  INSERT INTO sessions (id, project_id, user_id, created_at)
+  SELECT id, project_id, user_id, created_at
+  FROM json_to_recordset($2::json) AS s(id text, project_id text, user_id text, created_at bigint)
+  RETURNING id
+)
+INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+SELECT token_hash, session_id, created_at, expires_at
+FROM json_to_recordset($3::json) AS t(token_hash text, session_id text, created_at bigint, expires_at bigint)";
+
+/// Spends the presented tokens still unspent (the row lock makes a concurrent batch wait and
+/// then find them spent), stores the next token of each one spent, revokes the session of each
+/// one that was not (reuse), and returns the spent hashes. `= ANY (ARRAY(...))` makes both
+/// updates index lookups: with `IN (SELECT ...)` the planner scanned all of `refresh_tokens`,
+/// taking `used_at IS NULL` for very selective.
+const ROTATIONS_SQL: &str = "\
+WITH r AS (
+  SELECT * FROM json_to_recordset($2::json) AS r(spent text, token_hash text, session_id text, created_at bigint, expires_at bigint)
+), spent AS (
+  UPDATE refresh_tokens SET used_at = $1
+  WHERE used_at IS NULL AND token_hash = ANY (ARRAY(SELECT spent FROM r))
+  RETURNING token_hash
+), next AS (
+  INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+  SELECT r.token_hash, r.session_id, r.created_at, r.expires_at FROM r JOIN spent ON spent.token_hash = r.spent
+  RETURNING token_hash
+), revoked AS (
+  UPDATE sessions SET revoked_at = $1
+  WHERE revoked_at IS NULL
+    AND id = ANY (ARRAY(SELECT session_id FROM r WHERE spent NOT IN (SELECT token_hash FROM spent)))
+  RETURNING id
+)
+SELECT token_hash FROM spent";
+
+impl OneStatement {
+    /// Runs the statement (committed when it returns); a failure other than a database error
+    /// may have committed, so it is a `Commit` failure.
+    async fn write(&self, conn: &mut AnyConnection) -> Result<Vec<Outcome>, Failure> {
+        let failed = |e: sqlx::Error| {
+            if connection_survives(&e) {
+                Failure::Other(e)
+            } else {
+                Failure::Commit(e)
+            }
+        };
+        match self {
+            OneStatement::SignIns {
+                jobs,
+                users,
+                sessions,
+                tokens,
+            } => {
+                sqlx::query(SIGN_INS_SQL)
+                    .bind(users)
+                    .bind(sessions)
+                    .bind(tokens)
+                    .bind(super::device::PROVIDER)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failed)?;
+                Ok((0..*jobs).map(|_| Outcome::Written).collect())
+            }
+            OneStatement::Rotations {
+                now,
+                rotations,
+                spent,
+            } => {
+                let rows = sqlx::query(ROTATIONS_SQL)
+                    .bind(*now)
+                    .bind(rotations)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(failed)?;
+                let mut spent_now = HashSet::with_capacity(rows.len());
+                for row in rows {
+                    spent_now.insert(row.try_get::<String, _>(0).map_err(Failure::Commit)?);
+                }
+                Ok(spent
+                    .iter()
+                    .map(|hash| {
+                        if spent_now.contains(hash) {
+                            Outcome::Written
+                        } else {
+                            Outcome::Reused
+                        }
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
 /// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -288,10 +551,7 @@ fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-async fn write_rows(
-    tx: &mut Transaction<'static, Any>,
-    jobs: &[&Job],
-) -> Result<Vec<Outcome>, Failure> {
+async fn write_rows(tx: &mut Transaction<'_, Any>, jobs: &[&Job]) -> Result<Vec<Outcome>, Failure> {
     let mut outcomes: Vec<Outcome> = jobs.iter().map(|_| Outcome::Written).collect();
     let mut registrations = Vec::new();
     let mut new_sessions = Vec::new();

@@ -4,6 +4,7 @@
 //! blob key is the associated data, so a blob copied under another key (another player or
 //! version) fails to open instead of serving someone else's save.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
 
@@ -18,6 +19,33 @@ const NONCE_LEN: usize = 12;
 const KEY_FILE: &str = "save-encryption-key";
 /// zstd's default level: most of the ratio of higher levels at a fraction of their CPU time.
 const ZSTD_LEVEL: i32 = 3;
+
+thread_local! {
+    // A zstd context per thread, reused: `zstd::bulk::compress` creates and frees one (and its
+    // level-3 workspace) per call, which was a good part of a small save's compression time.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        slot.as_mut().expect("just set").compress(plain)
+    })
+}
+
+fn decompress(compressed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut()
+            .expect("just set")
+            .decompress(compressed, capacity)
+    })
+}
 
 #[derive(Clone)]
 pub struct BlobCodec {
@@ -51,7 +79,7 @@ impl BlobCodec {
 
     /// Compresses and encrypts `plain` for storage under `blob_key`.
     pub fn seal(&self, blob_key: &str, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let compressed = zstd::bulk::compress(plain, ZSTD_LEVEL)?;
+        let compressed = compress(plain)?;
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let sealed = self
             .cipher
@@ -90,7 +118,7 @@ impl BlobCodec {
                 },
             )
             .map_err(|_| anyhow::anyhow!("blob {blob_key} fails authentication"))?;
-        let plain = zstd::bulk::decompress(&compressed, size)?;
+        let plain = decompress(&compressed, size)?;
         if plain.len() != size {
             anyhow::bail!(
                 "blob {blob_key} holds {} bytes, expected {size}",

@@ -7,16 +7,17 @@
 //! each change's precondition and quota in order in between, as if they had committed one after
 //! the other. Each caller is answered after COMMIT.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aethex_protocol::saves::{SaveConflictDetails, SaveSlotInfo, SaveVersionInfo};
 use aethex_protocol::ErrorCode;
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row, Transaction};
 
-use crate::db::{is_unique_violation, Db};
+use crate::db::{is_unique_violation, Backend, Db};
 use crate::error::{ApiError, ApiResult};
-use crate::group_commit::{tuples, values, GroupCommit};
+use crate::group_commit::{connection_survives, tuples, values, GroupCommit, WriterConnection};
 
 /// Most changes written by one transaction.
 const MAX_BATCH: usize = 64;
@@ -297,9 +298,9 @@ impl std::fmt::Debug for VersionWriter {
 impl VersionWriter {
     /// Starts the writer tasks; they end when the last `VersionWriter` is dropped.
     pub fn start(db: &Db, limits: Limits) -> Self {
-        let (write, read) = (db.write.clone(), db.read.clone());
-        let jobs = GroupCommit::start("save", db.backend, MAX_BATCH, QUEUE, move |batch| {
-            write_batch(write.clone(), read.clone(), limits, batch)
+        let (read, backend) = (db.read.clone(), db.backend);
+        let jobs = GroupCommit::start("save", db, MAX_BATCH, QUEUE, move |conn, batch| {
+            write_batch(conn, read.clone(), backend, limits, batch)
         });
         Self { jobs }
     }
@@ -318,31 +319,43 @@ enum Failure {
     Commit(sqlx::Error),
 }
 
-async fn write_batch(write_pool: AnyPool, read_pool: AnyPool, limits: Limits, batch: Vec<Pending>) {
+/// Writes a batch on `conn`; gives it back unless it failed other than with a database error.
+async fn write_batch(
+    mut conn: WriterConnection,
+    read_pool: AnyPool,
+    backend: Backend,
+    limits: Limits,
+    batch: Vec<Pending>,
+) -> Option<WriterConnection> {
+    let mut survives = true;
     if batch.len() > 1 {
         let changes: Vec<&Change> = batch.iter().map(|p| &p.job).collect();
-        match write(&write_pool, &changes, limits).await {
+        match write(&mut conn, backend, &changes, limits).await {
             Ok(results) => {
                 for (pending, result) in batch.into_iter().zip(results) {
                     let _ = pending.done.send(result);
                 }
-                return;
+                return Some(conn);
             }
             Err(Failure::Commit(e)) => {
                 let message = e.to_string();
                 for pending in batch {
                     let _ = pending.done.send(Err(ApiError::internal(&message)));
                 }
-                return;
+                return connection_survives(&e).then_some(conn);
             }
             // A statement failed for one change (say its player was deleted meanwhile): write
             // each alone so only that one fails.
-            Err(Failure::Statement(_)) => {}
+            Err(Failure::Statement(e)) => survives = connection_survives(&e),
         }
     }
     for pending in batch {
         let change = &pending.job;
-        let result = match write(&write_pool, &[change], limits).await {
+        let written = write(&mut conn, backend, &[change], limits).await;
+        if let Err(Failure::Statement(e) | Failure::Commit(e)) = &written {
+            survives &= connection_survives(e);
+        }
+        let result = match written {
             Ok(mut results) => results.pop().expect("one result per change"),
             // Another writer committed this version first: same answer as a stale base.
             Err(Failure::Statement(e)) if is_unique_violation(&e) => {
@@ -355,17 +368,19 @@ async fn write_batch(write_pool: AnyPool, read_pool: AnyPool, limits: Limits, ba
         };
         let _ = pending.done.send(result);
     }
+    survives.then_some(conn)
 }
 
 /// Writes `changes` in one transaction; answers each change's outcome. Refused changes
 /// (precondition, quota) write nothing and do not affect the others.
 async fn write(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
+    backend: Backend,
     changes: &[&Change],
     limits: Limits,
 ) -> Result<Vec<ApiResult<Committed>>, Failure> {
-    let mut tx = pool.begin().await.map_err(Failure::Statement)?;
-    match write_in(&mut tx, changes, limits).await {
+    let mut tx = conn.begin().await.map_err(Failure::Statement)?;
+    match write_in(&mut tx, backend, changes, limits).await {
         Ok((results, true)) => {
             tx.commit().await.map_err(Failure::Commit)?;
             for committed in results.iter().flatten() {
@@ -417,7 +432,8 @@ fn quota_exceeded(limits: Limits, used: i64, pruned_bytes: i64, size: i64) -> Ap
 /// The statements of one batch; the flag says whether any change was accepted (else there is
 /// nothing to commit).
 async fn write_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     changes: &[&Change],
     limits: Limits,
 ) -> Result<(Vec<ApiResult<Committed>>, bool), sqlx::Error> {
@@ -427,18 +443,27 @@ async fn write_in(
     let mut users: Vec<&str> = changes.iter().map(|c| c.user_id.as_str()).collect();
     users.sort_unstable();
     users.dedup();
-    let sql = format!(
-        "INSERT INTO save_usage (user_id, used_bytes) VALUES {} \
-         ON CONFLICT (user_id) DO UPDATE SET used_bytes = save_usage.used_bytes \
-         RETURNING user_id, used_bytes",
-        values(users.len(), 1, |p| format!("({}, 0)", p[0]))
-    );
+    let sql = match backend {
+        Backend::Postgres => Cow::Borrowed(PG_LOCK_USAGE_SQL),
+        Backend::Sqlite => Cow::Owned(format!(
+            "INSERT INTO save_usage (user_id, used_bytes) VALUES {} \
+             ON CONFLICT (user_id) DO UPDATE SET used_bytes = save_usage.used_bytes \
+             RETURNING user_id, used_bytes",
+            values(users.len(), 1, |p| format!("({}, 0)", p[0]))
+        )),
+    };
     let mut query = sqlx::query(&sql);
-    for user in &users {
-        query = query.bind(*user);
+    match backend {
+        Backend::Postgres => query = query.bind(json(&users)),
+        Backend::Sqlite => {
+            for user in &users {
+                query = query.bind(*user);
+            }
+        }
     }
+    let rows = query.fetch_all(&mut **tx).await?;
     let mut used = HashMap::with_capacity(users.len());
-    for row in query.fetch_all(&mut **tx).await? {
+    for row in rows {
         used.insert(
             row.try_get::<String, _>("user_id")?,
             row.try_get::<i64, _>("used_bytes")?,
@@ -460,26 +485,36 @@ async fn write_in(
         .unwrap_or(1) as i64;
     slots.dedup();
     let n = slots.len();
-    let sql = format!(
-        "SELECT v.user_id, {} FROM save_versions v JOIN \
-         (SELECT user_id, slot, MAX(version) AS top FROM save_versions WHERE {} \
-          GROUP BY user_id, slot) t ON v.user_id = t.user_id AND v.slot = t.slot \
-         WHERE v.version = t.top OR v.version <= t.top + ${} - ${}",
-        COLUMNS
-            .split(", ")
-            .map(|c| format!("v.{c}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        tuples(n, 2, " OR ", |p| format!(
-            "(user_id = {} AND slot = {})",
-            p[0], p[1]
+    let sql = match backend {
+        Backend::Postgres => Cow::Borrowed(PG_READ_SLOTS_SQL),
+        Backend::Sqlite => Cow::Owned(format!(
+            "SELECT v.user_id, {} FROM save_versions v JOIN \
+             (SELECT user_id, slot, MAX(version) AS top FROM save_versions WHERE {} \
+              GROUP BY user_id, slot) t ON v.user_id = t.user_id AND v.slot = t.slot \
+             WHERE v.version = t.top OR v.version <= t.top + ${} - ${}",
+            V_COLUMNS,
+            tuples(n, 2, " OR ", |p| format!(
+                "(user_id = {} AND slot = {})",
+                p[0], p[1]
+            )),
+            2 * n + 1,
+            2 * n + 2,
         )),
-        2 * n + 1,
-        2 * n + 2,
-    );
+    };
     let mut query = sqlx::query(&sql);
-    for (user, slot) in &slots {
-        query = query.bind(*user).bind(*slot);
+    match backend {
+        Backend::Postgres => {
+            let slots: Vec<SlotJson> = slots
+                .iter()
+                .map(|&(user_id, slot)| SlotJson { user_id, slot })
+                .collect();
+            query = query.bind(json(&slots));
+        }
+        Backend::Sqlite => {
+            for (user, slot) in &slots {
+                query = query.bind(*user).bind(*slot);
+            }
+        }
     }
     let rows = query
         .bind(most_per_slot)
@@ -570,6 +605,10 @@ async fn write_in(
         return Ok((results, false));
     }
 
+    if backend == Backend::Postgres {
+        write_pg(tx, &inserted, &states, &used).await?;
+        return Ok((results, true));
+    }
     let sql = format!(
         "INSERT INTO save_versions (user_id, {COLUMNS}) VALUES {}",
         values(inserted.len(), 10, |p| format!("({})", p.join(", ")))
@@ -620,4 +659,143 @@ async fn write_in(
     }
     query.execute(&mut **tx).await?;
     Ok((results, true))
+}
+
+/// `v.slot, v.version, ...`: `COLUMNS` of the `save_versions v` alias.
+const V_COLUMNS: &str = "v.slot, v.version, v.kind, v.size, v.checksum, v.metadata, v.blob_key, \
+                         v.restored_from, v.created_at";
+
+// On PostgreSQL a batch's rows travel as one JSON array parameter, so each statement's text (and
+// so its prepared statement and plan) is the same whatever the batch size: with a list of
+// `VALUES` tuples or `OR` conditions every batch size was another statement, which each
+// connection prepared (a Parse round trip) and PostgreSQL planned anew, and up to 64 sizes of
+// five statements overflow sqlx's cache of 100 prepared statements per connection.
+
+/// Takes the usage rows' locks in the array's order (user id order; see `write_in`).
+const PG_LOCK_USAGE_SQL: &str = "\
+INSERT INTO save_usage (user_id, used_bytes)
+SELECT user_id, 0 FROM json_array_elements_text($1::json) AS u(user_id)
+ON CONFLICT (user_id) DO UPDATE SET used_bytes = save_usage.used_bytes
+RETURNING user_id, used_bytes";
+
+const PG_READ_SLOTS_SQL: &str = "\
+SELECT v.user_id, v.slot, v.version, v.kind, v.size, v.checksum, v.metadata, v.blob_key, v.restored_from, v.created_at
+FROM save_versions v JOIN (
+  SELECT s.user_id, s.slot, MAX(s.version) AS top
+  FROM save_versions s JOIN json_to_recordset($1::json) AS b(user_id text, slot text)
+    ON s.user_id = b.user_id AND s.slot = b.slot
+  GROUP BY s.user_id, s.slot
+) t ON v.user_id = t.user_id AND v.slot = t.slot
+WHERE v.version = t.top OR v.version <= t.top + $2 - $3";
+
+/// The batch's new versions, retention and usage in one statement. Its parts run in one snapshot,
+/// so the DELETE cannot see the INSERT's rows: versions the batch itself prunes are not inserted
+/// (`write_pg` leaves them out), which leaves the same rows as inserting and then deleting them.
+const PG_WRITE_SQL: &str = "\
+WITH inserted AS (
+  INSERT INTO save_versions (user_id, slot, version, kind, size, checksum, metadata, blob_key, restored_from, created_at)
+  SELECT user_id, slot, version, kind, size, checksum, metadata, blob_key, restored_from, created_at
+  FROM json_to_recordset($1::json) AS n(user_id text, slot text, version bigint, kind text, size bigint, checksum text, metadata text, blob_key text, restored_from bigint, created_at bigint)
+  RETURNING 1
+), pruned AS (
+  DELETE FROM save_versions v USING json_to_recordset($2::json) AS p(user_id text, slot text, up_to bigint)
+  WHERE v.user_id = p.user_id AND v.slot = p.slot AND v.version <= p.up_to
+  RETURNING 1
+)
+INSERT INTO save_usage (user_id, used_bytes)
+SELECT user_id, used_bytes FROM json_to_recordset($3::json) AS u(user_id text, used_bytes bigint)
+ON CONFLICT (user_id) DO UPDATE SET used_bytes = excluded.used_bytes";
+
+#[derive(serde::Serialize)]
+struct SlotJson<'a> {
+    user_id: &'a str,
+    slot: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct VersionJson<'a> {
+    user_id: &'a str,
+    slot: &'a str,
+    version: i64,
+    kind: &'a str,
+    size: i64,
+    checksum: &'a str,
+    metadata: &'a str,
+    blob_key: Option<&'a str>,
+    restored_from: Option<i64>,
+    created_at: i64,
+}
+
+#[derive(serde::Serialize)]
+struct PrunedJson<'a> {
+    user_id: &'a str,
+    slot: &'a str,
+    up_to: i64,
+}
+
+#[derive(serde::Serialize)]
+struct UsageJson<'a> {
+    user_id: &'a str,
+    used_bytes: i64,
+}
+
+fn json<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows of strings and integers serialize")
+}
+
+/// `PG_WRITE_SQL` for the accepted versions `inserted`.
+async fn write_pg(
+    tx: &mut Transaction<'_, Any>,
+    inserted: &[(&str, VersionRow)],
+    states: &HashMap<(String, String), SlotState>,
+    used: &HashMap<String, i64>,
+) -> Result<(), sqlx::Error> {
+    let pruned: Vec<PrunedJson> = states
+        .iter()
+        .filter_map(|((user_id, slot), state)| {
+            state.pruned_up_to.map(|up_to| PrunedJson {
+                user_id,
+                slot,
+                up_to,
+            })
+        })
+        .collect();
+    let pruned_up_to: HashMap<(&str, &str), i64> = pruned
+        .iter()
+        .map(|p| ((p.user_id, p.slot), p.up_to))
+        .collect();
+    let versions: Vec<VersionJson> = inserted
+        .iter()
+        .filter(|(user_id, row)| {
+            pruned_up_to
+                .get(&(*user_id, row.slot.as_str()))
+                .is_none_or(|up_to| row.version > *up_to)
+        })
+        .map(|(user_id, row)| VersionJson {
+            user_id,
+            slot: &row.slot,
+            version: row.version,
+            kind: &row.kind,
+            size: row.size,
+            checksum: &row.checksum,
+            metadata: &row.metadata,
+            blob_key: row.blob_key.as_deref(),
+            restored_from: row.restored_from,
+            created_at: row.created_at,
+        })
+        .collect();
+    let usage: Vec<UsageJson> = used
+        .iter()
+        .map(|(user_id, &used_bytes)| UsageJson {
+            user_id,
+            used_bytes,
+        })
+        .collect();
+    sqlx::query(PG_WRITE_SQL)
+        .bind(json(&versions))
+        .bind(json(&pruned))
+        .bind(json(&usage))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -259,7 +259,7 @@ fn pg_base_url() -> String {
     std::env::var("AETHEX_TEST_DATABASE_URL").expect("AETHEX_TEST_DATABASE_URL")
 }
 
-async fn pg_admin() -> sqlx::PgConnection {
+pub async fn pg_admin() -> sqlx::PgConnection {
     use sqlx::Connection;
     sqlx::PgConnection::connect(&pg_base_url())
         .await
