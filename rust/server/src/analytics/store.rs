@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aethex_protocol::analytics::EventKind;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 
 use crate::db::{Backend, Db};
 use crate::error::{ApiError, ApiResult};
-use crate::group_commit::{values, GroupCommit, Pending};
+use crate::group_commit::{connection_survives, values, GroupCommit, Pending, WriterConnection};
 
 /// Most requests written by one transaction.
 const MAX_BATCH: usize = 32;
@@ -72,9 +72,9 @@ impl std::fmt::Debug for EventWriter {
 impl EventWriter {
     /// Starts the writer tasks; they end when the last `EventWriter` is dropped.
     pub fn start(db: &Db) -> Self {
-        let (pool, backend) = (db.write.clone(), db.backend);
-        let jobs = GroupCommit::start("analytics", backend, MAX_BATCH, QUEUE, move |batch| {
-            write_batch(pool.clone(), backend, batch)
+        let backend = db.backend;
+        let jobs = GroupCommit::start("analytics", db, MAX_BATCH, QUEUE, move |conn, batch| {
+            write_batch(conn, backend, batch)
         });
         Self { jobs }
     }
@@ -95,44 +95,57 @@ enum Failure {
 
 type Job = Pending<Ingest, Ingested>;
 
-async fn write_batch(pool: AnyPool, backend: Backend, batch: Vec<Job>) {
+async fn write_batch(
+    mut conn: WriterConnection,
+    backend: Backend,
+    batch: Vec<Job>,
+) -> Option<WriterConnection> {
     let jobs: Vec<&Ingest> = batch.iter().map(|p| &p.job).collect();
-    match write(&pool, backend, &jobs).await {
+    match write(&mut conn, backend, &jobs).await {
         Ok(results) => {
             for (pending, result) in batch.into_iter().zip(results) {
                 let _ = pending.done.send(result);
             }
+            Some(conn)
         }
         Err(Failure::Commit(e)) => {
             let message = e.to_string();
             for pending in batch {
                 let _ = pending.done.send(Err(ApiError::internal(&message)));
             }
+            connection_survives(&e).then_some(conn)
         }
         // A statement failed for one request (say its player was deleted meanwhile, failing a
         // user property's foreign key): write each alone so only that one fails.
         Err(Failure::Statement(e)) if batch.len() == 1 => {
+            let survives = connection_survives(&e);
             let pending = batch.into_iter().next().expect("one job");
             let _ = pending.done.send(Err(e.into()));
+            survives.then_some(conn)
         }
-        Err(Failure::Statement(_)) => {
+        Err(Failure::Statement(e)) => {
+            let mut survives = connection_survives(&e);
             for pending in batch {
-                let result = match write(&pool, backend, &[&pending.job]).await {
+                let result = match write(&mut conn, backend, &[&pending.job]).await {
                     Ok(mut results) => results.pop().expect("one result per job"),
-                    Err(Failure::Statement(e) | Failure::Commit(e)) => Err(e.into()),
+                    Err(Failure::Statement(e) | Failure::Commit(e)) => {
+                        survives &= connection_survives(&e);
+                        Err(e.into())
+                    }
                 };
                 let _ = pending.done.send(result);
             }
+            survives.then_some(conn)
         }
     }
 }
 
 async fn write(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     backend: Backend,
     jobs: &[&Ingest],
 ) -> Result<Vec<ApiResult<Ingested>>, Failure> {
-    let mut tx = pool.begin().await.map_err(Failure::Statement)?;
+    let mut tx = conn.begin().await.map_err(Failure::Statement)?;
     match write_in(&mut tx, backend, jobs).await {
         Ok(results) => {
             tx.commit().await.map_err(Failure::Commit)?;
@@ -155,7 +168,7 @@ struct Permission {
 }
 
 async fn permissions(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     backend: Backend,
     jobs: &[&Ingest],
 ) -> sqlx::Result<HashMap<String, Permission>> {
@@ -204,7 +217,7 @@ struct Stored<'a> {
 }
 
 async fn write_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     backend: Backend,
     jobs: &[&Ingest],
 ) -> sqlx::Result<Vec<ApiResult<Ingested>>> {
@@ -271,7 +284,7 @@ type NewEvents = HashMap<String, HashSet<String>>;
 
 /// Inserts `rows`; returns those not stored before.
 async fn insert_events(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     rows: &[Stored<'_>],
 ) -> sqlx::Result<NewEvents> {
     let mut new = NewEvents::new();
@@ -310,10 +323,7 @@ async fn insert_events(
     Ok(new)
 }
 
-async fn update_rollups(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[&Stored<'_>],
-) -> sqlx::Result<()> {
+async fn update_rollups(tx: &mut Transaction<'_, Any>, rows: &[&Stored<'_>]) -> sqlx::Result<()> {
     let mut players: BTreeMap<(&str, i64, &str), i64> = BTreeMap::new();
     let mut counts: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
     let mut properties: BTreeMap<(&str, &str), (&str, i64)> = BTreeMap::new();
