@@ -425,6 +425,7 @@ async fn run(
         *state.assignments.write().expect("assignments lock") = cached;
     }
     let mut sessions = shared.session_epoch();
+    let mut fetched_for: Option<String> = None;
     let mut task = Task {
         shared,
         state,
@@ -447,14 +448,22 @@ async fn run(
                 }
                 task.handle(batch).await;
             }
-            // A sign-in (or sign-out, refresh) and the periodic refresh fetch assignments.
+            // A sign-in (another player, or the first) and the periodic refresh fetch
+            // assignments; a token refresh of the same player changes nothing they depend on.
             changed = sessions.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                let player = task.shared.session_user_id();
+                if player.is_some() && player != fetched_for {
+                    fetched_for = player;
+                    task.fetch_assignments().await;
+                }
+            }
+            _ = refresh.tick() => {
+                fetched_for = task.shared.session_user_id();
                 task.fetch_assignments().await;
             }
-            _ = refresh.tick() => task.fetch_assignments().await,
             _ = tick.tick() => {
                 // A failed upload is retried at the next tick; the events stay queued.
                 let _ = task.upload_all().await;
