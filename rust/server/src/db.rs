@@ -23,6 +23,9 @@ use sqlx::{Any, AnyPool, Executor};
 
 use crate::config::DatabaseConfig;
 
+/// The smallest PostgreSQL pool from which the hot paths keep connections.
+const KEPT_CONNECTIONS_MIN_POOL: u32 = 32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -42,6 +45,15 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Db {
+    /// Whether the hot paths may keep PostgreSQL connections out of the pool between uses (the
+    /// group-commit writers and the sign-in lookups keep up to 20): only when the pool is large
+    /// enough that the other requests still have theirs (the default of 32 leaves 12). A smaller
+    /// pool is shared by every request as it is.
+    pub fn keeps_connections(&self) -> bool {
+        self.backend == Backend::Postgres
+            && self.write.options().get_max_connections() >= KEPT_CONNECTIONS_MIN_POOL
+    }
+
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         Self::connect_with(url, &DatabaseConfig::default()).await
     }

@@ -71,10 +71,11 @@ impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
         let (jobs, receiver) = mpsc::channel::<Pending<J, O>>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let write = Arc::new(write);
-        let (writers, keep_connection) = match db.backend {
-            Backend::Sqlite => (1, false),
-            Backend::Postgres => (4, true),
+        let writers = match db.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
         };
+        let keep_connection = db.keeps_connections();
         for _ in 0..writers {
             let (receiver, write, pool) = (receiver.clone(), write.clone(), db.write.clone());
             tokio::spawn(async move {

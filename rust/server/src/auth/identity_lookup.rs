@@ -24,11 +24,13 @@ use super::{sessions, users};
 use crate::db::{Backend, Db};
 use crate::error::ApiResult;
 
-/// Connections kept for lookups: on SQLite besides the read pool's own, on PostgreSQL out of it.
-fn lookup_connections(backend: Backend) -> usize {
-    match backend {
+/// Connections kept for lookups: on SQLite besides the read pool's own, on PostgreSQL out of it
+/// (one, the least that works, from a pool too small to keep more: see `Db::keeps_connections`).
+fn lookup_connections(db: &Db) -> usize {
+    match db.backend {
         Backend::Sqlite => 4,
-        Backend::Postgres => 8,
+        Backend::Postgres if db.keeps_connections() => 8,
+        Backend::Postgres => 1,
     }
 }
 
@@ -49,7 +51,7 @@ impl IdentityLookup {
         Ok(Self {
             pool: db.read.clone(),
             backend: db.backend,
-            own: (0..lookup_connections(db.backend))
+            own: (0..lookup_connections(db))
                 .map(|_| Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
