@@ -86,8 +86,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectBody<T> {
     }
 }
 
-/// A JSON body that may be left out (whitespace or nothing means `T::default()`), with the same
-/// limits, errors and NUL check as [`ApiJson`].
+/// A JSON body that may be left out (nothing, whitespace or `null` means `T::default()`), with the
+/// same limits, errors and NUL check as [`ApiJson`].
 pub struct ApiJsonOrDefault<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJsonOrDefault<T>
@@ -101,7 +101,8 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection_to_error)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or JSON `null` (what a schema `Option<T>` body allows): the defaults.
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return Ok(ApiJsonOrDefault(T::default()));
         }
         let value = match axum::Json::<ObjectBody<T>>::from_bytes(&bytes) {

@@ -57,7 +57,7 @@ pub async fn get_consent(
     path = "/api/v1/analytics/consent",
     tag = "analytics",
     security(("client_key" = [], "bearer" = [])),
-    request_body(content = ConsentRequest, description = "May be left out: no body means not under 13"),
+    request_body(content = Option<ConsentRequest>, description = "May be left out: no body means not under 13"),
     responses((status = 200, description = "Consent granted and its time recorded", body = Consent))
 )]
 pub async fn grant_consent(
